@@ -1,0 +1,170 @@
+//! `add`: code a model source against an optional base and stage it under a name.
+
+use serde::{Deserialize, Serialize};
+
+use super::rev::{self, check_name, HEADS};
+use super::Repository;
+use crate::model::encode::{self, encode_file, is_safetensors, Base};
+use crate::model::manifest::{FileEntry, SnapshotMeta, META_FORMAT, META_PATH};
+use crate::model::rebuild::{self, Rebuilder};
+use crate::model::{source, Options};
+use crate::store::history::{self, ObjectId};
+use crate::store::{index, lock, sync_dir};
+
+/// A snapshot waiting for `commit`, as recorded in the index's `staged` table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Staged {
+    pub name: String,
+    pub source: String,
+    /// The snapshot's git tree (hex).
+    pub tree: String,
+    /// The delta base commit (hex), if any.
+    pub base: Option<String>,
+    /// The tip of `name` when the snapshot was staged (hex); the commit's history parent.
+    pub parent: Option<String>,
+    pub raw_bytes: u64,
+    pub stored_bytes: u64,
+    /// Bytes this add wrote to the store (what the store grew by).
+    pub new_bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    #[serde(flatten)]
+    pub staged: Staged,
+    pub files: usize,
+    pub tensors: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Name(String),
+    #[error(transparent)]
+    Source(#[from] source::Error),
+    #[error("base {rev:?}: {source}")]
+    Base { rev: String, source: rev::Error },
+    #[error("base {rev:?}: {source}")]
+    BaseSnapshot { rev: String, source: Box<rebuild::Error> },
+    #[error(transparent)]
+    Encode(#[from] encode::Error),
+    #[error("{path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    History(#[from] history::Error),
+    #[error(transparent)]
+    Index(#[from] index::Error),
+    #[error(transparent)]
+    Lock(#[from] lock::Error),
+    #[error("cannot flush the store to disk: {0}")]
+    Sync(std::io::Error),
+}
+
+impl Repository {
+    /// Codes `source` (against `base`, a revision, when given) and stages it as `name`.
+    pub fn add(
+        &self,
+        source: &str,
+        name: &str,
+        base: Option<&str>,
+        opts: &Options,
+        progress: &(dyn Fn(u64, u64) + Sync),
+    ) -> Result<Report, Error> {
+        check_name(name).map_err(Error::Name)?;
+        let files = source::resolve(source)?;
+        let _lock = self.lock()?;
+        let base_id = base
+            .map(|rev| {
+                self.resolve(rev).map_err(|source| Error::Base {
+                    rev: rev.into(),
+                    source,
+                })
+            })
+            .transpose()?;
+        let rebuilder = Rebuilder::new(&self.history, &self.cas, base_id).map_err(|source| Error::BaseSnapshot {
+            rev: base.unwrap_or_default().into(),
+            source: Box::new(source),
+        })?;
+        let base_snapshot = base_id.map(|id| rebuilder.base(&id).expect("the rebuilder loaded its base"));
+        let base_ref = base_snapshot.map(|snapshot| Base {
+            snapshot,
+            rebuilder: &rebuilder,
+        });
+
+        let total: u64 = files.iter().map(|f| f.size).sum();
+        let done = std::sync::atomic::AtomicU64::new(0);
+        let tick = |n: u64| {
+            let d = done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+            progress(d, total);
+        };
+
+        let mut tree = Vec::new();
+        let mut entries = Vec::new();
+        let mut blobs = Vec::new();
+        let (mut stored, mut new_bytes, mut tensors) = (0u64, 0u64, 0usize);
+        for file in &files {
+            let manifest = is_safetensors(file) || file.size >= opts.small_file;
+            let content = if manifest {
+                let coded = encode_file(file, &self.cas, opts, base_ref.as_ref(), &tick)?;
+                stored += coded.manifest.stored();
+                new_bytes += coded.new_bytes;
+                tensors += coded.manifest.segments.iter().filter(|s| s.tensor.is_some()).count();
+                blobs.extend(coded.blobs);
+                serde_json::to_vec_pretty(&coded.manifest).expect("manifests serialize")
+            } else {
+                let bytes = std::fs::read(&file.abs).map_err(|source| Error::Read {
+                    path: file.abs.clone(),
+                    source,
+                })?;
+                tick(bytes.len() as u64);
+                stored += bytes.len() as u64;
+                bytes
+            };
+            let (id, new) = self.history.write_blob(&content)?;
+            new_bytes += if new { content.len() as u64 } else { 0 };
+            tree.push((file.path.clone(), id));
+            entries.push(FileEntry {
+                path: file.path.clone(),
+                size: file.size,
+                manifest,
+            });
+        }
+        let meta = SnapshotMeta {
+            format: META_FORMAT.into(),
+            kind: "model".into(),
+            base: base_id.map(|id| id.to_string()),
+            files: entries,
+        };
+        let (meta_id, _) = self
+            .history
+            .write_blob(&serde_json::to_vec_pretty(&meta).expect("records serialize"))?;
+        tree.push((META_PATH.to_string(), meta_id));
+        let tree_id: ObjectId = self.history.write_tree(&tree)?;
+
+        // Everything the staging record points at is on disk before the record exists.
+        sync_dir(&self.layout.root).map_err(Error::Sync)?;
+        let staged = Staged {
+            name: name.into(),
+            source: source.into(),
+            tree: tree_id.to_string(),
+            base: meta.base.clone(),
+            parent: self
+                .history
+                .find_ref(&format!("{HEADS}{name}"))?
+                .map(|id| id.to_string()),
+            raw_bytes: total,
+            stored_bytes: stored,
+            new_bytes,
+        };
+        let record = serde_json::to_vec(&staged).expect("records serialize");
+        self.index()?.record(&blobs, name, Some(&record))?;
+        Ok(Report {
+            staged,
+            files: files.len(),
+            tensors,
+        })
+    }
+}

@@ -1,0 +1,118 @@
+//! `checkout`: write every file of a revision into a directory, byte for byte as it was added.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::rev;
+use super::Repository;
+use crate::model::rebuild::{self, destination, Rebuilder};
+use crate::model::snapshot::{self, Snapshot};
+use crate::store::history;
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub commit: String,
+    pub dir: PathBuf,
+    pub files: usize,
+    pub bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Rev(#[from] rev::Error),
+    #[error(transparent)]
+    History(#[from] history::Error),
+    #[error("revision {rev}: {source}")]
+    Snapshot { rev: String, source: snapshot::Error },
+    #[error("revision {rev}: {source}")]
+    Rebuild { rev: String, source: Box<rebuild::Error> },
+    #[error("output directory {0} is not empty (use --force to write into it)")]
+    NotEmpty(PathBuf),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+impl Repository {
+    /// Writes revision `rev` into `dir`. `progress` gets (bytes done, bytes in all).
+    pub fn checkout(
+        &self,
+        rev: &str,
+        dir: &Path,
+        force: bool,
+        progress: &(dyn Fn(u64, u64) + Sync),
+    ) -> Result<Report, Error> {
+        let commit = self.resolve(rev)?;
+        let info = self.history.commit_info(commit)?;
+        let snap = Snapshot::load(&self.history, info.tree).map_err(|source| Error::Snapshot {
+            rev: rev.into(),
+            source,
+        })?;
+        let rebuild_err = |source: rebuild::Error| Error::Rebuild {
+            rev: rev.into(),
+            source: Box::new(source),
+        };
+        let base = snap.base().map_err(|source| Error::Snapshot {
+            rev: rev.into(),
+            source,
+        })?;
+        let rebuilder = Rebuilder::new(&self.history, &self.cas, base).map_err(rebuild_err)?;
+
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| Error::Io { path, source }
+        };
+        if !force && dir.read_dir().is_ok_and(|mut d| d.next().is_some()) {
+            return Err(Error::NotEmpty(dir.to_owned()));
+        }
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+
+        let total = snap.raw_bytes();
+        let done = std::sync::atomic::AtomicU64::new(0);
+        let tick = |n: u64| {
+            let d = done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+            progress(d, total);
+        };
+        let mut bytes = 0;
+        for entry in &snap.meta.files {
+            let dest = destination(dir, &entry.path).map_err(rebuild_err)?;
+            let parent = dest.parent().expect("inside dir");
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+            if entry.manifest {
+                bytes += rebuilder
+                    .write_file(&snap, &entry.path, &dest, &tick)
+                    .map_err(rebuild_err)?;
+            } else {
+                let content = self.history.read_blob(snap.blobs[&entry.path])?;
+                if content.len() as u64 != entry.size {
+                    return Err(rebuild_err(rebuild::Error::BadPath {
+                        path: entry.path.clone(),
+                        why: format!(
+                            "stored file has {} bytes, the record says {}",
+                            content.len(),
+                            entry.size
+                        ),
+                    }));
+                }
+                write_atomically(&dest, &content).map_err(io(&dest))?;
+                tick(content.len() as u64);
+                bytes += content.len() as u64;
+            }
+        }
+        Ok(Report {
+            commit: commit.to_string(),
+            dir: dir.to_owned(),
+            files: snap.meta.files.len(),
+            bytes,
+        })
+    }
+}
+
+fn write_atomically(dest: &Path, content: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut tmp = rebuild::output_file(dest.parent().expect("inside dir"))?;
+    tmp.write_all(content)?;
+    tmp.persist(dest).map_err(|e| e.error)?;
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! `fsck`: re-hash every blob, and check every reference of every snapshot reachable from a
+//! name, a tag or the staging area: git objects, manifests, chunk blobs and delta parents.
+
+use std::collections::{HashMap, HashSet};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::add::Staged;
+use super::Repository;
+use crate::model::snapshot::Snapshot;
+use crate::store::cas::Key;
+use crate::store::history::ObjectId;
+use crate::store::index;
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub ok: bool,
+    /// Blobs re-hashed.
+    pub objects: usize,
+    /// Commits and staged snapshots checked.
+    pub snapshots: usize,
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot list the blobs: {0}")]
+    List(std::io::Error),
+    #[error(transparent)]
+    Index(#[from] index::Error),
+}
+
+impl Repository {
+    pub fn fsck(&self, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<Report, Error> {
+        let mut errors = Vec::new();
+
+        // 1. Every blob re-hashed.
+        let cas = &self.cas;
+        let keys = cas.keys().map_err(Error::List)?;
+        let done = std::sync::atomic::AtomicU64::new(0);
+        let mut bad: Vec<String> = keys
+            .par_iter()
+            .filter_map(|key| {
+                let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                progress(d, keys.len() as u64);
+                cas.get(key).err().map(|e| e.to_string())
+            })
+            .collect();
+        bad.sort();
+        errors.extend(bad);
+        let present: HashSet<Key> = keys.iter().copied().collect();
+        let index = self.index()?;
+        for (key, _) in index.blobs()? {
+            if !present.contains(&key) {
+                errors.push(format!("index records blob {key}, which is missing"));
+            }
+        }
+
+        // 2. Every snapshot reachable from refs (through parents and bases) and the staging area.
+        let mut todo: Vec<(String, ObjectId)> = Vec::new();
+        for prefix in [super::rev::HEADS, super::rev::TAGS] {
+            match self.history.refs(prefix) {
+                Ok(refs) => todo.extend(refs.into_iter().map(|(n, id)| (format!("{prefix}{n}"), id))),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        let mut snapshots: HashMap<ObjectId, Option<Snapshot>> = HashMap::new();
+        let mut checked = 0;
+        while let Some((from, id)) = todo.pop() {
+            if snapshots.contains_key(&id) {
+                continue;
+            }
+            let snap = match self.check_commit(id, &present, &mut errors) {
+                Ok((snap, parents)) => {
+                    todo.extend(parents.into_iter().map(|p| (format!("parent of {id}"), p)));
+                    if let Ok(Some(base)) = snap.base() {
+                        todo.push((format!("base of {id}"), base));
+                    }
+                    Some(snap)
+                }
+                Err(e) => {
+                    errors.push(format!("commit {id} ({from}): {e}"));
+                    None
+                }
+            };
+            checked += 1;
+            snapshots.insert(id, snap);
+        }
+        for (name, record) in index.staged()? {
+            checked += 1;
+            let staged: Result<Staged, _> = serde_json::from_slice(&record);
+            let tree = staged.ok().and_then(|s| ObjectId::from_hex(s.tree.as_bytes()).ok());
+            match tree.map(|t| self.check_tree(t, &present, &mut errors)) {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => errors.push(format!("staged {name}: {e}")),
+                None => errors.push(format!("staged {name}: unreadable record")),
+            }
+        }
+
+        // 3. Every delta parent exists in its snapshot's base with the same geometry.
+        for (id, snap) in &snapshots {
+            let Some(snap) = snap else { continue };
+            let base = snap
+                .base()
+                .ok()
+                .flatten()
+                .and_then(|b| snapshots.get(&b))
+                .and_then(Option::as_ref);
+            for (path, m) in &snap.manifests {
+                for seg in &m.segments {
+                    let Some(p) = &seg.parent else { continue };
+                    let found = base.and_then(|b| b.find(p)).map(|(pm, i)| &pm.segments[i]);
+                    let fits = found.is_some_and(|ps| {
+                        ps.len == seg.len && ps.chunk_size == seg.chunk_size && ps.width == seg.width
+                    });
+                    if !fits {
+                        errors.push(format!(
+                            "commit {id}: {path}: tensor {:?} refers to {:?} in {:?}, not in its base",
+                            seg.tensor.as_ref().map(|t| t.name.as_str()).unwrap_or_default(),
+                            p.tensor,
+                            p.file
+                        ));
+                    }
+                }
+            }
+        }
+
+        Ok(Report {
+            ok: errors.is_empty(),
+            objects: keys.len(),
+            snapshots: checked,
+            errors,
+        })
+    }
+
+    fn check_commit(
+        &self,
+        id: ObjectId,
+        present: &HashSet<Key>,
+        errors: &mut Vec<String>,
+    ) -> Result<(Snapshot, Vec<ObjectId>), String> {
+        self.history.verify(id).map_err(|e| e.to_string())?;
+        let info = self.history.commit_info(id).map_err(|e| e.to_string())?;
+        let snap = self.check_tree(info.tree, present, errors)?;
+        Ok((snap, info.parents))
+    }
+
+    /// Loads a snapshot, verifies its git objects and that every chunk's blob is present.
+    fn check_tree(&self, tree: ObjectId, present: &HashSet<Key>, errors: &mut Vec<String>) -> Result<Snapshot, String> {
+        let snap = Snapshot::load(&self.history, tree).map_err(|e| e.to_string())?;
+        for (path, id) in &snap.blobs {
+            if let Err(e) = self.history.verify(*id) {
+                errors.push(format!("tree {tree}: {path}: {e}"));
+            }
+        }
+        for (path, m) in &snap.manifests {
+            for seg in &m.segments {
+                for (i, chunk) in seg.chunks.iter().enumerate() {
+                    if let Some(blob) = chunk.blob.filter(|b| !present.contains(b)) {
+                        errors.push(format!(
+                            "tree {tree}: {path}: chunk {i} needs blob {blob}, which is missing"
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(snap)
+    }
+}

@@ -1,0 +1,35 @@
+use std::path::PathBuf;
+
+use super::output::{bytes, short, Output};
+use super::{progress, Error};
+use crate::api::Repository;
+
+/// Write the full model of a revision into a directory, every file byte-identical.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// NAME, NAME~N, a tag, or a commit id prefix.
+    pub rev: String,
+    /// The output directory (created; must be empty unless --force).
+    #[arg(long, short)]
+    pub output: PathBuf,
+    /// Write into a directory that is not empty, replacing files of the same names.
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn run(repo: &Repository, args: &Args, out: &Output) -> Result<i32, Error> {
+    let bar = progress::bytes("checkout", out.json);
+    let report = repo.checkout(&args.rev, &args.output, args.force, &progress::callback(&bar))?;
+    bar.finish_and_clear();
+    out.emit(&report, |r| {
+        format!(
+            "checked out {} ({}) into {}: {} files, {}, every chunk verified",
+            args.rev,
+            short(&r.commit),
+            r.dir.display(),
+            r.files,
+            bytes(r.bytes)
+        )
+    });
+    Ok(0)
+}

@@ -1,0 +1,89 @@
+//! The command line: argument parsing (clap), one module per verb, text or `--json` output.
+
+mod add;
+mod checkout;
+mod commit;
+mod fsck;
+mod init;
+mod log;
+mod output;
+mod progress;
+mod refs;
+mod show;
+mod status;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::api::Repository;
+
+/// A content-addressed store for ML models: every fine-tune a commit of tensor deltas on its base.
+#[derive(Debug, Parser)]
+#[command(name = "sparse", version, about)]
+pub struct Cli {
+    /// Run as if started in PATH (the store is found there or in a parent; PATH may be the store itself).
+    #[arg(short = 'C', global = true, value_name = "PATH")]
+    pub dir: Option<PathBuf>,
+    /// Print one JSON object on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Init(init::Args),
+    Add(add::Args),
+    Commit(commit::Args),
+    Checkout(checkout::Args),
+    Log(log::Args),
+    Show(show::Args),
+    Status,
+    Branch(refs::BranchArgs),
+    Tag(refs::TagArgs),
+    Fsck,
+}
+
+/// What a verb failed with: any error of the library, shown with its causes.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Parses the arguments, runs the verb, and returns the exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let mut message = format!("error: {e}");
+            let mut source = e.source();
+            while let Some(s) = source {
+                message.push_str(&format!("\n  caused by: {s}"));
+                source = s.source();
+            }
+            eprintln!("{message}");
+            1
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<i32, Error> {
+    let start = cli.dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    let out = output::Output { json: cli.json };
+    if let Command::Init(args) = &cli.command {
+        return init::run(&start, args, &out);
+    }
+    let repo = Repository::discover(&start)?;
+    match &cli.command {
+        Command::Init(_) => unreachable!("handled above"),
+        Command::Add(args) => add::run(&repo, args, &out),
+        Command::Commit(args) => commit::run(&repo, args, &out),
+        Command::Checkout(args) => checkout::run(&repo, args, &out),
+        Command::Log(args) => log::run(&repo, args, &out),
+        Command::Show(args) => show::run(&repo, args, &out),
+        Command::Status => status::run(&repo, &out),
+        Command::Branch(args) => refs::branch(&repo, args, &out),
+        Command::Tag(args) => refs::tag(&repo, args, &out),
+        Command::Fsck => fsck::run(&repo, &out),
+    }
+}

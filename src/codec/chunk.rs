@@ -1,0 +1,190 @@
+//! The byte layout of one coded chunk (docs/FORMAT.md, "Coded chunk"):
+//!
+//! ```text
+//! offset  size  field
+//! 0       1     format version, 1
+//! 1       1     transform: 0 full, 1 xor, 2 sub
+//! 2       1     element width w in bytes (1..=255); the chunk has w planes
+//! 3       1     reserved, 0
+//! 4       8     decoded length n, little-endian; a multiple of w
+//! then w times: 1 byte plane mode (0 raw, 1 zstd), 8 bytes stored length m (LE), m bytes
+//! ```
+//! Plane k holds byte k of each element of the transformed chunk (n / w bytes decoded).
+
+use super::{delta, entropy, planes, Codec, Error};
+
+const VERSION: u8 = 1;
+const HEADER: usize = 12;
+
+fn transform_byte(codec: Codec) -> u8 {
+    match codec {
+        Codec::Full => 0,
+        Codec::Xor => 1,
+        Codec::Sub => 2,
+        Codec::Same => unreachable!("`same` chunks store no bytes"),
+    }
+}
+
+/// Codes `data` with `codec` (not [`Codec::Same`]) against `parent`, splitting it into
+/// `width`-byte planes compressed at zstd `level`.
+pub fn encode(codec: Codec, data: &[u8], parent: Option<&[u8]>, width: usize, level: i32) -> Vec<u8> {
+    assert!(
+        (1..=255).contains(&width) && data.len().is_multiple_of(width),
+        "whole elements"
+    );
+    let mut transformed = vec![0u8; data.len()];
+    match (codec, parent) {
+        (Codec::Full, _) => transformed.copy_from_slice(data),
+        (Codec::Xor, Some(p)) => delta::xor(data, p, &mut transformed),
+        (Codec::Sub, Some(p)) => delta::sub(data, p, width, &mut transformed),
+        (c, _) => panic!("codec {c} needs a parent chunk of the same length"),
+    }
+    let mut split = vec![0u8; data.len()];
+    planes::split(&transformed, width, &mut split);
+    drop(transformed);
+
+    let mut out = Vec::with_capacity(HEADER + data.len() / 2);
+    out.extend_from_slice(&[VERSION, transform_byte(codec), width as u8, 0]);
+    out.extend_from_slice(&(data.len() as u64).to_le_bytes());
+    let plane_len = data.len() / width;
+    for plane in split.chunks(plane_len.max(1)).take(width) {
+        let at = out.len();
+        out.extend_from_slice(&[0u8; 9]);
+        let mode = entropy::compress(plane, level, &mut out);
+        let stored = (out.len() - at - 9) as u64;
+        out[at] = mode as u8;
+        out[at + 1..at + 9].copy_from_slice(&stored.to_le_bytes());
+    }
+    if plane_len == 0 {
+        // An empty chunk still lists its (empty) planes, so every chunk has the same shape.
+        for _ in 0..width {
+            out.extend_from_slice(&[entropy::Mode::Raw as u8, 0, 0, 0, 0, 0, 0, 0, 0]);
+        }
+    }
+    out
+}
+
+/// Decodes a coded chunk into `out` (its exact decoded length), using `parent` for deltas.
+/// Returns the chunk's codec. Every length is checked against `out` before anything is
+/// decompressed, so a hostile chunk cannot make this allocate more than `out`.
+pub fn decode(coded: &[u8], parent: Option<&[u8]>, width: usize, out: &mut [u8]) -> Result<Codec, Error> {
+    let header = coded.get(..HEADER).ok_or(Error::Truncated)?;
+    if header[0] != VERSION {
+        return Err(Error::Version(header[0]));
+    }
+    let codec = match header[1] {
+        0 => Codec::Full,
+        1 => Codec::Xor,
+        2 => Codec::Sub,
+        other => return Err(Error::Transform(other)),
+    };
+    if header[2] as usize != width {
+        return Err(Error::Width {
+            width: header[2] as usize,
+            expected: width,
+        });
+    }
+    let n = u64::from_le_bytes(header[4..12].try_into().expect("8 bytes"));
+    if n != out.len() as u64 || !out.len().is_multiple_of(width) {
+        return Err(Error::Length {
+            found: n,
+            expected: out.len(),
+        });
+    }
+    let parent = match (codec.needs_parent(), parent) {
+        (false, _) => None,
+        (true, Some(p)) if p.len() == out.len() => Some(p),
+        (true, Some(p)) => {
+            return Err(Error::Length {
+                found: p.len() as u64,
+                expected: out.len(),
+            })
+        }
+        (true, None) => return Err(Error::MissingParent),
+    };
+
+    let plane_len = out.len() / width;
+    let mut split = vec![0u8; out.len()];
+    let mut rest = &coded[HEADER..];
+    for k in 0..width {
+        if rest.len() < 9 {
+            return Err(Error::Truncated);
+        }
+        let mode = entropy::Mode::from_byte(rest[0])?;
+        let m = u64::from_le_bytes(rest[1..9].try_into().expect("8 bytes"));
+        let m = usize::try_from(m)
+            .ok()
+            .filter(|&m| m <= rest.len() - 9)
+            .ok_or(Error::Truncated)?;
+        entropy::decompress(mode, &rest[9..9 + m], &mut split[k * plane_len..(k + 1) * plane_len])?;
+        rest = &rest[9 + m..];
+    }
+    if !rest.is_empty() {
+        return Err(Error::Trailing(rest.len()));
+    }
+
+    match parent {
+        None => planes::join(&split, width, out),
+        Some(p) => {
+            let mut transformed = vec![0u8; out.len()];
+            planes::join(&split, width, &mut transformed);
+            match codec {
+                Codec::Xor => delta::xor(&transformed, p, out),
+                Codec::Sub => delta::unsub(&transformed, p, width, out),
+                Codec::Full | Codec::Same => unreachable!("checked above"),
+            }
+        }
+    }
+    Ok(codec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn floats(seed: u32, n: usize) -> Vec<u8> {
+        (0..n)
+            .flat_map(|i| ((i as f32 * 0.37 + seed as f32).sin() * 0.02).to_le_bytes())
+            .collect()
+    }
+
+    #[test]
+    fn every_codec_round_trips() {
+        let old = floats(0, 1000);
+        let new: Vec<u8> = old
+            .chunks_exact(4)
+            .flat_map(|b| (f32::from_le_bytes(b.try_into().unwrap()) * 0.999).to_le_bytes())
+            .collect();
+        for codec in [Codec::Full, Codec::Xor, Codec::Sub] {
+            let coded = encode(codec, &new, Some(&old), 4, 3);
+            let mut out = vec![0; new.len()];
+            assert_eq!(decode(&coded, Some(&old), 4, &mut out).unwrap(), codec);
+            assert_eq!(out, new, "{codec}");
+        }
+    }
+
+    #[test]
+    fn empty_chunk_round_trips() {
+        let coded = encode(Codec::Full, &[], None, 2, 3);
+        let mut out = [];
+        decode(&coded, None, 2, &mut out).unwrap();
+    }
+
+    #[test]
+    fn truncated_or_altered_chunks_are_refused() {
+        let data = floats(1, 500);
+        let coded = encode(Codec::Full, &data, None, 4, 3);
+        let mut out = vec![0; data.len()];
+        for cut in [0, 5, HEADER, HEADER + 4, coded.len() - 1] {
+            assert!(decode(&coded[..cut], None, 4, &mut out).is_err(), "cut at {cut}");
+        }
+        let mut longer = coded.clone();
+        longer.push(0);
+        assert!(matches!(decode(&longer, None, 4, &mut out), Err(Error::Trailing(1))));
+        assert!(decode(&coded, None, 2, &mut out).is_err(), "wrong width");
+        let mut short = vec![0; data.len() - 4];
+        assert!(decode(&coded, None, 4, &mut short).is_err(), "wrong length");
+        let delta = encode(Codec::Sub, &data, Some(&data), 4, 3);
+        assert!(matches!(decode(&delta, None, 4, &mut out), Err(Error::MissingParent)));
+    }
+}

@@ -1,0 +1,78 @@
+//! Lossless coding of tensor chunks: pure functions from bytes to bytes, no I/O.
+//!
+//! A chunk is a run of whole elements of one tensor (or of a plain file, with width 1).
+//! It is coded relative to the same chunk of its delta parent where that is smaller:
+//! [`Codec::Same`] stores nothing, [`Codec::Xor`] and [`Codec::Sub`] store a difference,
+//! [`Codec::Full`] the chunk's own bytes. Every stored form is split into byte planes
+//! ([`planes`]) and each plane is zstd-compressed or kept raw ([`entropy`]); the wire
+//! layout of one coded chunk is in [`chunk`] and docs/FORMAT.md.
+
+pub mod choose;
+pub mod chunk;
+pub mod delta;
+pub mod entropy;
+pub mod planes;
+
+pub use choose::{encode_best, Encoded};
+pub use chunk::{decode, encode};
+
+use serde::{Deserialize, Serialize};
+
+/// How one chunk is stored relative to its delta parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    /// Bit-identical to the parent's chunk: no bytes stored.
+    Same,
+    /// The chunk's own bytes.
+    Full,
+    /// Bitwise XOR with the parent's chunk.
+    Xor,
+    /// Integer difference of the bit patterns (element-wise, wrapping, zigzag-coded).
+    Sub,
+}
+
+impl Codec {
+    /// Whether decoding needs the parent's chunk.
+    pub fn needs_parent(self) -> bool {
+        !matches!(self, Codec::Full)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Codec::Same => "same",
+            Codec::Full => "full",
+            Codec::Xor => "xor",
+            Codec::Sub => "sub",
+        }
+    }
+}
+
+impl std::fmt::Display for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a coded chunk could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("coded chunk is truncated")]
+    Truncated,
+    #[error("coded chunk has unknown format version {0}")]
+    Version(u8),
+    #[error("coded chunk has unknown transform {0}")]
+    Transform(u8),
+    #[error("coded chunk has element width {width}, expected {expected}")]
+    Width { width: usize, expected: usize },
+    #[error("coded chunk holds {found} bytes, expected {expected}")]
+    Length { found: u64, expected: usize },
+    #[error("coded chunk has unknown plane mode {0}")]
+    PlaneMode(u8),
+    #[error("coded chunk needs its parent's bytes, none were given")]
+    MissingParent,
+    #[error("plane does not decompress to its declared size: {0}")]
+    Zstd(String),
+    #[error("coded chunk has {0} trailing bytes")]
+    Trailing(usize),
+}

@@ -1,0 +1,84 @@
+//! Byte planes: the bytes of equal significance of every element, stored together.
+//!
+//! Floating-point elements have a sign and exponent that change slowly and a mantissa that
+//! looks random; grouping byte k of every element into plane k lets the entropy coder see
+//! the predictable planes on their own.
+
+/// Splits `data` (little-endian elements of `width` bytes) into `width` planes, written
+/// one after another into `out`: plane k holds byte k of every element.
+pub fn split(data: &[u8], width: usize, out: &mut [u8]) {
+    assert_eq!(data.len(), out.len(), "planes fill exactly the input's length");
+    assert!(
+        width > 0 && data.len().is_multiple_of(width),
+        "chunks hold whole elements"
+    );
+    match width {
+        1 => out.copy_from_slice(data),
+        2 => split_with(data, 2, out),
+        4 => split_with(data, 4, out),
+        8 => split_with(data, 8, out),
+        _ => split_with(data, width, out),
+    }
+}
+
+/// Inverse of [`split`]: interleaves `width` consecutive planes of `planes` into `out`.
+pub fn join(planes: &[u8], width: usize, out: &mut [u8]) {
+    assert_eq!(planes.len(), out.len(), "planes fill exactly the output's length");
+    assert!(
+        width > 0 && out.len().is_multiple_of(width),
+        "chunks hold whole elements"
+    );
+    match width {
+        1 => out.copy_from_slice(planes),
+        2 => join_with(planes, 2, out),
+        4 => join_with(planes, 4, out),
+        8 => join_with(planes, 8, out),
+        _ => join_with(planes, width, out),
+    }
+}
+
+// Inlined into each `match` arm above, so the common widths get a constant stride.
+#[inline(always)]
+fn split_with(data: &[u8], width: usize, out: &mut [u8]) {
+    let n = data.len() / width;
+    for (i, element) in data.chunks_exact(width).enumerate() {
+        for (k, &byte) in element.iter().enumerate() {
+            out[k * n + i] = byte;
+        }
+    }
+}
+
+#[inline(always)]
+fn join_with(planes: &[u8], width: usize, out: &mut [u8]) {
+    let n = out.len() / width;
+    for (i, element) in out.chunks_exact_mut(width).enumerate() {
+        for (k, byte) in element.iter_mut().enumerate() {
+            *byte = planes[k * n + i];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_then_join_is_identity_for_every_width() {
+        for width in [1, 2, 3, 4, 8, 16] {
+            let data: Vec<u8> = (0..width * 37).map(|i| (i * 31 % 251) as u8).collect();
+            let mut planes = vec![0; data.len()];
+            split(&data, width, &mut planes);
+            let mut back = vec![0; data.len()];
+            join(&planes, width, &mut back);
+            assert_eq!(back, data, "width {width}");
+        }
+    }
+
+    #[test]
+    fn plane_k_holds_byte_k() {
+        let data = [1u8, 2, 3, 4, 5, 6, 7, 8];
+        let mut planes = [0; 8];
+        split(&data, 4, &mut planes);
+        assert_eq!(planes, [1, 5, 2, 6, 3, 7, 4, 8]);
+    }
+}

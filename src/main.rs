@@ -1,0 +1,5 @@
+//! The `sparse` command line.
+
+fn main() {
+    std::process::exit(sparse::cli::main());
+}

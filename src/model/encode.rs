@@ -1,0 +1,249 @@
+//! Turning one source file into a manifest: the file is memory-mapped, cut into segments
+//! (safetensors header, tensors; or plain bytes), each segment into chunks, and every chunk is
+//! coded in parallel against the same chunk of its parent tensor (found by name in the base)
+//! and written to the blob store. Pages already coded are dropped from the mapping, so memory
+//! stays bounded by the chunks in flight, whatever the file's size.
+
+use std::fs::File;
+use std::path::PathBuf;
+
+use memmap2::{Mmap, UncheckedAdvice};
+use rayon::prelude::*;
+
+use super::manifest::{Chunk, Manifest, ParentRef, Segment, TensorMeta, MANIFEST_FORMAT};
+use super::rebuild::{self, Rebuilder};
+use super::safetensors::{self, dtype_name, plane_width, HeaderError};
+use super::snapshot::Snapshot;
+use super::source::SourceFile;
+use super::Options;
+use crate::codec::{self, Codec};
+use crate::store::cas::{self, Cas, Compress, Key};
+use crate::store::index::BlobSizes;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Header(#[from] HeaderError),
+    #[error("{path}: decoding the base's tensor: {source}")]
+    Parent { path: PathBuf, source: Box<rebuild::Error> },
+    #[error(transparent)]
+    Blob(#[from] cas::Error),
+    #[error("{path} changed while it was being added (now {now} bytes, was {was})")]
+    Changed { path: PathBuf, now: u64, was: u64 },
+}
+
+/// A file coded and stored.
+#[derive(Debug)]
+pub struct Encoded {
+    pub manifest: Manifest,
+    /// Every blob the manifest uses, with its sizes.
+    pub blobs: Vec<(Key, BlobSizes)>,
+    /// Bytes of blobs this call wrote (those not already in the store).
+    pub new_bytes: u64,
+}
+
+/// A blob a chunk was stored in, and whether this call wrote it.
+struct StoredBlob {
+    key: Key,
+    sizes: BlobSizes,
+    new: bool,
+}
+
+/// Where delta parents come from: the base snapshot and what can decode its chunks.
+pub struct Base<'a> {
+    pub snapshot: &'a Snapshot,
+    pub rebuilder: &'a Rebuilder<'a>,
+}
+
+/// Whether `file` is coded as a safetensors file.
+pub fn is_safetensors(file: &SourceFile) -> bool {
+    file.path.ends_with(".safetensors")
+}
+
+/// Codes `file` and stores its chunks. `progress` is called with bytes done.
+pub fn encode_file(
+    file: &SourceFile,
+    cas: &Cas,
+    opts: &Options,
+    base: Option<&Base<'_>>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Encoded, Error> {
+    let io = |source| Error::Io {
+        path: file.abs.clone(),
+        source,
+    };
+    let handle = File::open(&file.abs).map_err(io)?;
+    let size = handle.metadata().map_err(io)?.len();
+    if size != file.size {
+        return Err(Error::Changed {
+            path: file.abs.clone(),
+            now: size,
+            was: file.size,
+        });
+    }
+    // SAFETY: the map is read-only; a source modified while it is being added can yield a chunk
+    // whose bytes changed between reads, which its recorded hash then reports at checkout.
+    let map = (size > 0)
+        .then(|| unsafe { Mmap::map(&handle) })
+        .transpose()
+        .map_err(io)?;
+    let bytes: &[u8] = map.as_deref().unwrap_or(&[]);
+
+    let (kind, mut segments) = if is_safetensors(file) {
+        let header = safetensors::parse(&file.abs, bytes)?;
+        ("safetensors", plan_safetensors(&header, opts, base))
+    } else {
+        ("file", vec![plain(0, size, 1, opts, None, None)])
+    };
+
+    let jobs: Vec<(usize, usize)> = segments
+        .iter()
+        .enumerate()
+        .flat_map(|(s, seg)| (0..Segment::chunk_count(seg.len, seg.chunk_size)).map(move |c| (s, c)))
+        .collect();
+    let coded: Vec<(Chunk, Option<StoredBlob>)> = jobs
+        .par_iter()
+        .map(|&(s, c)| {
+            let seg = &segments[s];
+            let (start, end) = seg.chunk_range(c);
+            let (lo, hi) = ((seg.offset + start) as usize, (seg.offset + end) as usize);
+            let data = &bytes[lo..hi];
+            let parent = match (&seg.parent, base) {
+                (Some(p), Some(b)) => {
+                    let (_, pseg) = b.snapshot.find(p).expect("parents are planned from the base");
+                    let mut buf = vec![0u8; data.len()];
+                    b.rebuilder
+                        .chunk(b.snapshot, &p.file, pseg, c, &mut buf)
+                        .map_err(|e| Error::Parent {
+                            path: file.abs.clone(),
+                            source: Box::new(e),
+                        })?;
+                    Some(buf)
+                }
+                _ => None,
+            };
+            let encoded = codec::encode_best(data, parent.as_deref(), seg.width as usize, opts.level);
+            let hash = Key::of(data);
+            let result = match encoded.bytes {
+                None => (
+                    Chunk {
+                        codec: Codec::Same,
+                        hash,
+                        blob: None,
+                        stored: 0,
+                    },
+                    None,
+                ),
+                Some(code) => {
+                    let put = cas.put(&code, Compress::No)?;
+                    let sizes = BlobSizes {
+                        decoded: code.len() as u64,
+                        stored: put.stored,
+                    };
+                    let chunk = Chunk {
+                        codec: encoded.codec,
+                        hash,
+                        blob: Some(put.key),
+                        stored: put.stored,
+                    };
+                    (
+                        chunk,
+                        Some(StoredBlob {
+                            key: put.key,
+                            sizes,
+                            new: put.new,
+                        }),
+                    )
+                }
+            };
+            if let Some(map) = &map {
+                // SAFETY: a read-only file mapping: dropped pages are read again from the file
+                // if touched later, so no thread can observe different bytes.
+                let _ = unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, lo, hi - lo) };
+            }
+            progress(data.len() as u64);
+            Ok(result)
+        })
+        .collect::<Result<_, Error>>()?;
+
+    let mut blobs = Vec::new();
+    let mut new_bytes = 0;
+    let mut coded = coded.into_iter();
+    for seg in &mut segments {
+        for _ in 0..Segment::chunk_count(seg.len, seg.chunk_size) {
+            let (chunk, blob) = coded.next().expect("one result per job");
+            if let Some(b) = blob {
+                new_bytes += if b.new { b.sizes.stored } else { 0 };
+                blobs.push((b.key, b.sizes));
+            }
+            seg.chunks.push(chunk);
+        }
+    }
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT.into(),
+        kind: kind.into(),
+        size,
+        segments,
+    };
+    Ok(Encoded {
+        manifest,
+        blobs,
+        new_bytes,
+    })
+}
+
+/// Segments of a safetensors file: its header as bytes, then its tensors in file order, each
+/// paired with the base's tensor of the same name when dtype and shape match.
+fn plan_safetensors(header: &safetensors::Header, opts: &Options, base: Option<&Base<'_>>) -> Vec<Segment> {
+    let mut segments = vec![plain(0, header.len, 1, opts, None, None)];
+    for t in &header.tensors {
+        let meta = TensorMeta {
+            name: t.name.clone(),
+            dtype: dtype_name(t.dtype),
+            shape: t.shape.clone(),
+        };
+        let parent = base.and_then(|b| {
+            let (file, s) = b.snapshot.tensors.get(&t.name)?;
+            let seg = &b.snapshot.manifests[file].segments[*s];
+            (seg.tensor.as_ref() == Some(&meta) && seg.len == t.len()).then(|| {
+                (
+                    ParentRef {
+                        file: file.clone(),
+                        tensor: t.name.clone(),
+                    },
+                    seg.chunk_size,
+                )
+            })
+        });
+        segments.push(plain(t.begin, t.len(), plane_width(t.dtype), opts, Some(meta), parent));
+    }
+    segments
+}
+
+/// A segment with no chunks yet; its chunk size is the parent's, or the option's rounded to
+/// whole elements.
+fn plain(
+    offset: u64,
+    len: u64,
+    width: usize,
+    opts: &Options,
+    tensor: Option<TensorMeta>,
+    parent: Option<(ParentRef, u64)>,
+) -> Segment {
+    let w = width as u64;
+    let (parent, chunk_size) = match parent {
+        Some((p, cs)) => (Some(p), cs),
+        None => (None, (opts.chunk_size / w).max(1) * w),
+    };
+    Segment {
+        offset,
+        len,
+        width: width as u32,
+        chunk_size,
+        tensor,
+        parent,
+        chunks: Vec::new(),
+    }
+}

@@ -1,0 +1,48 @@
+//! Models: safetensors files and the other files of a model directory, turned into snapshot
+//! manifests ([`encode`]) and back into files ([`rebuild`]).
+
+pub mod encode;
+pub mod manifest;
+pub mod rebuild;
+pub mod safetensors;
+pub mod snapshot;
+pub mod source;
+
+/// Tunable sizes. Tests shrink them to reach edge cases (many chunks, tiny files) with tiny inputs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Bytes per chunk (rounded down to whole elements).
+    pub chunk_size: u64,
+    /// zstd level for byte planes.
+    pub level: i32,
+    /// Files smaller than this (other than safetensors) are kept verbatim in git.
+    pub small_file: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            chunk_size: 1 << 20,
+            level: 3,
+            small_file: 1 << 20,
+        }
+    }
+}
+
+impl Options {
+    /// Defaults, overridden by `SPARSE_CHUNK_SIZE`, `SPARSE_ZSTD_LEVEL` and `SPARSE_SMALL_FILE`.
+    pub fn from_env() -> Self {
+        let mut o = Options::default();
+        let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<i64>().ok());
+        if let Some(v) = var("SPARSE_CHUNK_SIZE").filter(|&v| v >= 8) {
+            o.chunk_size = v as u64;
+        }
+        if let Some(v) = var("SPARSE_ZSTD_LEVEL").filter(|v| (1..=22).contains(v)) {
+            o.level = v as i32;
+        }
+        if let Some(v) = var("SPARSE_SMALL_FILE").filter(|&v| v >= 0) {
+            o.small_file = v as u64;
+        }
+        o
+    }
+}

@@ -1,0 +1,164 @@
+//! A committed or staged snapshot, loaded: its record, its files and its manifests.
+
+use std::collections::HashMap;
+
+use super::manifest::{Manifest, ParentRef, SnapshotMeta, MANIFEST_FORMAT, META_FORMAT, META_PATH};
+use crate::store::history::{self, History, ObjectId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    History(#[from] history::Error),
+    #[error("snapshot {tree}: no {META_PATH} record (not a sparse snapshot)")]
+    NoMeta { tree: ObjectId },
+    #[error("snapshot {tree}: {path}: {why}")]
+    Invalid { tree: ObjectId, path: String, why: String },
+}
+
+/// A snapshot's tree, read and checked.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub tree: ObjectId,
+    pub meta: SnapshotMeta,
+    /// Every file of the snapshot (the record excluded) and its git blob.
+    pub blobs: HashMap<String, ObjectId>,
+    pub manifests: HashMap<String, Manifest>,
+    /// Tensor name -> (file, segment index), for finding delta parents by name.
+    pub tensors: HashMap<String, (String, usize)>,
+}
+
+impl Snapshot {
+    pub fn load(history: &History, tree: ObjectId) -> Result<Snapshot, Error> {
+        let invalid = |path: &str, why: String| Error::Invalid {
+            tree,
+            path: path.to_string(),
+            why,
+        };
+        let mut blobs: HashMap<String, ObjectId> = history.tree_files(tree)?.into_iter().collect();
+        let meta_id = blobs.remove(META_PATH).ok_or(Error::NoMeta { tree })?;
+        let meta: SnapshotMeta =
+            serde_json::from_slice(&history.read_blob(meta_id)?).map_err(|e| invalid(META_PATH, e.to_string()))?;
+        if meta.format != META_FORMAT {
+            return Err(invalid(META_PATH, format!("unknown format {:?}", meta.format)));
+        }
+        let mut manifests = HashMap::new();
+        let mut tensors = HashMap::new();
+        for entry in &meta.files {
+            crate::model::rebuild::check_relative_path(&entry.path).map_err(|why| invalid(&entry.path, why))?;
+            let id = blobs
+                .get(&entry.path)
+                .ok_or_else(|| invalid(&entry.path, "listed in the record but not in the tree".into()))?;
+            if !entry.manifest {
+                continue;
+            }
+            let manifest: Manifest = serde_json::from_slice(&history.read_blob(*id)?)
+                .map_err(|e| invalid(&entry.path, format!("bad manifest: {e}")))?;
+            validate(&manifest, entry.size).map_err(|why| invalid(&entry.path, why))?;
+            for (i, seg) in manifest.segments.iter().enumerate() {
+                if let Some(t) = &seg.tensor {
+                    tensors.insert(t.name.clone(), (entry.path.clone(), i));
+                }
+            }
+            manifests.insert(entry.path.clone(), manifest);
+        }
+        Ok(Snapshot {
+            tree,
+            meta,
+            blobs,
+            manifests,
+            tensors,
+        })
+    }
+
+    /// The commit this snapshot's deltas refer to.
+    pub fn base(&self) -> Result<Option<ObjectId>, Error> {
+        self.meta
+            .base
+            .as_deref()
+            .map(|hex| {
+                ObjectId::from_hex(hex.as_bytes()).map_err(|e| Error::Invalid {
+                    tree: self.tree,
+                    path: META_PATH.into(),
+                    why: format!("bad base {hex:?}: {e}"),
+                })
+            })
+            .transpose()
+    }
+
+    /// The segment a [`ParentRef`] names, if this snapshot has it.
+    pub fn find(&self, parent: &ParentRef) -> Option<(&Manifest, usize)> {
+        let manifest = self.manifests.get(&parent.file)?;
+        let i = manifest
+            .segments
+            .iter()
+            .position(|s| s.tensor.as_ref().is_some_and(|t| t.name == parent.tensor))?;
+        Some((manifest, i))
+    }
+
+    pub fn raw_bytes(&self) -> u64 {
+        self.meta.files.iter().map(|f| f.size).sum()
+    }
+
+    /// Bytes of coded chunks this snapshot's manifests refer to (before dedup across snapshots).
+    pub fn stored_bytes(&self) -> u64 {
+        self.manifests.values().map(Manifest::stored).sum()
+    }
+}
+
+/// Checks that a manifest's segments tile its file and its chunks tile each segment.
+pub fn validate(m: &Manifest, size: u64) -> Result<(), String> {
+    if m.format != MANIFEST_FORMAT {
+        return Err(format!("unknown manifest format {:?}", m.format));
+    }
+    if m.size != size {
+        return Err(format!("manifest says {} bytes, the record {size}", m.size));
+    }
+    let mut at = 0u64;
+    for (i, s) in m.segments.iter().enumerate() {
+        let name = s.tensor.as_ref().map(|t| t.name.as_str()).unwrap_or("(bytes)");
+        if s.offset != at {
+            return Err(format!("segment {i} ({name}) starts at {}, expected {at}", s.offset));
+        }
+        if s.width == 0 || s.width > 255 || s.chunk_size == 0 || s.chunk_size % s.width as u64 != 0 {
+            return Err(format!(
+                "segment {i} ({name}) has width {} and chunk size {}",
+                s.width, s.chunk_size
+            ));
+        }
+        if s.chunk_size > crate::store::cas::MAX_BLOB / 2 {
+            return Err(format!(
+                "segment {i} ({name}) has chunks of {} bytes, too large",
+                s.chunk_size
+            ));
+        }
+        if s.len % s.width as u64 != 0 {
+            return Err(format!("segment {i} ({name}) is not whole elements"));
+        }
+        if s.chunks.len() != super::manifest::Segment::chunk_count(s.len, s.chunk_size) {
+            return Err(format!(
+                "segment {i} ({name}) has {} chunks for {} bytes",
+                s.chunks.len(),
+                s.len
+            ));
+        }
+        for (j, c) in s.chunks.iter().enumerate() {
+            if c.codec.needs_parent() && s.parent.is_none() {
+                return Err(format!(
+                    "segment {i} ({name}) chunk {j} is {} without a parent",
+                    c.codec
+                ));
+            }
+            if (c.codec == crate::codec::Codec::Same) == c.blob.is_some() {
+                return Err(format!(
+                    "segment {i} ({name}) chunk {j}: blob does not match codec {}",
+                    c.codec
+                ));
+            }
+        }
+        at = at.checked_add(s.len).ok_or("segment lengths overflow")?;
+    }
+    if at != size {
+        return Err(format!("segments cover {at} of {size} bytes"));
+    }
+    Ok(())
+}

@@ -1,0 +1,274 @@
+//! Content-addressed blobs: bytes keyed by the blake3 hash of their decoded content, stored
+//! zstd-compressed or raw, one file each, written to a temporary file and renamed into place.
+//!
+//! Blob file layout (docs/FORMAT.md, "Blob"):
+//! ```text
+//! 0   4  magic "SPB1"
+//! 4   1  mode: 0 raw, 1 zstd
+//! 5   8  decoded length, little-endian
+//! 13  …  the bytes (raw, or one zstd frame)
+//! ```
+//! Every read re-hashes the decoded bytes and refuses a blob whose hash is not its key.
+
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use super::Layout;
+
+const MAGIC: &[u8; 4] = b"SPB1";
+const HEADER: usize = 13;
+/// The largest blob this store writes or reads back; refusing larger declared sizes keeps a
+/// corrupt or hostile blob from allocating without bound.
+pub const MAX_BLOB: u64 = 1 << 30;
+
+/// A blake3 hash naming a blob.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key(pub [u8; 32]);
+
+impl Key {
+    pub fn of(bytes: &[u8]) -> Key {
+        Key(*blake3::hash(bytes).as_bytes())
+    }
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Key({})", &self.to_hex()[..12])
+    }
+}
+
+impl FromStr for Key {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Key, String> {
+        let bytes = s.as_bytes();
+        if bytes.len() != 64 {
+            return Err(format!("blob key {s:?} is not 64 hex digits"));
+        }
+        let mut key = [0u8; 32];
+        for (i, pair) in bytes.chunks(2).enumerate() {
+            let hex = std::str::from_utf8(pair).map_err(|_| format!("blob key {s:?} is not hex"))?;
+            key[i] = u8::from_str_radix(hex, 16).map_err(|_| format!("blob key {s:?} is not hex"))?;
+        }
+        Ok(Key(key))
+    }
+}
+
+impl serde::Serialize for Key {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Whether to zstd-compress a blob. Coded chunks are compressed already and go in raw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compress {
+    No,
+    Zstd(i32),
+}
+
+/// What [`Cas::put`] did.
+#[derive(Debug, Clone, Copy)]
+pub struct Put {
+    pub key: Key,
+    /// Size of the blob file.
+    pub stored: u64,
+    /// False when the blob was already present (nothing written).
+    pub new: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("blob {key} is missing from the store ({path})")]
+    Missing { key: Key, path: PathBuf },
+    #[error("blob {key} is corrupt ({path}): {why}")]
+    Corrupt { key: Key, path: PathBuf, why: String },
+    #[error("cannot write blob {key} to {path}: {source}")]
+    Write {
+        key: Key,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read blob {key} at {path}: {source}")]
+    Read {
+        key: Key,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The blob store of one `.sparse/` directory.
+#[derive(Debug, Clone)]
+pub struct Cas {
+    dir: PathBuf,
+    tmp: PathBuf,
+}
+
+impl Cas {
+    pub fn new(layout: &Layout) -> Self {
+        Cas {
+            dir: layout.cas(),
+            tmp: layout.tmp(),
+        }
+    }
+
+    pub fn path(&self, key: &Key) -> PathBuf {
+        let hex = key.to_hex();
+        self.dir.join(&hex[..2]).join(&hex[2..])
+    }
+
+    pub fn contains(&self, key: &Key) -> bool {
+        self.path(key).is_file()
+    }
+
+    /// Stores `bytes` unless a blob with their hash exists.
+    pub fn put(&self, bytes: &[u8], compress: Compress) -> Result<Put, Error> {
+        let key = Key::of(bytes);
+        self.put_keyed(key, bytes, compress)
+    }
+
+    /// Stores `bytes` whose hash the caller already computed as `key`.
+    pub fn put_keyed(&self, key: Key, bytes: &[u8], compress: Compress) -> Result<Put, Error> {
+        debug_assert_eq!(key, Key::of(bytes));
+        assert!(bytes.len() as u64 <= MAX_BLOB, "blobs are chunks, far below MAX_BLOB");
+        let path = self.path(&key);
+        if let Ok(meta) = fs::metadata(&path) {
+            return Ok(Put {
+                key,
+                stored: meta.len(),
+                new: false,
+            });
+        }
+        let (mode, body) = match compress {
+            Compress::No => (0u8, None),
+            Compress::Zstd(level) => {
+                let z = zstd::bulk::compress(bytes, level).expect("zstd compresses in memory");
+                if z.len() < bytes.len() {
+                    (1u8, Some(z))
+                } else {
+                    (0u8, None)
+                }
+            }
+        };
+        let body = body.as_deref().unwrap_or(bytes);
+        let write_err = |source| Error::Write {
+            key,
+            path: path.clone(),
+            source,
+        };
+        let mut header = [0u8; HEADER];
+        header[..4].copy_from_slice(MAGIC);
+        header[4] = mode;
+        header[5..].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
+        fs::create_dir_all(&self.tmp).map_err(write_err)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.tmp).map_err(write_err)?;
+        tmp.write_all(&header).map_err(write_err)?;
+        tmp.write_all(body).map_err(write_err)?;
+        fs::create_dir_all(path.parent().expect("blob paths have a parent")).map_err(write_err)?;
+        tmp.persist(&path).map_err(|e| write_err(e.error))?;
+        Ok(Put {
+            key,
+            stored: (HEADER + body.len()) as u64,
+            new: true,
+        })
+    }
+
+    /// Reads, decodes and verifies a blob.
+    pub fn get(&self, key: &Key) -> Result<Vec<u8>, Error> {
+        let path = self.path(key);
+        let file = fs::read(&path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => Error::Missing {
+                key: *key,
+                path: path.clone(),
+            },
+            _ => Error::Read {
+                key: *key,
+                path: path.clone(),
+                source,
+            },
+        })?;
+        let corrupt = |why: String| Error::Corrupt {
+            key: *key,
+            path: path.clone(),
+            why,
+        };
+        let bytes = decode_file(&file).map_err(corrupt)?;
+        let actual = Key::of(&bytes);
+        if actual != *key {
+            return Err(corrupt(format!("its content hashes to {actual}")));
+        }
+        Ok(bytes)
+    }
+
+    /// Every key with a blob file, in no particular order. Files that are not blobs are skipped.
+    pub fn keys(&self) -> std::io::Result<Vec<Key>> {
+        let mut keys = Vec::new();
+        let top = match fs::read_dir(&self.dir) {
+            Ok(top) => top,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(keys),
+            Err(e) => return Err(e),
+        };
+        for prefix in top {
+            let prefix = prefix?;
+            let p = prefix.file_name().to_string_lossy().into_owned();
+            if p.len() != 2 || !prefix.file_type()?.is_dir() {
+                continue;
+            }
+            for entry in fs::read_dir(prefix.path())? {
+                let name = entry?.file_name().to_string_lossy().into_owned();
+                if let Ok(key) = format!("{p}{name}").parse() {
+                    keys.push(key);
+                }
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Removes a blob's file (for gc).
+    pub fn remove(&self, key: &Key) -> std::io::Result<()> {
+        fs::remove_file(self.path(key))
+    }
+}
+
+/// Decodes a blob file's bytes, checking its framing (not its hash).
+fn decode_file(file: &[u8]) -> Result<Vec<u8>, String> {
+    if file.len() < HEADER || &file[..4] != MAGIC {
+        return Err("not a blob file (bad magic or truncated header)".into());
+    }
+    let len = u64::from_le_bytes(file[5..HEADER].try_into().expect("8 bytes"));
+    if len > MAX_BLOB {
+        return Err(format!("declares {len} bytes, more than the {MAX_BLOB} allowed"));
+    }
+    let body = &file[HEADER..];
+    match file[4] {
+        0 if body.len() as u64 == len => Ok(body.to_vec()),
+        0 => Err(format!("holds {} bytes, declares {len}", body.len())),
+        1 => {
+            let mut out = vec![0u8; len as usize];
+            let n = zstd::bulk::decompress_to_buffer(body, &mut out).map_err(|e| format!("zstd: {e}"))?;
+            if n as u64 != len {
+                return Err(format!("decompresses to {n} bytes, declares {len}"));
+            }
+            Ok(out)
+        }
+        m => Err(format!("unknown mode {m}")),
+    }
+}

@@ -1,0 +1,308 @@
+//! Git history through gix: blobs, trees, commits and refs of the bare repository that is the
+//! store directory itself, so `git --git-dir .sparse log --all` shows every commit.
+
+use std::path::{Path, PathBuf};
+
+use gix::bstr::ByteSlice;
+use gix::objs::tree::EntryKind;
+use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
+use gix::refs::Target;
+
+pub use gix::ObjectId;
+
+#[derive(Debug, thiserror::Error)]
+#[error("git history in {dir}: {what}: {message}")]
+pub struct Error {
+    pub dir: PathBuf,
+    pub what: String,
+    pub message: String,
+}
+
+/// One commit, decoded.
+#[derive(Debug, Clone)]
+pub struct CommitInfo {
+    pub id: ObjectId,
+    pub tree: ObjectId,
+    pub parents: Vec<ObjectId>,
+    pub message: String,
+    pub author: String,
+    /// Seconds since the Unix epoch.
+    pub time: i64,
+}
+
+/// How a ref update treats the ref's current value (compare-and-swap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// The ref must not exist yet.
+    Absent,
+    /// The ref must point at this commit.
+    At(ObjectId),
+    /// Whatever it points at (forced).
+    Any,
+}
+
+pub struct History {
+    repo: gix::Repository,
+    dir: PathBuf,
+}
+
+impl History {
+    /// Creates a bare repository at `dir`.
+    pub fn init(dir: &Path) -> Result<History, Error> {
+        let repo = gix::init_bare(dir).map_err(|e| err(dir, "create a bare repository", e))?;
+        Ok(History {
+            repo,
+            dir: dir.to_owned(),
+        })
+    }
+
+    pub fn open(dir: &Path) -> Result<History, Error> {
+        let repo = gix::open(dir).map_err(|e| err(dir, "open the repository", e))?;
+        Ok(History {
+            repo,
+            dir: dir.to_owned(),
+        })
+    }
+
+    fn err(&self, what: impl Into<String>, e: impl std::fmt::Display) -> Error {
+        err(&self.dir, what, e)
+    }
+
+    /// Writes a blob; returns its id and whether it was new.
+    pub fn write_blob(&self, bytes: &[u8]) -> Result<(ObjectId, bool), Error> {
+        let id = gix::objs::compute_hash(self.repo.object_hash(), gix::objs::Kind::Blob, bytes)
+            .map_err(|e| self.err("hash a blob", e))?;
+        if self.repo.has_object(id) {
+            return Ok((id, false));
+        }
+        let written = self.repo.write_blob(bytes).map_err(|e| self.err("write a blob", e))?;
+        Ok((written.detach(), true))
+    }
+
+    pub fn read_blob(&self, id: ObjectId) -> Result<Vec<u8>, Error> {
+        let object = self
+            .repo
+            .find_object(id)
+            .map_err(|e| self.err(format!("read blob {id}"), e))?;
+        if object.kind != gix::objs::Kind::Blob {
+            return Err(self.err(format!("read blob {id}"), format!("it is a {}", object.kind)));
+        }
+        Ok(object.detach().data)
+    }
+
+    /// Writes the tree (with its subtrees) holding `files`, given as `a/b/name` paths.
+    pub fn write_tree(&self, files: &[(String, ObjectId)]) -> Result<ObjectId, Error> {
+        let mut editor = self.repo.empty_tree().edit().map_err(|e| self.err("edit a tree", e))?;
+        for (path, id) in files {
+            editor
+                .upsert(path.as_str(), EntryKind::Blob, *id)
+                .map_err(|e| self.err(format!("add {path} to a tree"), e))?;
+        }
+        let id = editor.write().map_err(|e| self.err("write a tree", e))?;
+        Ok(id.detach())
+    }
+
+    /// Every blob below `tree`, as `a/b/name` paths, in git's order.
+    pub fn tree_files(&self, tree: ObjectId) -> Result<Vec<(String, ObjectId)>, Error> {
+        let mut out = Vec::new();
+        self.collect_tree(tree, "", &mut out)?;
+        Ok(out)
+    }
+
+    fn collect_tree(&self, tree: ObjectId, prefix: &str, out: &mut Vec<(String, ObjectId)>) -> Result<(), Error> {
+        let tree_obj = self
+            .repo
+            .find_tree(tree)
+            .map_err(|e| self.err(format!("read tree {tree}"), e))?;
+        let decoded = tree_obj
+            .decode()
+            .map_err(|e| self.err(format!("decode tree {tree}"), e))?;
+        for entry in &decoded.entries {
+            let name = entry
+                .filename
+                .to_str()
+                .map_err(|_| self.err(format!("read tree {tree}"), "a file name is not UTF-8"))?;
+            let path = format!("{prefix}{name}");
+            if entry.mode.is_tree() {
+                self.collect_tree(entry.oid.to_owned(), &format!("{path}/"), out)?;
+            } else {
+                out.push((path, entry.oid.to_owned()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a commit object (no ref moves).
+    pub fn write_commit(&self, tree: ObjectId, parents: &[ObjectId], message: &str) -> Result<ObjectId, Error> {
+        let signature = signature();
+        let commit = gix::objs::Commit {
+            tree,
+            parents: parents.iter().copied().collect(),
+            author: signature.clone(),
+            committer: signature,
+            encoding: None,
+            message: message.into(),
+            extra_headers: Vec::new(),
+        };
+        let id = self
+            .repo
+            .write_object(&commit)
+            .map_err(|e| self.err("write a commit", e))?;
+        Ok(id.detach())
+    }
+
+    pub fn commit_info(&self, id: ObjectId) -> Result<CommitInfo, Error> {
+        let commit = self
+            .repo
+            .find_commit(id)
+            .map_err(|e| self.err(format!("read commit {id}"), e))?;
+        let decoded = commit
+            .decode()
+            .map_err(|e| self.err(format!("decode commit {id}"), e))?;
+        let author = decoded
+            .author()
+            .map_err(|e| self.err(format!("decode commit {id}"), e))?;
+        Ok(CommitInfo {
+            id,
+            tree: decoded.tree(),
+            parents: decoded.parents().collect(),
+            message: decoded.message.to_str_lossy().into_owned(),
+            author: format!("{} <{}>", author.name, author.email),
+            time: author.time().map(|t| t.seconds).unwrap_or(0),
+        })
+    }
+
+    /// Re-hashes object `id` and checks the result is `id`.
+    pub fn verify(&self, id: ObjectId) -> Result<(), Error> {
+        let object = self
+            .repo
+            .find_object(id)
+            .map_err(|e| self.err(format!("read object {id}"), e))?;
+        let actual = gix::objs::compute_hash(self.repo.object_hash(), object.kind, &object.data)
+            .map_err(|e| self.err(format!("hash object {id}"), e))?;
+        if actual != id {
+            return Err(self.err(format!("verify object {id}"), format!("its content hashes to {actual}")));
+        }
+        Ok(())
+    }
+
+    pub fn has_object(&self, id: ObjectId) -> bool {
+        self.repo.has_object(id)
+    }
+
+    /// The commit a ref (full name, e.g. `refs/heads/x`) points at, if it exists.
+    pub fn find_ref(&self, name: &str) -> Result<Option<ObjectId>, Error> {
+        let found = self
+            .repo
+            .try_find_reference(name)
+            .map_err(|e| self.err(format!("read ref {name}"), e))?;
+        Ok(found.and_then(|r| r.target().try_id().map(|id| id.to_owned())))
+    }
+
+    /// Every ref below `prefix` (e.g. `refs/heads/`), as (name without prefix, commit).
+    pub fn refs(&self, prefix: &str) -> Result<Vec<(String, ObjectId)>, Error> {
+        let platform = self.repo.references().map_err(|e| self.err("list refs", e))?;
+        let iter = platform
+            .prefixed(prefix)
+            .map_err(|e| self.err(format!("list refs below {prefix}"), e))?;
+        let mut out = Vec::new();
+        for r in iter {
+            let r = r.map_err(|e| self.err(format!("list refs below {prefix}"), e))?;
+            let name = r.name().as_bstr().to_str_lossy().into_owned();
+            if let Some(id) = r.target().try_id() {
+                let short = name.strip_prefix(prefix).unwrap_or(&name).to_string();
+                out.push((short, id.to_owned()));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Points ref `name` at `new`, if its current value is what `expect` says (atomic).
+    pub fn set_ref(&self, name: &str, new: ObjectId, expect: Expect, log: &str) -> Result<(), Error> {
+        let edit = RefEdit {
+            change: Change::Update {
+                log: LogChange {
+                    mode: RefLog::AndReference,
+                    force_create_reflog: false,
+                    message: log.into(),
+                },
+                expected: previous(expect),
+                new: Target::Object(new),
+            },
+            name: name
+                .try_into()
+                .map_err(|e| self.err(format!("name a ref {name:?}"), e))?,
+            deref: false,
+        };
+        self.edit(edit, name)
+    }
+
+    /// Deletes ref `name`, if its current value is what `expect` says.
+    pub fn delete_ref(&self, name: &str, expect: Expect) -> Result<(), Error> {
+        let edit = RefEdit {
+            change: Change::Delete {
+                expected: previous(expect),
+                log: RefLog::AndReference,
+            },
+            name: name
+                .try_into()
+                .map_err(|e| self.err(format!("name a ref {name:?}"), e))?,
+            deref: false,
+        };
+        self.edit(edit, name)
+    }
+
+    fn edit(&self, edit: RefEdit, name: &str) -> Result<(), Error> {
+        let signature = signature();
+        self.repo
+            .edit_references_as(
+                Some(edit),
+                Some(signature.to_ref(&mut gix::date::parse::TimeBuf::default())),
+            )
+            .map_err(|e| self.err(format!("update ref {name}"), e))?;
+        Ok(())
+    }
+}
+
+fn previous(expect: Expect) -> PreviousValue {
+    match expect {
+        Expect::Absent => PreviousValue::MustNotExist,
+        Expect::At(id) => PreviousValue::MustExistAndMatch(Target::Object(id)),
+        Expect::Any => PreviousValue::Any,
+    }
+}
+
+fn err(dir: &Path, what: impl Into<String>, e: impl std::fmt::Display) -> Error {
+    Error {
+        dir: dir.to_owned(),
+        what: what.into(),
+        message: e.to_string(),
+    }
+}
+
+/// The author and committer of new commits: `SPARSE_AUTHOR_NAME`/`SPARSE_AUTHOR_EMAIL`, else
+/// git's `GIT_AUTHOR_NAME`/`GIT_AUTHOR_EMAIL`, else the user name; the time is now, or
+/// `SOURCE_DATE_EPOCH` for reproducible stores.
+fn signature() -> gix::actor::Signature {
+    let var = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+    };
+    let name = var(&["SPARSE_AUTHOR_NAME", "GIT_AUTHOR_NAME", "USER"]).unwrap_or_else(|| "sparse".into());
+    let email = var(&["SPARSE_AUTHOR_EMAIL", "GIT_AUTHOR_EMAIL"]).unwrap_or_else(|| format!("{name}@localhost"));
+    let seconds = var(&["SOURCE_DATE_EPOCH"])
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0)
+        });
+    gix::actor::Signature {
+        name: name.into(),
+        email: email.into(),
+        time: gix::date::Time { seconds, offset: 0 },
+    }
+}

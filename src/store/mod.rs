@@ -1,0 +1,50 @@
+//! The store `.sparse/`: a bare git repository ([`history`]) beside a content-addressed blob
+//! store ([`cas`]) and a redb index ([`index`]). It knows bytes, git objects and refs, never
+//! tensors. The layout on disk is described in docs/FORMAT.md.
+
+pub mod cas;
+pub mod history;
+pub mod index;
+pub mod lock;
+
+use std::path::{Path, PathBuf};
+
+/// The name of a store directory, like `.git`.
+pub const DIR_NAME: &str = ".sparse";
+
+/// Paths of the parts of a store, all below its directory.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub root: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Layout { root: root.into() }
+    }
+    /// Blobs: `cas/ab/cdef…` (the blake3 key in hex, split after two characters).
+    pub fn cas(&self) -> PathBuf {
+        self.root.join("cas")
+    }
+    /// Files being written, renamed into place when complete.
+    pub fn tmp(&self) -> PathBuf {
+        self.root.join("sparse").join("tmp")
+    }
+    pub fn index(&self) -> PathBuf {
+        self.root.join("sparse").join("index.redb")
+    }
+    pub fn lock(&self) -> PathBuf {
+        self.root.join("sparse").join("lock")
+    }
+    /// Whether `dir` looks like a store (a git directory with our own folder beside it).
+    pub fn is_store(dir: &Path) -> bool {
+        dir.join("HEAD").is_file() && dir.join("sparse").is_dir() && dir.join("cas").is_dir()
+    }
+}
+
+/// Flushes everything written below `dir` to stable storage (one `syncfs`, not one fsync per file).
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    let f = std::fs::File::open(dir)?;
+    rustix::fs::syncfs(&f)?;
+    Ok(())
+}
