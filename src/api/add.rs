@@ -4,10 +4,14 @@ use serde::{Deserialize, Serialize};
 
 use super::rev::{self, check_name, HEADS};
 use super::Repository;
-use crate::model::encode::{self, encode_file, is_safetensors, Base};
+use std::sync::Mutex;
+
+use crate::model::encode::{self, check_header, encode_file, is_safetensors, Base};
 use crate::model::manifest::{FileEntry, SnapshotMeta, META_FORMAT, META_PATH};
 use crate::model::rebuild::{self, Rebuilder};
-use crate::model::{source, Options};
+use crate::model::source::{self, SourceFile};
+use crate::model::Options;
+use crate::store::cas::Key;
 use crate::store::history::{self, ObjectId};
 use crate::store::{index, lock, sync_dir};
 
@@ -101,30 +105,46 @@ impl Repository {
             progress(d, total);
         };
 
+        // Every header is checked before anything is written: bad input leaves the store as it was.
+        for file in files.iter().filter(|f| is_safetensors(f)) {
+            check_header(file)?;
+        }
+        let written = Mutex::new(Vec::new());
+        let coded = self.code_files(&files, opts, base_ref.as_ref(), &written, &tick);
+        let coded = match coded {
+            Ok(coded) => coded,
+            Err(e) => {
+                // Blobs this add wrote are referenced by nothing else: the lock kept other writers out.
+                for key in written.into_inner().expect("no panics while holding it") {
+                    let _ = self.cas.remove(&key);
+                }
+                return Err(e);
+            }
+        };
+
         let mut tree = Vec::new();
         let mut entries = Vec::new();
         let mut blobs = Vec::new();
         let (mut stored, mut new_bytes, mut tensors) = (0u64, 0u64, 0usize);
-        for file in &files {
-            let manifest = is_safetensors(file) || file.size >= opts.small_file;
-            let content = if manifest {
-                let coded = encode_file(file, &self.cas, opts, base_ref.as_ref(), &tick)?;
-                stored += coded.manifest.stored();
-                new_bytes += coded.new_bytes;
-                tensors += coded.manifest.segments.iter().filter(|s| s.tensor.is_some()).count();
-                blobs.extend(coded.blobs);
-                serde_json::to_vec_pretty(&coded.manifest).expect("manifests serialize")
-            } else {
-                let bytes = std::fs::read(&file.abs).map_err(|source| Error::Read {
-                    path: file.abs.clone(),
-                    source,
-                })?;
-                tick(bytes.len() as u64);
-                stored += bytes.len() as u64;
-                bytes
+        for (file, content) in files.iter().zip(coded) {
+            let (bytes, manifest) = match content {
+                Content::Verbatim(bytes) => {
+                    stored += bytes.len() as u64;
+                    (bytes, false)
+                }
+                Content::Coded(coded) => {
+                    stored += coded.manifest.stored();
+                    new_bytes += coded.new_bytes;
+                    tensors += coded.manifest.segments.iter().filter(|s| s.tensor.is_some()).count();
+                    blobs.extend(coded.blobs);
+                    (
+                        serde_json::to_vec_pretty(&coded.manifest).expect("manifests serialize"),
+                        true,
+                    )
+                }
             };
-            let (id, new) = self.history.write_blob(&content)?;
-            new_bytes += if new { content.len() as u64 } else { 0 };
+            let (id, new) = self.history.write_blob(&bytes)?;
+            new_bytes += if new { bytes.len() as u64 } else { 0 };
             tree.push((file.path.clone(), id));
             entries.push(FileEntry {
                 path: file.path.clone(),
@@ -167,4 +187,38 @@ impl Repository {
             tensors,
         })
     }
+
+    /// Codes every file that gets a manifest and reads the ones kept verbatim.
+    fn code_files(
+        &self,
+        files: &[SourceFile],
+        opts: &Options,
+        base: Option<&Base<'_>>,
+        written: &Mutex<Vec<Key>>,
+        tick: &(dyn Fn(u64) + Sync),
+    ) -> Result<Vec<Content>, Error> {
+        files
+            .iter()
+            .map(|file| {
+                if is_safetensors(file) || file.size >= opts.small_file {
+                    Ok(Content::Coded(encode_file(file, &self.cas, opts, base, written, tick)?))
+                } else {
+                    let bytes = std::fs::read(&file.abs).map_err(|source| Error::Read {
+                        path: file.abs.clone(),
+                        source,
+                    })?;
+                    tick(bytes.len() as u64);
+                    Ok(Content::Verbatim(bytes))
+                }
+            })
+            .collect()
+    }
+}
+
+/// A source file, ready for the snapshot tree.
+enum Content {
+    /// Small files go into git as they are.
+    Verbatim(Vec<u8>),
+    /// Large files are coded into blobs and described by a manifest.
+    Coded(encode::Encoded),
 }

@@ -59,6 +59,7 @@ impl Repository {
         for d in [layout.cas(), layout.tmp()] {
             std::fs::create_dir_all(d).map_err(create)?;
         }
+        std::fs::File::create(layout.lock()).map_err(create)?;
         drop(Index::open(&layout).map_err(|e| create(std::io::Error::other(e)))?);
         let tmp = tmp.keep();
         std::fs::rename(&tmp, &root).map_err(create)?;

@@ -6,6 +6,7 @@
 
 use std::fs::File;
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use memmap2::{Mmap, UncheckedAdvice};
 use rayon::prelude::*;
@@ -62,14 +63,8 @@ pub fn is_safetensors(file: &SourceFile) -> bool {
     file.path.ends_with(".safetensors")
 }
 
-/// Codes `file` and stores its chunks. `progress` is called with bytes done.
-pub fn encode_file(
-    file: &SourceFile,
-    cas: &Cas,
-    opts: &Options,
-    base: Option<&Base<'_>>,
-    progress: &(dyn Fn(u64) + Sync),
-) -> Result<Encoded, Error> {
+/// Maps `file` read-only (`None` when it is empty), checking it still has the size it was listed with.
+fn map_file(file: &SourceFile) -> Result<Option<Mmap>, Error> {
     let io = |source| Error::Io {
         path: file.abs.clone(),
         source,
@@ -85,17 +80,38 @@ pub fn encode_file(
     }
     // SAFETY: the map is read-only; a source modified while it is being added can yield a chunk
     // whose bytes changed between reads, which its recorded hash then reports at checkout.
-    let map = (size > 0)
+    (size > 0)
         .then(|| unsafe { Mmap::map(&handle) })
         .transpose()
-        .map_err(io)?;
+        .map_err(io)
+}
+
+/// Validates the header of a safetensors source without storing anything.
+pub fn check_header(file: &SourceFile) -> Result<(), Error> {
+    let map = map_file(file)?;
+    safetensors::parse(&file.abs, map.as_deref().unwrap_or(&[]))?;
+    Ok(())
+}
+
+/// Codes `file` and stores its chunks. `progress` is called with bytes done; the key of every
+/// blob this call writes is pushed to `written` as soon as it exists, so that a caller whose
+/// add fails later can remove them again.
+pub fn encode_file(
+    file: &SourceFile,
+    cas: &Cas,
+    opts: &Options,
+    base: Option<&Base<'_>>,
+    written: &Mutex<Vec<Key>>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Encoded, Error> {
+    let map = map_file(file)?;
     let bytes: &[u8] = map.as_deref().unwrap_or(&[]);
 
     let (kind, mut segments) = if is_safetensors(file) {
         let header = safetensors::parse(&file.abs, bytes)?;
         ("safetensors", plan_safetensors(&header, opts, base))
     } else {
-        ("file", vec![plain(0, size, 1, opts, None, None)])
+        ("file", vec![plain(0, file.size, 1, opts, None, None)])
     };
 
     let jobs: Vec<(usize, usize)> = segments
@@ -138,6 +154,9 @@ pub fn encode_file(
                 ),
                 Some(code) => {
                     let put = cas.put(&code, Compress::No)?;
+                    if put.new {
+                        written.lock().expect("no panics while holding it").push(put.key);
+                    }
                     let sizes = BlobSizes {
                         decoded: code.len() as u64,
                         stored: put.stored,
@@ -184,7 +203,7 @@ pub fn encode_file(
     let manifest = Manifest {
         format: MANIFEST_FORMAT.into(),
         kind: kind.into(),
-        size,
+        size: file.size,
         segments,
     };
     Ok(Encoded {

@@ -22,7 +22,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            chunk_size: 1 << 20,
+            chunk_size: 4 << 20,
             level: 3,
             small_file: 1 << 20,
         }
