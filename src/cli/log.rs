@@ -1,4 +1,4 @@
-use super::output::{bytes, ratio, short, Output};
+use super::output::{bytes, ratio, short, utc, Output};
 use super::Error;
 use crate::api::log::Entry;
 use crate::api::Repository;
@@ -30,10 +30,10 @@ pub fn describe(e: &Entry) -> String {
         .map(|b| format!("base {}  ", short(b)))
         .unwrap_or_default();
     format!(
-        "commit {}{names}\nAuthor: {}\nDate:   {} (unix)\n{base}raw {}  stored {} ({})\n\n    {}\n",
+        "commit {}{names}\nAuthor: {}\nDate:   {}\n{base}raw {}  stored {} ({})\n\n    {}\n",
         e.commit,
         e.author,
-        e.time,
+        utc(e.time),
         bytes(e.raw_bytes),
         bytes(e.stored_bytes),
         ratio(e.stored_bytes, e.raw_bytes),
