@@ -40,9 +40,13 @@ pub enum Command {
     Checkout(checkout::Args),
     Log(log::Args),
     Show(show::Args),
+    /// Show what is staged and the names in the store.
     Status,
-    Branch(refs::BranchArgs),
-    Tag(refs::TagArgs),
+    /// List model names, create one at a revision (NAME REV), or delete one (-d NAME).
+    Branch(refs::RefArgs),
+    /// List tags, create one at a revision (TAG REV), or delete one (-d TAG).
+    Tag(refs::RefArgs),
+    /// Re-hash every blob and check every reference of every snapshot.
     Fsck,
 }
 

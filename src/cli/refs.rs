@@ -3,28 +3,19 @@ use super::Error;
 use crate::api::refs::{RefKind, RefRow};
 use crate::api::Repository;
 
-/// List names, create one at a revision, or delete one (-d).
+/// Arguments of `branch` and `tag`: nothing lists, NAME REV creates, -d NAME deletes.
 #[derive(Debug, clap::Args)]
-pub struct BranchArgs {
+pub struct RefArgs {
     /// The name to create or delete.
     pub name: Option<String>,
-    /// Where the new name points.
+    /// The revision the new name points at.
     pub rev: Option<String>,
     /// Delete the name (what only it reached is freed by gc).
     #[arg(short, long)]
     pub delete: bool,
 }
 
-/// List tags, create one at a revision, or delete one (-d).
-#[derive(Debug, clap::Args)]
-pub struct TagArgs {
-    pub name: Option<String>,
-    pub rev: Option<String>,
-    #[arg(short, long)]
-    pub delete: bool,
-}
-
-pub fn branch(repo: &Repository, a: &BranchArgs, out: &Output) -> Result<i32, Error> {
+pub fn branch(repo: &Repository, a: &RefArgs, out: &Output) -> Result<i32, Error> {
     edit(
         repo,
         RefKind::Branch,
@@ -35,7 +26,7 @@ pub fn branch(repo: &Repository, a: &BranchArgs, out: &Output) -> Result<i32, Er
     )
 }
 
-pub fn tag(repo: &Repository, a: &TagArgs, out: &Output) -> Result<i32, Error> {
+pub fn tag(repo: &Repository, a: &RefArgs, out: &Output) -> Result<i32, Error> {
     edit(repo, RefKind::Tag, a.name.as_deref(), a.rev.as_deref(), a.delete, out)
 }
 
