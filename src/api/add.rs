@@ -143,8 +143,8 @@ impl Repository {
                     )
                 }
             };
-            let (id, new) = self.history.write_blob(&bytes)?;
-            new_bytes += if new { bytes.len() as u64 } else { 0 };
+            let (id, added) = self.history.write_blob(&bytes)?;
+            new_bytes += added;
             tree.push((file.path.clone(), id));
             entries.push(FileEntry {
                 path: file.path.clone(),
@@ -158,9 +158,10 @@ impl Repository {
             base: base_id.map(|id| id.to_string()),
             files: entries,
         };
-        let (meta_id, _) = self
+        let (meta_id, added) = self
             .history
             .write_blob(&serde_json::to_vec_pretty(&meta).expect("records serialize"))?;
+        new_bytes += added;
         tree.push((META_PATH.to_string(), meta_id));
         let tree_id: ObjectId = self.history.write_tree(&tree)?;
 

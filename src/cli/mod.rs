@@ -24,7 +24,7 @@ use crate::api::Repository;
 pub struct Cli {
     /// Run as if started in PATH (the store is found there or in a parent; PATH may be the store itself).
     #[arg(short = 'C', global = true, value_name = "PATH")]
-    pub dir: Option<PathBuf>,
+    pub cwd: Option<PathBuf>,
     /// Print one JSON object on stdout instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -72,7 +72,11 @@ pub fn main() -> i32 {
 }
 
 fn run(cli: &Cli) -> Result<i32, Error> {
-    let start = cli.dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    // Like git: relative paths in the arguments are taken from PATH too.
+    if let Some(dir) = &cli.cwd {
+        std::env::set_current_dir(dir).map_err(|e| format!("cannot use -C {}: {e}", dir.display()))?;
+    }
+    let start = PathBuf::from(".");
     let out = output::Output { json: cli.json };
     if let Command::Init(args) = &cli.command {
         return init::run(&start, args, &out);

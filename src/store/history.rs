@@ -68,15 +68,18 @@ impl History {
         err(&self.dir, what, e)
     }
 
-    /// Writes a blob; returns its id and whether it was new.
-    pub fn write_blob(&self, bytes: &[u8]) -> Result<(ObjectId, bool), Error> {
+    /// Writes a blob; returns its id and the bytes it added to the store (0 if it existed).
+    pub fn write_blob(&self, bytes: &[u8]) -> Result<(ObjectId, u64), Error> {
         let id = gix::objs::compute_hash(self.repo.object_hash(), gix::objs::Kind::Blob, bytes)
             .map_err(|e| self.err("hash a blob", e))?;
         if self.repo.has_object(id) {
-            return Ok((id, false));
+            return Ok((id, 0));
         }
         let written = self.repo.write_blob(bytes).map_err(|e| self.err("write a blob", e))?;
-        Ok((written.detach(), true))
+        let hex = id.to_string();
+        let loose = self.dir.join("objects").join(&hex[..2]).join(&hex[2..]);
+        let size = std::fs::metadata(loose).map(|m| m.len()).unwrap_or(bytes.len() as u64);
+        Ok((written.detach(), size))
     }
 
     pub fn read_blob(&self, id: ObjectId) -> Result<Vec<u8>, Error> {
