@@ -15,8 +15,9 @@
 //! With `--finetune-of BASE` (a directory holding one `.safetensors` file, or the file) it writes
 //! a fine-tune of BASE: the same header bytes, names, shapes and dtypes; every row of every float
 //! tensor scaled by `1 - 1e-4 * u` (`u` uniform in [0, 1), one per row) and about 30% of the
-//! elements further multiplied by `1 + 1e-3 * n` (`n` standard normal), rounded back to the
-//! tensor's dtype. Tensors of other dtypes are copied unchanged. `config.json` is copied from the
+//! elements further multiplied by `1 + 1e-3 * n` (`n` standard normal; `--noise REL` sets the
+//! 1e-3), rounded back to the tensor's dtype. In bf16 most of these changes are below half a
+//! unit in the last place and round away: the program reports how many elements changed. Tensors of other dtypes are copied unchanged. `config.json` is copied from the
 //! base's directory when there is one.
 //!
 //! Memory stays bounded whatever the size: tensors are generated or read and written in blocks
@@ -175,9 +176,12 @@ struct Args {
     dtype: Dtype,
     seed: u64,
     finetune_of: Option<PathBuf>,
+    /// Relative noise of the fine-tune's perturbed elements.
+    noise: f64,
 }
 
-const USAGE: &str = "usage: gen_model --out DIR [--size-gb GB] [--dtype bf16|f32|f16] [--seed N] [--finetune-of BASE]";
+const USAGE: &str =
+    "usage: gen_model --out DIR [--size-gb GB] [--dtype bf16|f32|f16] [--seed N] [--finetune-of BASE [--noise REL]]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -186,6 +190,7 @@ fn parse_args() -> Result<Args, String> {
         dtype: Dtype::Bf16,
         seed: 0,
         finetune_of: None,
+        noise: 1e-3,
     };
     let mut out = None;
     let mut it = std::env::args().skip(1);
@@ -213,6 +218,13 @@ fn parse_args() -> Result<Args, String> {
                     .map_err(|_| format!("--seed {value:?}: expected an integer"))?
             }
             "--finetune-of" => args.finetune_of = Some(PathBuf::from(value)),
+            "--noise" => {
+                args.noise = value
+                    .parse()
+                    .ok()
+                    .filter(|v: &f64| *v >= 0.0)
+                    .ok_or_else(|| format!("--noise {value:?}: expected a non-negative number"))?
+            }
             _ => return Err(format!("unknown argument {flag:?}\n{USAGE}")),
         }
     }
@@ -388,7 +400,8 @@ fn base_file(base: &Path) -> Result<PathBuf, Error> {
     if base.is_file() {
         return Ok(base.to_owned());
     }
-    let mut found: Vec<PathBuf> = std::fs::read_dir(base)?
+    let mut found: Vec<PathBuf> = std::fs::read_dir(base)
+        .map_err(|e| format!("{}: {e}", base.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
         .collect();
@@ -503,7 +516,7 @@ fn finetune(base: &Path, args: &Args) -> Result<(), Error> {
                 }
                 let mut x = *v as f64 * scale;
                 if rng.uniform() < 0.3 {
-                    x *= 1.0 + 1e-3 * rng.normal();
+                    x *= 1.0 + args.noise * rng.normal();
                 }
                 *v = x as f32;
                 i += 1;

@@ -27,9 +27,10 @@ pub struct Staged {
     /// The tip of `name` when the snapshot was staged (hex); the commit's history parent.
     pub parent: Option<String>,
     pub raw_bytes: u64,
+    /// Size of the snapshot's own encoding: its coded chunks and verbatim files.
+    pub coded_bytes: u64,
+    /// Bytes this add wrote to the store (what the store grew by; shared parts count once).
     pub stored_bytes: u64,
-    /// Bytes this add wrote to the store (what the store grew by).
-    pub new_bytes: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -125,16 +126,16 @@ impl Repository {
         let mut tree = Vec::new();
         let mut entries = Vec::new();
         let mut blobs = Vec::new();
-        let (mut stored, mut new_bytes, mut tensors) = (0u64, 0u64, 0usize);
+        let (mut coded_bytes, mut stored_bytes, mut tensors) = (0u64, 0u64, 0usize);
         for (file, content) in files.iter().zip(coded) {
             let (bytes, manifest) = match content {
                 Content::Verbatim(bytes) => {
-                    stored += bytes.len() as u64;
+                    coded_bytes += bytes.len() as u64;
                     (bytes, false)
                 }
                 Content::Coded(coded) => {
-                    stored += coded.manifest.stored();
-                    new_bytes += coded.new_bytes;
+                    coded_bytes += coded.manifest.stored();
+                    stored_bytes += coded.new_bytes;
                     tensors += coded.manifest.segments.iter().filter(|s| s.tensor.is_some()).count();
                     blobs.extend(coded.blobs);
                     (
@@ -144,7 +145,7 @@ impl Repository {
                 }
             };
             let (id, added) = self.history.write_blob(&bytes)?;
-            new_bytes += added;
+            stored_bytes += added;
             tree.push((file.path.clone(), id));
             entries.push(FileEntry {
                 path: file.path.clone(),
@@ -161,7 +162,7 @@ impl Repository {
         let (meta_id, added) = self
             .history
             .write_blob(&serde_json::to_vec_pretty(&meta).expect("records serialize"))?;
-        new_bytes += added;
+        stored_bytes += added;
         tree.push((META_PATH.to_string(), meta_id));
         let tree_id: ObjectId = self.history.write_tree(&tree)?;
 
@@ -177,8 +178,8 @@ impl Repository {
                 .find_ref(&format!("{HEADS}{name}"))?
                 .map(|id| id.to_string()),
             raw_bytes: total,
-            stored_bytes: stored,
-            new_bytes,
+            coded_bytes,
+            stored_bytes,
         };
         let record = serde_json::to_vec(&staged).expect("records serialize");
         self.index()?.record(&blobs, name, Some(&record))?;

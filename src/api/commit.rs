@@ -59,11 +59,11 @@ fn parse_id(hex: &str, name: &str) -> Result<ObjectId, Error> {
 impl Repository {
     pub fn commit(&self, message: &str) -> Result<Report, Error> {
         let _lock = self.lock()?;
-        let index = self.index()?;
-        let staged = index.staged()?;
-        if staged.is_empty() {
+        if self.index_read()?.staged()?.is_empty() {
             return Err(Error::NothingStaged);
         }
+        let index = self.index()?;
+        let staged = index.staged()?;
         let mut commits = Vec::new();
         for (name, record) in staged {
             let s: Staged = serde_json::from_slice(&record).map_err(|e| Error::BadRecord {
@@ -103,7 +103,7 @@ impl Repository {
                 name,
                 commit: commit.to_string(),
                 raw_bytes: s.raw_bytes,
-                stored_bytes: s.new_bytes,
+                stored_bytes: s.stored_bytes,
             });
         }
         Ok(Report {

@@ -50,7 +50,7 @@ impl Repository {
         bad.sort();
         errors.extend(bad);
         let present: HashSet<Key> = keys.iter().copied().collect();
-        let index = self.index()?;
+        let index = self.index_read()?;
         for (key, _) in index.blobs()? {
             if !present.contains(&key) {
                 errors.push(format!("index records blob {key}, which is missing"));

@@ -17,7 +17,8 @@ pub struct Entry {
     pub time: i64,
     pub message: String,
     pub raw_bytes: u64,
-    pub stored_bytes: u64,
+    /// Size of the snapshot's own encoding (coded chunks and verbatim files).
+    pub coded_bytes: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -77,8 +78,10 @@ impl Repository {
                 infos.push(info);
             }
         }
-        infos.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| a.id.cmp(&b.id)));
-        infos.into_iter().map(|info| self.entry(info, &heads)).collect()
+        topological(infos)
+            .into_iter()
+            .map(|info| self.entry(info, &heads))
+            .collect()
     }
 
     fn entry(&self, info: CommitInfo, heads: &[(String, history::ObjectId)]) -> Result<Entry, Error> {
@@ -96,7 +99,7 @@ impl Repository {
             time: info.time,
             message: info.message.trim_end().to_string(),
             raw_bytes: snap.raw_bytes(),
-            stored_bytes: snap.stored_bytes()
+            coded_bytes: snap.stored_bytes()
                 + snap
                     .meta
                     .files
@@ -152,4 +155,37 @@ impl Repository {
             tensors,
         })
     }
+}
+
+/// Orders commits so that every commit comes before its parents (as git log does), the newest
+/// first among those that are ready; commits made within one second keep their history order.
+fn topological(infos: Vec<CommitInfo>) -> Vec<CommitInfo> {
+    use std::collections::HashMap;
+    let mut children: HashMap<history::ObjectId, usize> = HashMap::new();
+    for info in &infos {
+        for p in &info.parents {
+            *children.entry(*p).or_default() += 1;
+        }
+    }
+    let mut by_id: HashMap<history::ObjectId, CommitInfo> = infos.into_iter().map(|i| (i.id, i)).collect();
+    let mut ready: Vec<history::ObjectId> = by_id.keys().filter(|id| !children.contains_key(*id)).copied().collect();
+    let mut out = Vec::with_capacity(by_id.len());
+    while !ready.is_empty() {
+        // The newest ready commit next (ties by id, for a stable order).
+        let (i, _) = ready
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, id)| (by_id[*id].time, std::cmp::Reverse(**id)))
+            .expect("not empty");
+        let info = by_id.remove(&ready.swap_remove(i)).expect("each commit once");
+        for p in &info.parents {
+            let left = children.get_mut(p).expect("counted above");
+            *left -= 1;
+            if *left == 0 && by_id.contains_key(p) {
+                ready.push(*p);
+            }
+        }
+        out.push(info);
+    }
+    out
 }

@@ -60,7 +60,7 @@ impl Repository {
             std::fs::create_dir_all(d).map_err(create)?;
         }
         std::fs::File::create(layout.lock()).map_err(create)?;
-        drop(Index::open(&layout).map_err(|e| create(std::io::Error::other(e)))?);
+        drop(Index::create(&layout).map_err(|e| create(std::io::Error::other(e)))?);
         let tmp = tmp.keep();
         std::fs::rename(&tmp, &root).map_err(create)?;
         Repository::open(&root)
@@ -93,8 +93,14 @@ impl Repository {
         Err(OpenError::NotFound(start))
     }
 
+    /// The index, for writing (waits while another process has it open).
     pub fn index(&self) -> Result<Index, index::Error> {
         Index::open(&self.layout)
+    }
+
+    /// The index, for reading only: the file is left as it is.
+    pub fn index_read(&self) -> Result<Index, index::Error> {
+        Index::open_read(&self.layout)
     }
 
     pub fn lock(&self) -> Result<WriteLock, lock::Error> {

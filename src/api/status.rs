@@ -27,7 +27,7 @@ pub enum Error {
 impl Repository {
     pub fn status(&self) -> Result<Report, Error> {
         let staged = self
-            .index()?
+            .index_read()?
             .staged()?
             .into_iter()
             .map(|(name, bytes)| {

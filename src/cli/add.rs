@@ -35,10 +35,10 @@ pub fn run(repo: &Repository, args: &Args, out: &Output) -> Result<i32, Error> {
             r.files,
             r.tensors,
             bytes(s.raw_bytes),
+            bytes(s.coded_bytes),
+            ratio(s.coded_bytes, s.raw_bytes),
             bytes(s.stored_bytes),
             ratio(s.stored_bytes, s.raw_bytes),
-            bytes(s.new_bytes),
-            ratio(s.new_bytes, s.raw_bytes),
         )
     });
     Ok(0)

@@ -30,13 +30,13 @@ pub fn describe(e: &Entry) -> String {
         .map(|b| format!("base {}  ", short(b)))
         .unwrap_or_default();
     format!(
-        "commit {}{names}\nAuthor: {}\nDate:   {}\n{base}raw {}  stored {} ({})\n\n    {}\n",
+        "commit {}{names}\nAuthor: {}\nDate:   {}\n{base}raw {}  coded {} ({})\n\n    {}\n",
         e.commit,
         e.author,
         utc(e.time),
         bytes(e.raw_bytes),
-        bytes(e.stored_bytes),
-        ratio(e.stored_bytes, e.raw_bytes),
+        bytes(e.coded_bytes),
+        ratio(e.coded_bytes, e.raw_bytes),
         e.message.replace('\n', "\n    ")
     )
 }

@@ -59,13 +59,8 @@ pub fn main() -> i32 {
     match run(&cli) {
         Ok(code) => code,
         Err(e) => {
-            let mut message = format!("error: {e}");
-            let mut source = e.source();
-            while let Some(s) = source {
-                message.push_str(&format!("\n  caused by: {s}"));
-                source = s.source();
-            }
-            eprintln!("{message}");
+            // Every error's message already includes the messages of its causes.
+            eprintln!("error: {e}");
             1
         }
     }

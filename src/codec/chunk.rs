@@ -11,9 +11,18 @@
 //! ```
 //! Plane k holds byte k of each element of the transformed chunk (n / w bytes decoded).
 
+use std::cell::RefCell;
+
 use super::{delta, entropy, planes, Codec, Error};
 
 const VERSION: u8 = 1;
+
+thread_local! {
+    /// The planes of the chunk being decoded on this thread.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// The transformed chunk and its planes, while one is encoded on this thread.
+    static ENCODE_SCRATCH: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
 const HEADER: usize = 12;
 
 fn transform_byte(codec: Codec) -> u8 {
@@ -32,16 +41,27 @@ pub fn encode(codec: Codec, data: &[u8], parent: Option<&[u8]>, width: usize, le
         (1..=255).contains(&width) && data.len().is_multiple_of(width),
         "whole elements"
     );
-    let mut transformed = vec![0u8; data.len()];
-    match (codec, parent) {
-        (Codec::Full, _) => transformed.copy_from_slice(data),
-        (Codec::Xor, Some(p)) => delta::xor(data, p, &mut transformed),
-        (Codec::Sub, Some(p)) => delta::sub(data, p, width, &mut transformed),
-        (c, _) => panic!("codec {c} needs a parent chunk of the same length"),
-    }
-    let mut split = vec![0u8; data.len()];
-    planes::split(&transformed, width, &mut split);
-    drop(transformed);
+    let split = ENCODE_SCRATCH.with_borrow_mut(|(transformed, split)| {
+        // Reused across chunks: a fresh buffer per chunk costs a page fault per page.
+        let source = match (codec, parent) {
+            (Codec::Full, _) => data,
+            (Codec::Xor | Codec::Sub, Some(p)) => {
+                transformed.clear();
+                transformed.resize(data.len(), 0);
+                if codec == Codec::Xor {
+                    delta::xor(data, p, transformed);
+                } else {
+                    delta::sub(data, p, width, transformed);
+                }
+                &transformed[..]
+            }
+            (c, _) => panic!("codec {c} needs a parent chunk of the same length"),
+        };
+        split.clear();
+        split.resize(data.len(), 0);
+        planes::split(source, width, split);
+        std::mem::take(split)
+    });
 
     let mut out = Vec::with_capacity(HEADER + data.len() / 2);
     out.extend_from_slice(&[VERSION, transform_byte(codec), width as u8, 0]);
@@ -61,6 +81,7 @@ pub fn encode(codec: Codec, data: &[u8], parent: Option<&[u8]>, width: usize, le
             out.extend_from_slice(&[entropy::Mode::Raw as u8, 0, 0, 0, 0, 0, 0, 0, 0]);
         }
     }
+    ENCODE_SCRATCH.with_borrow_mut(|(_, scratch)| *scratch = split);
     out
 }
 
@@ -104,37 +125,36 @@ pub fn decode(coded: &[u8], parent: Option<&[u8]>, width: usize, out: &mut [u8])
     };
 
     let plane_len = out.len() / width;
-    let mut split = vec![0u8; out.len()];
-    let mut rest = &coded[HEADER..];
-    for k in 0..width {
-        if rest.len() < 9 {
-            return Err(Error::Truncated);
-        }
-        let mode = entropy::Mode::from_byte(rest[0])?;
-        let m = u64::from_le_bytes(rest[1..9].try_into().expect("8 bytes"));
-        let m = usize::try_from(m)
-            .ok()
-            .filter(|&m| m <= rest.len() - 9)
-            .ok_or(Error::Truncated)?;
-        entropy::decompress(mode, &rest[9..9 + m], &mut split[k * plane_len..(k + 1) * plane_len])?;
-        rest = &rest[9 + m..];
-    }
-    if !rest.is_empty() {
-        return Err(Error::Trailing(rest.len()));
-    }
-
-    match parent {
-        None => planes::join(&split, width, out),
-        Some(p) => {
-            let mut transformed = vec![0u8; out.len()];
-            planes::join(&split, width, &mut transformed);
-            match codec {
-                Codec::Xor => delta::xor(&transformed, p, out),
-                Codec::Sub => delta::unsub(&transformed, p, width, out),
-                Codec::Full | Codec::Same => unreachable!("checked above"),
+    SCRATCH.with_borrow_mut(|split| {
+        // Reused across chunks: a fresh buffer per chunk costs a page fault per page.
+        split.clear();
+        split.resize(out.len(), 0);
+        let mut rest = &coded[HEADER..];
+        for k in 0..width {
+            if rest.len() < 9 {
+                return Err(Error::Truncated);
             }
+            let mode = entropy::Mode::from_byte(rest[0])?;
+            let m = u64::from_le_bytes(rest[1..9].try_into().expect("8 bytes"));
+            let m = usize::try_from(m)
+                .ok()
+                .filter(|&m| m <= rest.len() - 9)
+                .ok_or(Error::Truncated)?;
+            entropy::decompress(mode, &rest[9..9 + m], &mut split[k * plane_len..(k + 1) * plane_len])?;
+            rest = &rest[9 + m..];
         }
-    }
+        if !rest.is_empty() {
+            return Err(Error::Trailing(rest.len()));
+        }
+
+        planes::join(split, width, out);
+        match (codec, parent) {
+            (Codec::Xor, Some(p)) => delta::unxor(out, p),
+            (Codec::Sub, Some(p)) => delta::unsub(out, p, width),
+            _ => {}
+        }
+        Ok(())
+    })?;
     Ok(codec)
 }
 

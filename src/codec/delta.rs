@@ -25,17 +25,22 @@ pub fn sub(new: &[u8], old: &[u8], width: usize, out: &mut [u8]) {
     }
 }
 
-/// Inverse of [`sub`]: `out = old + unzigzag(delta)`.
-pub fn unsub(delta: &[u8], old: &[u8], width: usize, out: &mut [u8]) {
-    assert!(
-        delta.len() == old.len() && delta.len() == out.len(),
-        "unsub of equal lengths"
-    );
+/// Inverse of [`sub`], in place: `data` holds the delta and becomes `old + unzigzag(delta)`.
+pub fn unsub(data: &mut [u8], old: &[u8], width: usize) {
+    assert_eq!(data.len(), old.len(), "unsub of equal lengths");
     match width {
-        2 => lanes::<2>(delta, old, out, |d, b| b.wrapping_add(d.unzigzag())),
-        4 => lanes::<4>(delta, old, out, |d, b| b.wrapping_add(d.unzigzag())),
-        8 => lanes::<8>(delta, old, out, |d, b| b.wrapping_add(d.unzigzag())),
-        _ => lanes::<1>(delta, old, out, |d, b| b.wrapping_add(d.unzigzag())),
+        2 => lanes_in_place::<2>(data, old, |d, b| b.wrapping_add(d.unzigzag())),
+        4 => lanes_in_place::<4>(data, old, |d, b| b.wrapping_add(d.unzigzag())),
+        8 => lanes_in_place::<8>(data, old, |d, b| b.wrapping_add(d.unzigzag())),
+        _ => lanes_in_place::<1>(data, old, |d, b| b.wrapping_add(d.unzigzag())),
+    }
+}
+
+/// Inverse of [`xor`], in place: `data ^= old`.
+pub fn unxor(data: &mut [u8], old: &[u8]) {
+    assert_eq!(data.len(), old.len(), "xor of equal lengths");
+    for (d, o) in data.iter_mut().zip(old) {
+        *d ^= o;
     }
 }
 
@@ -45,6 +50,15 @@ fn lanes<const W: usize>(a: &[u8], b: &[u8], out: &mut [u8], f: impl Fn(Lane<W>,
     for ((o, x), y) in out.chunks_exact_mut(W).zip(a.chunks_exact(W)).zip(b.chunks_exact(W)) {
         let r = f(Lane::<W>::load(x), Lane::<W>::load(y));
         r.store(o);
+    }
+}
+
+/// Like [`lanes`], with the first operand and the result in the same buffer.
+#[inline(always)]
+fn lanes_in_place<const W: usize>(acc: &mut [u8], b: &[u8], f: impl Fn(Lane<W>, Lane<W>) -> Lane<W>) {
+    for (x, y) in acc.chunks_exact_mut(W).zip(b.chunks_exact(W)) {
+        let r = f(Lane::<W>::load(x), Lane::<W>::load(y));
+        r.store(x);
     }
 }
 
@@ -114,9 +128,8 @@ mod tests {
             let old = pseudo_random(width * 101, 2);
             let mut d = vec![0; new.len()];
             sub(&new, &old, width, &mut d);
-            let mut back = vec![0; new.len()];
-            unsub(&d, &old, width, &mut back);
-            assert_eq!(back, new, "width {width}");
+            unsub(&mut d, &old, width);
+            assert_eq!(d, new, "width {width}");
         }
     }
 
@@ -137,8 +150,7 @@ mod tests {
         let old = pseudo_random(64, 4);
         let mut d = vec![0; 64];
         xor(&new, &old, &mut d);
-        let mut back = vec![0; 64];
-        xor(&d, &old, &mut back);
-        assert_eq!(back, new);
+        unxor(&mut d, &old);
+        assert_eq!(d, new);
     }
 }

@@ -1,5 +1,9 @@
 //! The entropy stage for one byte plane: zstd where it shrinks the plane, raw bytes where not.
 
+use std::cell::RefCell;
+
+use zstd::bulk::{Compressor, Decompressor};
+
 use super::Error;
 
 /// How a plane's bytes are stored.
@@ -20,26 +24,38 @@ impl Mode {
     }
 }
 
+thread_local! {
+    /// zstd contexts and the compressed plane, reused by every plane coded on this thread:
+    /// a fresh context per plane costs more than the plane itself.
+    static COMPRESSOR: RefCell<Option<(i32, Compressor<'static>, Vec<u8>)>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
 /// Compresses `plane` at zstd `level` and appends the result to `out`, or appends it raw when
 /// compression does not save at least 1/64 of it. Returns the mode used.
 pub fn compress(plane: &[u8], level: i32, out: &mut Vec<u8>) -> Mode {
     if plane.is_empty() {
-        out.extend_from_slice(plane);
         return Mode::Raw;
     }
-    let start = out.len();
-    let bound = zstd::zstd_safe::compress_bound(plane.len());
-    out.resize(start + bound, 0);
-    let written = zstd::bulk::compress_to_buffer(plane, &mut out[start..], level)
-        .expect("the output buffer holds zstd's compress bound");
-    if written + plane.len() / 64 < plane.len() {
-        out.truncate(start + written);
-        Mode::Zstd
-    } else {
-        out.truncate(start);
-        out.extend_from_slice(plane);
-        Mode::Raw
-    }
+    COMPRESSOR.with_borrow_mut(|slot| {
+        if slot.as_ref().is_none_or(|(l, _, _)| *l != level) {
+            let c = Compressor::new(level).expect("zstd accepts levels 1..=22");
+            *slot = Some((level, c, Vec::new()));
+        }
+        let (_, compressor, buf) = slot.as_mut().expect("set above");
+        buf.clear();
+        buf.reserve(zstd::zstd_safe::compress_bound(plane.len()));
+        let written = compressor
+            .compress_to_buffer(plane, buf)
+            .expect("the buffer holds zstd's compress bound");
+        if written + plane.len() / 64 < plane.len() {
+            out.extend_from_slice(buf);
+            Mode::Zstd
+        } else {
+            out.extend_from_slice(plane);
+            Mode::Raw
+        }
+    })
 }
 
 /// Decodes a stored plane into `out`, which has the plane's exact decoded length. A zstd frame
@@ -55,7 +71,14 @@ pub fn decompress(mode: Mode, stored: &[u8], out: &mut [u8]) -> Result<(), Error
             expected: out.len(),
         }),
         Mode::Zstd => {
-            let n = zstd::bulk::decompress_to_buffer(stored, out).map_err(|e| Error::Zstd(e.to_string()))?;
+            let n = DECOMPRESSOR.with_borrow_mut(|slot| {
+                let d = match slot {
+                    Some(d) => d,
+                    None => slot.insert(Decompressor::new().map_err(|e| Error::Zstd(e.to_string()))?),
+                };
+                d.decompress_to_buffer(stored, out)
+                    .map_err(|e| Error::Zstd(e.to_string()))
+            })?;
             if n == out.len() {
                 Ok(())
             } else {

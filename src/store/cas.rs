@@ -210,7 +210,7 @@ impl Cas {
             path: path.clone(),
             why,
         };
-        let bytes = decode_file(&file).map_err(corrupt)?;
+        let bytes = decode_file(file).map_err(corrupt)?;
         let actual = Key::of(&bytes);
         if actual != *key {
             return Err(corrupt(format!("its content hashes to {actual}")));
@@ -249,7 +249,7 @@ impl Cas {
 }
 
 /// Decodes a blob file's bytes, checking its framing (not its hash).
-fn decode_file(file: &[u8]) -> Result<Vec<u8>, String> {
+fn decode_file(mut file: Vec<u8>) -> Result<Vec<u8>, String> {
     if file.len() < HEADER || &file[..4] != MAGIC {
         return Err("not a blob file (bad magic or truncated header)".into());
     }
@@ -259,7 +259,11 @@ fn decode_file(file: &[u8]) -> Result<Vec<u8>, String> {
     }
     let body = &file[HEADER..];
     match file[4] {
-        0 if body.len() as u64 == len => Ok(body.to_vec()),
+        0 if body.len() as u64 == len => {
+            // Raw: the body is the content; drop the header in place rather than copying.
+            file.drain(..HEADER);
+            Ok(file)
+        }
         0 => Err(format!("holds {} bytes, declares {len}", body.len())),
         1 => {
             let mut out = vec![0u8; len as usize];

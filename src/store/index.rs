@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::cas::Key;
 use super::Layout;
@@ -32,8 +32,13 @@ pub struct Error {
 
 /// An open index; dropping it closes the database.
 pub struct Index {
-    db: Database,
+    db: Db,
     path: PathBuf,
+}
+
+enum Db {
+    Write(Database),
+    Read(ReadOnlyDatabase),
 }
 
 /// Sizes recorded for one blob.
@@ -44,47 +49,62 @@ pub struct BlobSizes {
 }
 
 impl Index {
-    /// Opens (or creates) the index, waiting while another process has it open.
+    /// Creates the index with its tables (when the store is created).
+    pub fn create(layout: &Layout) -> Result<Index, Error> {
+        let path = layout.index();
+        let db = Database::create(&path).map_err(|e| Error {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let txn = db.begin_write().map_err(|e| err(&path, e))?;
+        txn.open_table(BLOBS).map_err(|e| err(&path, e))?;
+        txn.open_table(STAGED).map_err(|e| err(&path, e))?;
+        txn.commit().map_err(|e| err(&path, e))?;
+        Ok(Index {
+            db: Db::Write(db),
+            path,
+        })
+    }
+
+    /// Opens the index for writing, waiting while another process has it open.
     pub fn open(layout: &Layout) -> Result<Index, Error> {
         let path = layout.index();
-        let started = Instant::now();
-        loop {
-            match Database::create(&path) {
-                Ok(db) => {
-                    let index = Index { db, path };
-                    index.ensure_tables()?;
-                    return Ok(index);
-                }
-                Err(redb::DatabaseError::DatabaseAlreadyOpen) if started.elapsed() < OPEN_TIMEOUT => {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) => {
-                    return Err(Error {
-                        path,
-                        message: e.to_string(),
-                    })
-                }
-            }
+        let db = retry(&path, || Database::open(&path))?;
+        Ok(Index {
+            db: Db::Write(db),
+            path,
+        })
+    }
+
+    /// Opens the index for reading only; the file is not touched. An index left open by a
+    /// killed process needs a repair first, which only a writer can do: then it is opened
+    /// for writing instead.
+    pub fn open_read(layout: &Layout) -> Result<Index, Error> {
+        let path = layout.index();
+        match retry(&path, || ReadOnlyDatabase::open(&path)) {
+            Ok(db) => Ok(Index { db: Db::Read(db), path }),
+            Err(_) => Index::open(layout),
         }
+    }
+
+    fn read(&self) -> Result<redb::ReadTransaction, Error> {
+        match &self.db {
+            Db::Write(db) => db.begin_read(),
+            Db::Read(db) => db.begin_read(),
+        }
+        .map_err(|e| self.err(e))
     }
 
     fn err(&self, e: impl Into<redb::Error>) -> Error {
-        Error {
-            path: self.path.clone(),
-            message: e.into().to_string(),
-        }
-    }
-
-    fn ensure_tables(&self) -> Result<(), Error> {
-        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
-        txn.open_table(BLOBS).map_err(|e| self.err(e))?;
-        txn.open_table(STAGED).map_err(|e| self.err(e))?;
-        txn.commit().map_err(|e| self.err(e))
+        err(&self.path, e)
     }
 
     /// Records `blobs` and sets (or, with `None`, removes) the staging record of `name`, atomically.
     pub fn record(&self, blobs: &[(Key, BlobSizes)], name: &str, staged: Option<&[u8]>) -> Result<(), Error> {
-        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        let Db::Write(db) = &self.db else {
+            panic!("records are written through an index opened with Index::open");
+        };
+        let txn = db.begin_write().map_err(|e| self.err(e))?;
         {
             let mut table = txn.open_table(BLOBS).map_err(|e| self.err(e))?;
             for (key, sizes) in blobs {
@@ -104,7 +124,7 @@ impl Index {
 
     /// Every staging record, by name.
     pub fn staged(&self) -> Result<Vec<(String, Vec<u8>)>, Error> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let txn = self.read()?;
         let table = txn.open_table(STAGED).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for row in table.iter().map_err(|e| self.err(e))? {
@@ -116,7 +136,7 @@ impl Index {
 
     /// The sizes recorded for `key`, if any.
     pub fn blob(&self, key: &Key) -> Result<Option<BlobSizes>, Error> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let txn = self.read()?;
         let table = txn.open_table(BLOBS).map_err(|e| self.err(e))?;
         let row = table.get(key.0).map_err(|e| self.err(e))?;
         Ok(row.map(|v| {
@@ -127,7 +147,7 @@ impl Index {
 
     /// Every recorded blob.
     pub fn blobs(&self) -> Result<Vec<(Key, BlobSizes)>, Error> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let txn = self.read()?;
         let table = txn.open_table(BLOBS).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for row in table.iter().map_err(|e| self.err(e))? {
@@ -136,5 +156,31 @@ impl Index {
             out.push((Key(k.value()), BlobSizes { decoded, stored }));
         }
         Ok(out)
+    }
+}
+
+fn err(path: &std::path::Path, e: impl Into<redb::Error>) -> Error {
+    Error {
+        path: path.to_owned(),
+        message: e.into().to_string(),
+    }
+}
+
+/// Calls `open` until the database is not held by another process, for up to [`OPEN_TIMEOUT`].
+fn retry<T>(path: &std::path::Path, open: impl Fn() -> Result<T, redb::DatabaseError>) -> Result<T, Error> {
+    let started = Instant::now();
+    loop {
+        match open() {
+            Ok(db) => return Ok(db),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) if started.elapsed() < OPEN_TIMEOUT => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => {
+                return Err(Error {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                })
+            }
+        }
     }
 }

@@ -105,7 +105,7 @@ pub fn dtype_bits(dtype: &str) -> u64 {
 /// The width in bytes the store codes a dtype's elements with: its size, or 1 below a byte.
 pub fn element_width(dtype: &str) -> usize {
     let bits = dtype_bits(dtype);
-    if bits % 8 == 0 {
+    if bits.is_multiple_of(8) {
         (bits / 8) as usize
     } else {
         1
@@ -125,7 +125,7 @@ impl Tensor {
     /// Bytes a tensor of this dtype and shape occupies.
     pub fn byte_len(dtype: &str, shape: &[u64]) -> usize {
         let bits = shape.iter().product::<u64>() * dtype_bits(dtype);
-        assert!(bits % 8 == 0, "{dtype}{shape:?} does not fill whole bytes");
+        assert!(bits.is_multiple_of(8), "{dtype}{shape:?} does not fill whole bytes");
         (bits / 8) as usize
     }
 
@@ -172,7 +172,7 @@ impl Tensor {
 /// one-byte data flips its lowest bit instead. At least one element changes when `data` is
 /// not empty and `fraction > 0`.
 pub fn finetune_bytes(data: &[u8], width: usize, fraction: f64, seed: u64) -> Vec<u8> {
-    assert!(width > 0 && data.len() % width == 0);
+    assert!(width > 0 && data.len().is_multiple_of(width));
     let mut rng = Lcg::new(seed);
     let mut out = data.to_vec();
     let n = data.len() / width;
@@ -203,8 +203,9 @@ pub fn finetune_bytes(data: &[u8], width: usize, fraction: f64, seed: u64) -> Ve
 }
 
 /// A safetensors file holding `tensors`, data laid out in the given order, with an optional
-/// `__metadata__` map. The header JSON is padded with spaces to a multiple of 8 bytes, as the
-/// reference implementation does.
+/// `__metadata__` map. Header entries are sorted by name (as the reference implementation
+/// writes them), so the header's order is not the data's. The header JSON is padded with
+/// spaces to a multiple of 8 bytes, as the reference implementation does.
 pub fn safetensors_bytes(tensors: &[Tensor], metadata: &[(&str, &str)]) -> Vec<u8> {
     let mut header = String::from("{");
     let mut parts = Vec::new();
@@ -213,22 +214,25 @@ pub fn safetensors_bytes(tensors: &[Tensor], metadata: &[(&str, &str)]) -> Vec<u
             .iter()
             .map(|(k, v)| format!("{}:{}", json_str(k), json_str(v)))
             .collect();
-        parts.push(format!("\"__metadata__\":{{{}}}", m.join(",")));
+        parts.push((String::new(), format!("\"__metadata__\":{{{}}}", m.join(","))));
     }
     let mut at = 0usize;
     for t in tensors {
         assert_eq!(t.data.len(), Tensor::byte_len(&t.dtype, &t.shape), "{}", t.name);
         let shape: Vec<String> = t.shape.iter().map(u64::to_string).collect();
-        parts.push(format!(
+        let entry = format!(
             "{}:{{\"dtype\":\"{}\",\"shape\":[{}],\"data_offsets\":[{},{}]}}",
             json_str(&t.name),
             t.dtype,
             shape.join(","),
             at,
             at + t.data.len()
-        ));
+        );
+        parts.push((t.name.clone(), entry));
         at += t.data.len();
     }
+    parts.sort();
+    let parts: Vec<String> = parts.into_iter().map(|(_, p)| p).collect();
     header.push_str(&parts.join(","));
     header.push('}');
     while header.len() % 8 != 0 {
@@ -239,6 +243,22 @@ pub fn safetensors_bytes(tensors: &[Tensor], metadata: &[(&str, &str)]) -> Vec<u
         out.extend_from_slice(&t.data);
     }
     out
+}
+
+/// Panics unless the reference implementation (the `safetensors` crate) reads `bytes` as a
+/// file of exactly `tensors`: a check of the writer above, not of sparse.
+#[track_caller]
+pub fn assert_reference_reads(bytes: &[u8], tensors: &[Tensor]) {
+    let st = safetensors::SafeTensors::deserialize(bytes)
+        .unwrap_or_else(|e| panic!("the safetensors crate refuses the file: {e:?}"));
+    assert_eq!(st.len(), tensors.len());
+    for t in tensors {
+        let view = st.tensor(&t.name).unwrap_or_else(|e| panic!("{}: {e:?}", t.name));
+        assert_eq!(view.dtype().to_string(), t.dtype, "{}", t.name);
+        let shape: Vec<u64> = view.shape().iter().map(|&d| d as u64).collect();
+        assert_eq!(shape, t.shape, "{}", t.name);
+        assert_eq!(view.data(), &t.data[..], "{}", t.name);
+    }
 }
 
 /// The bytes of a safetensors file from a header (used as is) and data.
@@ -447,7 +467,10 @@ impl Sandbox {
 
     /// The commit `refs/heads/NAME` points at, read by git itself (None when absent).
     pub fn git_ref(&self, name: &str) -> Option<String> {
-        let out = git(&self.store(), &["rev-parse", "--verify", "--quiet", &format!("refs/heads/{name}")]);
+        let out = git(
+            &self.store(),
+            &["rev-parse", "--verify", "--quiet", &format!("refs/heads/{name}")],
+        );
         out.status
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
@@ -498,7 +521,9 @@ pub fn sha256_file(path: &Path) -> String {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        let n = f
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
         if n == 0 {
             break;
         }
@@ -524,7 +549,7 @@ pub fn tree_hashes(root: &Path) -> BTreeMap<String, String> {
 }
 
 /// What [`store_snapshot`] records of one path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
     File,
     Dir,
@@ -558,21 +583,26 @@ fn walk(root: &Path) -> Vec<(String, Kind)> {
     out
 }
 
-/// The whole content of a directory (every path, and every file's size and sha256), to show
-/// that a failed command left a store exactly as it was.
+/// The whole content of a directory (every file's path, size and sha256, and every entry that
+/// is neither file nor directory), to show that a failed command left a store exactly as it
+/// was. Directories themselves are not compared: an emptied `cas/ab/` holds no bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirSnapshot(pub BTreeMap<String, String>);
 
-/// Records every directory, file (size and sha256) and other entry below `root`.
+/// Records every file (size and sha256) and other non-directory entry below `root`.
 pub fn store_snapshot(root: &Path) -> DirSnapshot {
     let mut out = BTreeMap::new();
     for (rel, kind) in walk(root) {
         let v = match kind {
-            Kind::Dir => "dir".to_string(),
+            Kind::Dir => continue,
             Kind::Other => "other".to_string(),
             Kind::File => {
                 let p = root.join(&rel);
-                format!("{} bytes, sha256 {}", std::fs::metadata(&p).unwrap().len(), sha256_file(&p))
+                format!(
+                    "{} bytes, sha256 {}",
+                    std::fs::metadata(&p).unwrap().len(),
+                    sha256_file(&p)
+                )
             }
         };
         out.insert(rel, v);
@@ -603,11 +633,7 @@ impl DirSnapshot {
 /// Panics with the differences unless the two snapshots are equal.
 #[track_caller]
 pub fn assert_unchanged(before: &DirSnapshot, after: &DirSnapshot, what: &str) {
-    assert!(
-        before == after,
-        "{what} changed the store:\n{}",
-        before.diff(after)
-    );
+    assert!(before == after, "{what} changed the store:\n{}", before.diff(after));
 }
 
 /// Total bytes of the files below `root` (apparent sizes, like `du -sb` without directories).
