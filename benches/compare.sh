@@ -92,7 +92,7 @@ for run in $(seq 1 "$RUNS"); do
     # sparse: base, then the fine-tune as deltas on it.
     st=$WORK/store
     mkdir "$st"
-    (cd "$st" && "$SPARSE" init >/dev/null) # before 7707cd2, `init DIR` nested DIR/DIR
+    (cd "$st" && "$SPARSE" init >/dev/null)
     s0=$(store_bytes "$st")
     timed add_base "$SPARSE" -C "$st" --json add "$BASE" --name base
     add add_base_new "$(new_bytes)"

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::rev::{self, check_name, HEADS};
-use super::Repository;
+use super::{progress, Repository};
 use std::sync::Mutex;
 
 use crate::model::encode::{self, check_header, encode_file, is_safetensors, Base};
@@ -76,7 +76,7 @@ impl Repository {
         name: &str,
         base: Option<&str>,
         opts: &Options,
-        progress: &(dyn Fn(u64, u64) + Sync),
+        progress: progress::Report<'_>,
     ) -> Result<Report, Error> {
         check_name(name).map_err(Error::Name)?;
         let files = source::resolve(source)?;
@@ -100,11 +100,8 @@ impl Repository {
         });
 
         let total: u64 = files.iter().map(|f| f.size).sum();
-        let done = std::sync::atomic::AtomicU64::new(0);
-        let tick = |n: u64| {
-            let d = done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
-            progress(d, total);
-        };
+        let counter = progress::Counter::new(total, progress);
+        let tick = |n: u64| counter.add(n);
 
         // Every header is checked before anything is written: bad input leaves the store as it was.
         for file in files.iter().filter(|f| is_safetensors(f)) {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::rev;
-use super::Repository;
+use super::{progress, Repository};
 use crate::model::rebuild::{self, destination, Rebuilder};
 use crate::model::snapshot::{self, Snapshot};
 use crate::store::history;
@@ -41,7 +41,7 @@ impl Repository {
         rev: &str,
         dir: &Path,
         force: bool,
-        progress: &(dyn Fn(u64, u64) + Sync),
+        progress: progress::Report<'_>,
     ) -> Result<Report, Error> {
         let commit = self.resolve(rev)?;
         let info = self.history.commit_info(commit)?;
@@ -69,11 +69,8 @@ impl Repository {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
 
         let total = snap.raw_bytes();
-        let done = std::sync::atomic::AtomicU64::new(0);
-        let tick = |n: u64| {
-            let d = done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
-            progress(d, total);
-        };
+        let counter = progress::Counter::new(total, progress);
+        let tick = |n: u64| counter.add(n);
         let mut bytes = 0;
         for entry in &snap.meta.files {
             let dest = destination(dir, &entry.path).map_err(rebuild_err)?;

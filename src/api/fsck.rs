@@ -7,7 +7,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::add::Staged;
-use super::Repository;
+use super::{progress, Repository};
 use crate::model::snapshot::Snapshot;
 use crate::store::cas::Key;
 use crate::store::history::ObjectId;
@@ -32,18 +32,17 @@ pub enum Error {
 }
 
 impl Repository {
-    pub fn fsck(&self, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<Report, Error> {
+    pub fn fsck(&self, progress: progress::Report<'_>) -> Result<Report, Error> {
         let mut errors = Vec::new();
 
         // 1. Every blob re-hashed.
         let cas = &self.cas;
         let keys = cas.keys().map_err(Error::List)?;
-        let done = std::sync::atomic::AtomicU64::new(0);
+        let counter = progress::Counter::new(keys.len() as u64, progress);
         let mut bad: Vec<String> = keys
             .par_iter()
             .filter_map(|key| {
-                let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                progress(d, keys.len() as u64);
+                counter.add(1);
                 cas.get(key).err().map(|e| e.to_string())
             })
             .collect();

@@ -6,6 +6,7 @@ pub mod checkout;
 pub mod commit;
 pub mod fsck;
 pub mod log;
+pub mod progress;
 pub mod refs;
 pub mod rev;
 pub mod status;
