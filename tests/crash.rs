@@ -145,7 +145,12 @@ fn add_and_commit_survive_being_killed_at_random_moments() {
         let end = if what == "add" {
             run_until(&sb, &add_args, Instant::now() + delay)
         } else {
-            let end = run_until(&sb, &add_args, Instant::now() + add_time * 20);
+            // Not meant to be interrupted: a deadline no loaded machine reaches.
+            let end = run_until(
+                &sb,
+                &add_args,
+                Instant::now() + add_time * 20 + Duration::from_secs(120),
+            );
             assert_eq!(end, End::Exited(true), "iteration {i}: add, not interrupted, succeeds");
             run_until(&sb, &["commit", "-m", &message], Instant::now() + delay)
         };
@@ -204,5 +209,20 @@ fn add_and_commit_survive_being_killed_at_random_moments() {
     assert_eq!(sha256_file(&out.join("model.safetensors")), sha256_file(&input));
     let status = sb.json(&["status"]);
     assert_eq!(status["staged"].as_array().map(Vec::len), Some(0), "{status}");
+    sb.assert_fsck_ok();
+}
+
+#[test]
+fn a_ref_lock_left_by_a_killed_commit_does_not_block_the_next_one() {
+    let sb = Sandbox::new();
+    let model = sb.write("in/model.safetensors", &safetensors_bytes(&base_model(), &[]));
+    let first = sb.add_commit(&model, "m", None, "first");
+    // What a commit killed between taking the ref's lock and renaming it into place leaves.
+    std::fs::write(sb.store().join("refs/heads/m.lock"), format!("{first}\n")).unwrap();
+    let tuned: Vec<Tensor> = base_model().iter().map(|t| t.finetuned(0.1, 5)).collect();
+    let model = sb.write("in/model.safetensors", &safetensors_bytes(&tuned, &[]));
+    let second = sb.add_commit(&model, "m", Some("m"), "second");
+    assert_eq!(sb.git_ref("m"), Some(second));
+    assert!(!sb.store().join("refs/heads/m.lock").exists());
     sb.assert_fsck_ok();
 }

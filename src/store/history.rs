@@ -221,7 +221,8 @@ impl History {
         Ok(out)
     }
 
-    /// Points ref `name` at `new`, if its current value is what `expect` says (atomic).
+    /// Points ref `name` at `new`, if its current value is what `expect` says (atomic). The
+    /// caller holds the store's write lock.
     pub fn set_ref(&self, name: &str, new: ObjectId, expect: Expect, log: &str) -> Result<(), Error> {
         let edit = RefEdit {
             change: Change::Update {
@@ -241,7 +242,8 @@ impl History {
         self.edit(edit, name)
     }
 
-    /// Deletes ref `name`, if its current value is what `expect` says.
+    /// Deletes ref `name`, if its current value is what `expect` says. The caller holds the
+    /// store's write lock.
     pub fn delete_ref(&self, name: &str, expect: Expect) -> Result<(), Error> {
         let edit = RefEdit {
             change: Change::Delete {
@@ -257,6 +259,7 @@ impl History {
     }
 
     fn edit(&self, edit: RefEdit, name: &str) -> Result<(), Error> {
+        self.remove_stale_locks(name)?;
         let signature = signature();
         self.repo
             .edit_references_as(
@@ -264,6 +267,23 @@ impl History {
                 Some(signature.to_ref(&mut gix::date::parse::TimeBuf::default())),
             )
             .map_err(|e| self.err(format!("update ref {name}"), e))?;
+        Ok(())
+    }
+}
+
+impl History {
+    /// Removes lock files that a process killed while moving ref `name` left behind. Refs are
+    /// only edited while the store's write lock is held, so any such file is stale: without
+    /// this, git's rules would refuse every later update of the ref.
+    fn remove_stale_locks(&self, name: &str) -> Result<(), Error> {
+        for lock in [format!("{name}.lock"), "packed-refs.lock".to_string()] {
+            let path = self.dir.join(&lock);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(self.err(format!("remove the stale lock {}", path.display()), e)),
+            }
+        }
         Ok(())
     }
 }
