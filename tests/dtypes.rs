@@ -157,7 +157,7 @@ fn round_trip(chunk_size: Option<u64>) {
             assert_eq!(row["stored_bytes"], 0, "{row}");
         } else if changed.contains(&t.name.as_str()) {
             assert!(
-                ["sub", "xor", "mixed"].contains(&codec),
+                ["sub", "subctx", "xor", "mixed"].contains(&codec),
                 "a changed tensor is stored as a delta: {row}"
             );
         }

@@ -1,6 +1,6 @@
 //! The real pair: all-MiniLM-L6-v2 (91 MB of fp32) and a real fine-tune of it, as single files
 //! and as whole model directories. Everything checks out bit for bit; the store grows by at
-//! most 0.86 of the base's raw size and 0.53 of the fine-tune's. Needs the real test data
+//! most 0.86 of the base's raw size and 0.36 of the fine-tune's. Needs the real test data
 //! (scripts/fetch-testdata.sh); the tests fail, never skip, without it.
 
 mod common;
@@ -11,9 +11,10 @@ use std::path::Path;
 use common::*;
 use serde_json::Value;
 
-/// Growth limits, as fractions of the raw bytes added.
+/// Growth limits, as fractions of the raw bytes added. The fine-tune's is a third below the
+/// best published delta coder on this pair (ZipLLM/BitX, 0.590; ZipNN's XOR delta, 0.534).
 const BASE_LIMIT: f64 = 0.86;
-const FINETUNE_LIMIT: f64 = 0.53;
+const FINETUNE_LIMIT: f64 = 0.36;
 
 fn file_size(p: &Path) -> u64 {
     std::fs::metadata(p).unwrap().len()

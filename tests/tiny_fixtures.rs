@@ -62,7 +62,7 @@ fn round_trip(sb: &Sandbox, small_files_verbatim: bool) {
             }
             _ => {
                 assert_eq!(row["parent"], name.as_str(), "{row}");
-                assert!(["sub", "xor", "mixed"].contains(&codec), "{row}");
+                assert!(["sub", "subctx", "xor", "mixed"].contains(&codec), "{row}");
             }
         }
     }

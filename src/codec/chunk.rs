@@ -3,9 +3,9 @@
 //! ```text
 //! offset  size  field
 //! 0       1     format version, 1
-//! 1       1     transform: 0 full, 1 xor, 2 sub
+//! 1       1     transform: 0 full, 1 xor, 2 sub, 3 sub grouped by the parent's context
 //! 2       1     element width w in bytes (1..=255); the chunk has w planes
-//! 3       1     reserved, 0
+//! 3       1     context bits k for transform 3 (1..=16; see codec::context), else 0
 //! 4       8     decoded length n, little-endian; a multiple of w
 //! then w times: 1 byte plane mode (0 raw, 1 zstd), 8 bytes stored length m (LE), m bytes
 //! ```
@@ -13,49 +13,95 @@
 
 use std::cell::RefCell;
 
-use super::{delta, entropy, planes, Codec, Error};
+use super::{context, delta, entropy, planes, Codec, Error};
 
 const VERSION: u8 = 1;
-
-thread_local! {
-    /// The planes of the chunk being decoded on this thread.
-    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-    /// The transformed chunk and its planes, while one is encoded on this thread.
-    static ENCODE_SCRATCH: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
-}
 const HEADER: usize = 12;
 
-fn transform_byte(codec: Codec) -> u8 {
-    match codec {
-        Codec::Full => 0,
-        Codec::Xor => 1,
-        Codec::Sub => 2,
-        Codec::Same => unreachable!("`same` chunks store no bytes"),
+thread_local! {
+    /// Buffers reused by every chunk coded on this thread: a fresh buffer per chunk costs a
+    /// page fault per page. The transformed chunk, its planes, and the context order.
+    static SCRATCH: RefCell<(Vec<u8>, Vec<u8>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+}
+
+/// How a chunk's bytes are turned into what the planes hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transform {
+    Full,
+    Xor,
+    Sub,
+    /// `Sub`, with the differences grouped by `bits` context bits of the parent's elements.
+    SubCtx {
+        bits: u8,
+    },
+}
+
+impl Transform {
+    pub fn codec(self) -> Codec {
+        match self {
+            Transform::Full => Codec::Full,
+            Transform::Xor => Codec::Xor,
+            Transform::Sub => Codec::Sub,
+            Transform::SubCtx { .. } => Codec::SubCtx,
+        }
+    }
+
+    fn bytes(self) -> [u8; 2] {
+        match self {
+            Transform::Full => [0, 0],
+            Transform::Xor => [1, 0],
+            Transform::Sub => [2, 0],
+            Transform::SubCtx { bits } => [3, bits],
+        }
+    }
+
+    fn from_bytes(t: u8, bits: u8, width: usize) -> Result<Self, Error> {
+        match (t, bits) {
+            (0, 0) => Ok(Transform::Full),
+            (1, 0) => Ok(Transform::Xor),
+            (2, 0) => Ok(Transform::Sub),
+            (3, b) if matches!(width, 2 | 4 | 8) && (1..=context::MAX_BITS).contains(&u32::from(b)) => {
+                Ok(Transform::SubCtx { bits: b })
+            }
+            _ => Err(Error::Transform(t)),
+        }
     }
 }
 
-/// Codes `data` with `codec` (not [`Codec::Same`]) against `parent`, splitting it into
+/// Codes `data` with `transform` against `parent` (needed by all but `Full`), splitting it into
 /// `width`-byte planes compressed at zstd `level`.
-pub fn encode(codec: Codec, data: &[u8], parent: Option<&[u8]>, width: usize, level: i32) -> Vec<u8> {
+pub fn encode(transform: Transform, data: &[u8], parent: Option<&[u8]>, width: usize, level: i32) -> Vec<u8> {
     assert!(
         (1..=255).contains(&width) && data.len().is_multiple_of(width),
         "whole elements"
     );
-    let split = ENCODE_SCRATCH.with_borrow_mut(|(transformed, split)| {
-        // Reused across chunks: a fresh buffer per chunk costs a page fault per page.
-        let source = match (codec, parent) {
-            (Codec::Full, _) => data,
-            (Codec::Xor | Codec::Sub, Some(p)) => {
-                transformed.clear();
-                transformed.resize(data.len(), 0);
-                if codec == Codec::Xor {
-                    delta::xor(data, p, transformed);
-                } else {
-                    delta::sub(data, p, width, transformed);
-                }
-                &transformed[..]
+    let split = SCRATCH.with_borrow_mut(|(transformed, split, order)| {
+        let mut fill = |f: &mut dyn FnMut(&mut [u8])| {
+            transformed.clear();
+            transformed.resize(data.len(), 0);
+            f(transformed);
+        };
+        let source: &[u8] = match (transform, parent) {
+            (Transform::Full, _) => data,
+            (Transform::Xor, Some(p)) => {
+                fill(&mut |t| delta::xor(data, p, t));
+                transformed
             }
-            (c, _) => panic!("codec {c} needs a parent chunk of the same length"),
+            (Transform::Sub, Some(p)) => {
+                fill(&mut |t| delta::sub(data, p, width, t));
+                transformed
+            }
+            (Transform::SubCtx { bits }, Some(p)) => {
+                context::order(p, width, u32::from(bits), order);
+                fill(&mut |t| delta::sub(data, p, width, t));
+                // Reuse the planes buffer to hold the grouped differences for a moment.
+                split.clear();
+                split.resize(data.len(), 0);
+                context::gather(transformed, order, width, split);
+                std::mem::swap(transformed, split);
+                transformed
+            }
+            (t, None) => panic!("{t:?} needs a parent chunk of the same length"),
         };
         split.clear();
         split.resize(data.len(), 0);
@@ -64,7 +110,8 @@ pub fn encode(codec: Codec, data: &[u8], parent: Option<&[u8]>, width: usize, le
     });
 
     let mut out = Vec::with_capacity(HEADER + data.len() / 2);
-    out.extend_from_slice(&[VERSION, transform_byte(codec), width as u8, 0]);
+    let [t, bits] = transform.bytes();
+    out.extend_from_slice(&[VERSION, t, width as u8, bits]);
     out.extend_from_slice(&(data.len() as u64).to_le_bytes());
     let plane_len = data.len() / width;
     for plane in split.chunks(plane_len.max(1)).take(width) {
@@ -81,7 +128,7 @@ pub fn encode(codec: Codec, data: &[u8], parent: Option<&[u8]>, width: usize, le
             out.extend_from_slice(&[entropy::Mode::Raw as u8, 0, 0, 0, 0, 0, 0, 0, 0]);
         }
     }
-    ENCODE_SCRATCH.with_borrow_mut(|(_, scratch)| *scratch = split);
+    SCRATCH.with_borrow_mut(|(_, scratch, _)| *scratch = split);
     out
 }
 
@@ -93,18 +140,14 @@ pub fn decode(coded: &[u8], parent: Option<&[u8]>, width: usize, out: &mut [u8])
     if header[0] != VERSION {
         return Err(Error::Version(header[0]));
     }
-    let codec = match header[1] {
-        0 => Codec::Full,
-        1 => Codec::Xor,
-        2 => Codec::Sub,
-        other => return Err(Error::Transform(other)),
-    };
     if header[2] as usize != width {
         return Err(Error::Width {
             width: header[2] as usize,
             expected: width,
         });
     }
+    let transform = Transform::from_bytes(header[1], header[3], width)?;
+    let codec = transform.codec();
     let n = u64::from_le_bytes(header[4..12].try_into().expect("8 bytes"));
     if n != out.len() as u64 || !out.len().is_multiple_of(width) {
         return Err(Error::Length {
@@ -125,8 +168,7 @@ pub fn decode(coded: &[u8], parent: Option<&[u8]>, width: usize, out: &mut [u8])
     };
 
     let plane_len = out.len() / width;
-    SCRATCH.with_borrow_mut(|split| {
-        // Reused across chunks: a fresh buffer per chunk costs a page fault per page.
+    SCRATCH.with_borrow_mut(|(grouped, split, order)| {
         split.clear();
         split.resize(out.len(), 0);
         let mut rest = &coded[HEADER..];
@@ -147,11 +189,24 @@ pub fn decode(coded: &[u8], parent: Option<&[u8]>, width: usize, out: &mut [u8])
             return Err(Error::Trailing(rest.len()));
         }
 
-        planes::join(split, width, out);
-        match (codec, parent) {
-            (Codec::Xor, Some(p)) => delta::unxor(out, p),
-            (Codec::Sub, Some(p)) => delta::unsub(out, p, width),
-            _ => {}
+        match (transform, parent) {
+            (Transform::SubCtx { bits }, Some(p)) => {
+                grouped.clear();
+                grouped.resize(out.len(), 0);
+                planes::join(split, width, grouped);
+                context::order(p, width, u32::from(bits), order);
+                context::scatter(grouped, order, width, out);
+                delta::unsub(out, p, width);
+            }
+            (Transform::Sub, Some(p)) => {
+                planes::join(split, width, out);
+                delta::unsub(out, p, width);
+            }
+            (Transform::Xor, Some(p)) => {
+                planes::join(split, width, out);
+                delta::unxor(out, p);
+            }
+            _ => planes::join(split, width, out),
         }
         Ok(())
     })?;
@@ -175,17 +230,24 @@ mod tests {
             .chunks_exact(4)
             .flat_map(|b| (f32::from_le_bytes(b.try_into().unwrap()) * 0.999).to_le_bytes())
             .collect();
-        for codec in [Codec::Full, Codec::Xor, Codec::Sub] {
-            let coded = encode(codec, &new, Some(&old), 4, 3);
+        let transforms = [
+            Transform::Full,
+            Transform::Xor,
+            Transform::Sub,
+            Transform::SubCtx { bits: 8 },
+            Transform::SubCtx { bits: 11 },
+        ];
+        for t in transforms {
+            let coded = encode(t, &new, Some(&old), 4, 3);
             let mut out = vec![0; new.len()];
-            assert_eq!(decode(&coded, Some(&old), 4, &mut out).unwrap(), codec);
-            assert_eq!(out, new, "{codec}");
+            assert_eq!(decode(&coded, Some(&old), 4, &mut out).unwrap(), t.codec());
+            assert_eq!(out, new, "{t:?}");
         }
     }
 
     #[test]
     fn empty_chunk_round_trips() {
-        let coded = encode(Codec::Full, &[], None, 2, 3);
+        let coded = encode(Transform::Full, &[], None, 2, 3);
         let mut out = [];
         decode(&coded, None, 2, &mut out).unwrap();
     }
@@ -193,7 +255,7 @@ mod tests {
     #[test]
     fn truncated_or_altered_chunks_are_refused() {
         let data = floats(1, 500);
-        let coded = encode(Codec::Full, &data, None, 4, 3);
+        let coded = encode(Transform::Full, &data, None, 4, 3);
         let mut out = vec![0; data.len()];
         for cut in [0, 5, HEADER, HEADER + 4, coded.len() - 1] {
             assert!(decode(&coded[..cut], None, 4, &mut out).is_err(), "cut at {cut}");
@@ -204,7 +266,7 @@ mod tests {
         assert!(decode(&coded, None, 2, &mut out).is_err(), "wrong width");
         let mut short = vec![0; data.len() - 4];
         assert!(decode(&coded, None, 4, &mut short).is_err(), "wrong length");
-        let delta = encode(Codec::Sub, &data, Some(&data), 4, 3);
+        let delta = encode(Transform::Sub, &data, Some(&data), 4, 3);
         assert!(matches!(decode(&delta, None, 4, &mut out), Err(Error::MissingParent)));
     }
 }

@@ -2,19 +2,20 @@
 //!
 //! A chunk is a run of whole elements of one tensor (or of a plain file, with width 1).
 //! It is coded relative to the same chunk of its delta parent where that is smaller:
-//! [`Codec::Same`] stores nothing, [`Codec::Xor`] and [`Codec::Sub`] store a difference,
-//! [`Codec::Full`] the chunk's own bytes. Every stored form is split into byte planes
+//! [`Codec::Same`] stores nothing, [`Codec::Xor`], [`Codec::Sub`] and [`Codec::SubCtx`] store a
+//! difference, [`Codec::Full`] the chunk's own bytes. Every stored form is split into byte planes
 //! ([`planes`]) and each plane is zstd-compressed or kept raw ([`entropy`]); the wire
 //! layout of one coded chunk is in [`chunk`] and docs/FORMAT.md.
 
 pub mod choose;
 pub mod chunk;
+pub mod context;
 pub mod delta;
 pub mod entropy;
 pub mod planes;
 
 pub use choose::{encode_best, Encoded};
-pub use chunk::{decode, encode};
+pub use chunk::{decode, encode, Transform};
 
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +31,10 @@ pub enum Codec {
     Xor,
     /// Integer difference of the bit patterns (element-wise, wrapping, zigzag-coded).
     Sub,
+    /// `Sub`, with the differences grouped by context bits of the parent's elements
+    /// ([`context`]) before the byte planes.
+    #[serde(rename = "subctx")]
+    SubCtx,
 }
 
 impl Codec {
@@ -44,6 +49,7 @@ impl Codec {
             Codec::Full => "full",
             Codec::Xor => "xor",
             Codec::Sub => "sub",
+            Codec::SubCtx => "subctx",
         }
     }
 }
