@@ -297,7 +297,7 @@ fn blob_of(sb: &Sandbox, tensor: &str) -> String {
 }
 
 fn blob_path(sb: &Sandbox, key: &str) -> PathBuf {
-    sb.store().join("cas").join(&key[..2]).join(&key[2..])
+    sb.store().join("cas").join(key)
 }
 
 #[track_caller]

@@ -130,9 +130,10 @@ impl Cas {
         }
     }
 
+    /// `cas/<64 hex digits>`: one flat directory. A git-style fan-out of 256 subdirectories
+    /// adds a 4 KiB directory per prefix, which on a small store outweighs whole tensors.
     pub fn path(&self, key: &Key) -> PathBuf {
-        let hex = key.to_hex();
-        self.dir.join(&hex[..2]).join(&hex[2..])
+        self.dir.join(key.to_hex())
     }
 
     pub fn contains(&self, key: &Key) -> bool {
@@ -182,7 +183,6 @@ impl Cas {
         let mut tmp = tempfile::NamedTempFile::new_in(&self.tmp).map_err(write_err)?;
         tmp.write_all(&header).map_err(write_err)?;
         tmp.write_all(body).map_err(write_err)?;
-        fs::create_dir_all(path.parent().expect("blob paths have a parent")).map_err(write_err)?;
         tmp.persist(&path).map_err(|e| write_err(e.error))?;
         Ok(Put {
             key,
@@ -221,22 +221,14 @@ impl Cas {
     /// Every key with a blob file, in no particular order. Files that are not blobs are skipped.
     pub fn keys(&self) -> std::io::Result<Vec<Key>> {
         let mut keys = Vec::new();
-        let top = match fs::read_dir(&self.dir) {
-            Ok(top) => top,
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(keys),
             Err(e) => return Err(e),
         };
-        for prefix in top {
-            let prefix = prefix?;
-            let p = prefix.file_name().to_string_lossy().into_owned();
-            if p.len() != 2 || !prefix.file_type()?.is_dir() {
-                continue;
-            }
-            for entry in fs::read_dir(prefix.path())? {
-                let name = entry?.file_name().to_string_lossy().into_owned();
-                if let Ok(key) = format!("{p}{name}").parse() {
-                    keys.push(key);
-                }
+        for entry in entries {
+            if let Ok(key) = entry?.file_name().to_string_lossy().parse() {
+                keys.push(key);
             }
         }
         Ok(keys)

@@ -22,7 +22,7 @@ impl Layout {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Layout { root: root.into() }
     }
-    /// Blobs: `cas/ab/cdef…` (the blake3 key in hex, split after two characters).
+    /// Blobs: `cas/<key>`, the blake3 key in 64 hex digits.
     pub fn cas(&self) -> PathBuf {
         self.root.join("cas")
     }

@@ -585,7 +585,7 @@ fn walk(root: &Path) -> Vec<(String, Kind)> {
 
 /// The whole content of a directory (every file's path, size and sha256, and every entry that
 /// is neither file nor directory), to show that a failed command left a store exactly as it
-/// was. Directories themselves are not compared: an emptied `cas/ab/` holds no bytes.
+/// was. Directories themselves are not compared: an emptied directory holds no bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirSnapshot(pub BTreeMap<String, String>);
 
@@ -651,10 +651,7 @@ pub fn cas_blobs(store: &Path) -> Vec<(String, PathBuf)> {
     let mut out: Vec<(String, PathBuf)> = walk(&cas)
         .into_iter()
         .filter(|(_, k)| *k == Kind::File)
-        .filter_map(|(rel, _)| {
-            let (a, b) = rel.split_once('/')?;
-            Some((format!("{a}{b}"), cas.join(&rel)))
-        })
+        .map(|(rel, _)| (rel.clone(), cas.join(&rel)))
         .collect();
     out.sort();
     out
