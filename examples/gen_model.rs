@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use half::{bf16, f16};
+use sparse::model::safetensors::{dtype_name, read};
 
 /// Elements per generated or transformed block.
 const BLOCK: usize = 1 << 16;
@@ -413,46 +414,6 @@ fn base_file(base: &Path) -> Result<PathBuf, Error> {
     }
 }
 
-struct Tensor {
-    name: String,
-    dtype: String,
-    shape: Vec<u64>,
-    begin: u64,
-    end: u64,
-}
-
-fn parse_header(json: &[u8]) -> Result<Vec<Tensor>, Error> {
-    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(json)?;
-    let mut tensors = Vec::new();
-    for (name, v) in map {
-        if name == "__metadata__" {
-            continue;
-        }
-        let bad = || format!("tensor {name:?}: malformed header entry");
-        let dtype = v["dtype"].as_str().ok_or_else(bad)?.to_string();
-        let shape = v["shape"]
-            .as_array()
-            .ok_or_else(bad)?
-            .iter()
-            .map(|d| d.as_u64().ok_or_else(bad))
-            .collect::<Result<Vec<u64>, _>>()?;
-        let offsets = v["data_offsets"].as_array().ok_or_else(bad)?;
-        let (begin, end) = match offsets.as_slice() {
-            [b, e] => (b.as_u64().ok_or_else(bad)?, e.as_u64().ok_or_else(bad)?),
-            _ => return Err(bad().into()),
-        };
-        tensors.push(Tensor {
-            name,
-            dtype,
-            shape,
-            begin,
-            end,
-        });
-    }
-    tensors.sort_by_key(|t| (t.begin, t.end));
-    Ok(tensors)
-}
-
 /// Copies `n` bytes from `r` to `w` through a bounded buffer.
 fn copy_exact(r: &mut impl Read, w: &mut impl Write, n: u64) -> Result<(), Error> {
     let copied = std::io::copy(&mut r.take(n), w)?;
@@ -464,42 +425,27 @@ fn copy_exact(r: &mut impl Read, w: &mut impl Write, n: u64) -> Result<(), Error
 
 fn finetune(base: &Path, args: &Args) -> Result<(), Error> {
     let src = base_file(base)?;
+    // The library's reader validates the header: known dtypes, sizes that match the shapes,
+    // and tensors that tile the data section exactly, in file order.
+    let (header, header_bytes) = read(&src)?;
     let mut r = BufReader::with_capacity(IO_BUF, File::open(&src)?);
-    let mut len = [0u8; 8];
-    r.read_exact(&mut len)?;
-    let header_len = u64::from_le_bytes(len);
-    if header_len > 100_000_000 {
-        return Err(format!("{}: header of {header_len} bytes", src.display()).into());
-    }
-    let mut json = vec![0u8; header_len as usize];
-    r.read_exact(&mut json)?;
-    let tensors = parse_header(&json)?;
+    copy_exact(&mut r, &mut std::io::sink(), header.len)?;
 
     let path = args.out.join("model.safetensors");
     let mut w = BufWriter::with_capacity(IO_BUF, File::create(&path)?);
-    w.write_all(&len)?;
-    w.write_all(&json)?;
+    w.write_all(&header_bytes)?;
 
-    let mut pos = 0u64; // within the data section
     let mut raw = Vec::with_capacity(BLOCK * 4);
     let mut values = Vec::with_capacity(BLOCK);
     let mut out = Vec::with_capacity(BLOCK * 4);
     let (mut changed, mut elements) = (0u64, 0u64);
-    for t in &tensors {
-        if t.begin < pos {
-            return Err(format!("tensor {:?} overlaps the one before it", t.name).into());
-        }
-        copy_exact(&mut r, &mut w, t.begin - pos)?;
-        pos = t.end;
-        let Some(dtype) = Dtype::from_safetensors(&t.dtype) else {
-            copy_exact(&mut r, &mut w, t.end - t.begin)?;
+    for t in &header.tensors {
+        let Some(dtype) = Dtype::from_safetensors(&dtype_name(t.dtype)) else {
+            copy_exact(&mut r, &mut w, t.len())?;
             continue;
         };
         let esize = dtype.size() as u64;
         let count = t.shape.iter().product::<u64>();
-        if count * esize != t.end - t.begin {
-            return Err(format!("tensor {:?}: shape and offsets disagree", t.name).into());
-        }
         let row = t.shape.last().copied().unwrap_or(1).max(1);
         let mut rng = Rng::for_tensor(args.seed, &t.name);
         let mut scale = 1.0f64;
@@ -532,8 +478,6 @@ fn finetune(base: &Path, args: &Args) -> Result<(), Error> {
             w.write_all(&out)?;
         }
     }
-    // Anything after the last tensor (not valid safetensors, but keep the copy faithful).
-    std::io::copy(&mut r, &mut w)?;
     w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
 
     let config = src.with_file_name("config.json");

@@ -9,7 +9,7 @@
 //! largest bf16 round to infinity as IEEE rounding says), every tensor of another dtype is copied
 //! byte for byte. The header keeps `__metadata__` and gets the new dtypes and data offsets; like
 //! every safetensors writer it is padded with spaces to a multiple of 8 bytes, so that the data
-//! section stays aligned. Bytes between tensors in IN (there should be none) are dropped.
+//! section stays aligned. IN is validated first by the library's header reader (tensors must tile it).
 //!
 //! Memory stays bounded whatever the size: tensor data is read, converted and written in blocks
 //! of `BLOCK` elements; only the header is held whole.
@@ -19,23 +19,15 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
+use safetensors::Dtype;
+use sparse::model::safetensors::{dtype_name, read, Header};
+
 /// Elements per converted block.
 const BLOCK: usize = 1 << 16;
 /// I/O buffer size for reading and writing.
 const IO_BUF: usize = 1 << 20;
-/// Largest header accepted (the safetensors crate's own limit).
-const MAX_HEADER: u64 = 100_000_000;
 
 type Error = Box<dyn std::error::Error>;
-
-/// One tensor of the input header.
-struct Tensor {
-    name: String,
-    dtype: String,
-    shape: Vec<u64>,
-    begin: u64,
-    end: u64,
-}
 
 /// bf16 bits of `x`: round to nearest, ties to even; NaN kept as a quiet NaN of the same sign.
 fn to_bf16_bits(x: f32) -> u16 {
@@ -50,60 +42,22 @@ fn to_bf16_bits(x: f32) -> u16 {
     ((bits + 0x7fff + lsb) >> 16) as u16
 }
 
-fn parse_header(json: &[u8]) -> Result<(Option<serde_json::Value>, Vec<Tensor>), Error> {
-    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(json)?;
-    let mut metadata = None;
-    let mut tensors = Vec::new();
-    for (name, v) in map {
-        if name == "__metadata__" {
-            metadata = Some(v);
-            continue;
-        }
-        let bad = || format!("tensor {name:?}: malformed header entry");
-        let dtype = v["dtype"].as_str().ok_or_else(bad)?.to_string();
-        let shape = v["shape"]
-            .as_array()
-            .ok_or_else(bad)?
-            .iter()
-            .map(|d| d.as_u64().ok_or_else(bad))
-            .collect::<Result<Vec<u64>, _>>()?;
-        let offsets = v["data_offsets"].as_array().ok_or_else(bad)?;
-        let (begin, end) = match offsets.as_slice() {
-            [b, e] => (b.as_u64().ok_or_else(bad)?, e.as_u64().ok_or_else(bad)?),
-            _ => return Err(bad().into()),
-        };
-        if end < begin {
-            return Err(bad().into());
-        }
-        tensors.push(Tensor {
-            name,
-            dtype,
-            shape,
-            begin,
-            end,
-        });
-    }
-    // File order, so that the output is written in one forward pass over the input.
-    tensors.sort_by_key(|t| (t.begin, t.end));
-    Ok((metadata, tensors))
-}
-
 /// The output header (8-byte length and JSON padded with spaces to a multiple of 8), with the
 /// tensors in file order and their new dtypes and offsets.
-fn header_bytes(metadata: &Option<serde_json::Value>, tensors: &[Tensor]) -> Result<Vec<u8>, Error> {
+fn header_bytes(header: &Header) -> Result<Vec<u8>, Error> {
     let mut json = String::from("{");
     let mut first = true;
-    if let Some(m) = metadata {
+    if let Some(m) = &header.metadata {
         json.push_str("\"__metadata__\":");
         json.push_str(&serde_json::to_string(m)?);
         first = false;
     }
     let mut offset = 0u64;
-    for t in tensors {
-        let (dtype, len) = if t.dtype == "F32" {
-            ("BF16", (t.end - t.begin) / 2)
+    for t in &header.tensors {
+        let (dtype, len) = if t.dtype == Dtype::F32 {
+            ("BF16".to_string(), t.len() / 2)
         } else {
-            (t.dtype.as_str(), t.end - t.begin)
+            (dtype_name(t.dtype), t.len())
         };
         if !first {
             json.push(',');
@@ -113,7 +67,7 @@ fn header_bytes(metadata: &Option<serde_json::Value>, tensors: &[Tensor]) -> Res
         json.push_str(&format!(
             "{}:{{\"dtype\":{},\"shape\":[{}],\"data_offsets\":[{offset},{}]}}",
             serde_json::to_string(&t.name)?,
-            serde_json::to_string(dtype)?,
+            serde_json::to_string(&dtype)?,
             dims.join(","),
             offset + len
         ));
@@ -138,43 +92,23 @@ fn skip(r: &mut impl Read, n: u64) -> Result<(), Error> {
 }
 
 fn convert(input: &Path, output: &Path) -> Result<(), Error> {
+    // The library's reader validates the header: known dtypes, sizes that match the shapes,
+    // and tensors that tile the data section exactly, in file order.
+    let (header, _) = read(input)?;
     let mut r = BufReader::with_capacity(IO_BUF, File::open(input)?);
-    let mut len = [0u8; 8];
-    r.read_exact(&mut len)?;
-    let header_len = u64::from_le_bytes(len);
-    if header_len > MAX_HEADER {
-        return Err(format!("{}: header of {header_len} bytes", input.display()).into());
-    }
-    let mut json = vec![0u8; header_len as usize];
-    r.read_exact(&mut json)?;
-    let (metadata, tensors) = parse_header(&json)?;
-    // Only F32 tensors are decoded, so only their sizes must agree with their shapes; other
-    // dtypes are copied as they are.
-    for t in tensors.iter().filter(|t| t.dtype == "F32") {
-        if t.shape.iter().product::<u64>() * 4 != t.end - t.begin {
-            return Err(format!("tensor {:?}: shape and offsets disagree", t.name).into());
-        }
-    }
-    for pair in tensors.windows(2) {
-        if pair[1].begin < pair[0].end {
-            return Err(format!("tensor {:?} overlaps the one before it", pair[1].name).into());
-        }
-    }
+    skip(&mut r, header.len)?;
 
     let mut w = BufWriter::with_capacity(IO_BUF, File::create(output)?);
-    let header = header_bytes(&metadata, &tensors)?;
-    w.write_all(&header)?;
-    let mut total = header.len() as u64;
+    let out_header = header_bytes(&header)?;
+    w.write_all(&out_header)?;
+    let mut total = out_header.len() as u64;
 
-    let mut pos = 0u64; // within the input's data section
     let mut raw = vec![0u8; BLOCK * 4];
     let mut out = Vec::with_capacity(BLOCK * 2);
     let (mut converted, mut copied) = (0usize, 0usize);
-    for t in &tensors {
-        skip(&mut r, t.begin - pos)?;
-        pos = t.end;
-        let mut left = t.end - t.begin;
-        if t.dtype != "F32" {
+    for t in &header.tensors {
+        let mut left = t.len();
+        if t.dtype != Dtype::F32 {
             let n = std::io::copy(&mut (&mut r).take(left), &mut w)?;
             if n != left {
                 return Err("input ends early".into());

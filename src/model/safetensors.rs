@@ -41,6 +41,8 @@ pub struct Header {
     pub len: u64,
     /// Tensors in file order (by data offset); their ranges tile `len..file size` exactly.
     pub tensors: Vec<TensorInfo>,
+    /// The `__metadata__` map, if the header has one.
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// The bytes of one element for byte-plane coding: the dtype's size, or 1 for dtypes packed
@@ -73,6 +75,8 @@ impl fmt::Display for HeaderError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum HeaderErrorKind {
+    #[error("cannot read the header: {0}")]
+    Io(String),
     #[error("file is {0} bytes, too short for a safetensors header")]
     TooShort(u64),
     #[error("header length {header} goes beyond the end of the {file}-byte file")]
@@ -106,12 +110,48 @@ pub enum HeaderErrorKind {
 
 /// Parses and validates the header of `bytes` (the whole file, usually memory-mapped).
 pub fn parse(file: &Path, bytes: &[u8]) -> Result<Header, HeaderError> {
+    parse_prefix(file, bytes, bytes.len() as u64)
+}
+
+/// Reads and validates the header of the safetensors file at `path` without reading its
+/// tensor data. Returns the header and its exact bytes (the 8-byte length and the JSON).
+pub fn read(path: &Path) -> Result<(Header, Vec<u8>), HeaderError> {
+    use std::io::Read;
+    let fail = |kind| HeaderError {
+        file: path.to_owned(),
+        tensor: None,
+        kind,
+    };
+    let io = |e: std::io::Error| fail(HeaderErrorKind::Io(e.to_string()));
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    let mut prefix = [0u8; 8];
+    if size < 8 {
+        return Err(fail(HeaderErrorKind::TooShort(size)));
+    }
+    file.read_exact(&mut prefix).map_err(io)?;
+    let n = u64::from_le_bytes(prefix);
+    if n > MAX_HEADER {
+        return Err(fail(HeaderErrorKind::HeaderTooLarge(n)));
+    }
+    if n > size - 8 {
+        return Err(fail(HeaderErrorKind::HeaderBeyondFile { header: n, file: size }));
+    }
+    let mut bytes = prefix.to_vec();
+    bytes.resize(8 + n as usize, 0);
+    file.read_exact(&mut bytes[8..]).map_err(io)?;
+    let header = parse_prefix(path, &bytes, size)?;
+    Ok((header, bytes))
+}
+
+/// Parses a header from `bytes`, which start the file and hold at least its whole header, for a
+/// file of `size` bytes.
+fn parse_prefix(file: &Path, bytes: &[u8], size: u64) -> Result<Header, HeaderError> {
     let fail = |tensor: Option<&str>, kind| HeaderError {
         file: file.to_owned(),
         tensor: tensor.map(str::to_owned),
         kind,
     };
-    let size = bytes.len() as u64;
     let n = bytes
         .get(..8)
         .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
@@ -122,7 +162,8 @@ pub fn parse(file: &Path, bytes: &[u8]) -> Result<Header, HeaderError> {
     if n > size - 8 {
         return Err(fail(None, HeaderErrorKind::HeaderBeyondFile { header: n, file: size }));
     }
-    let json = std::str::from_utf8(&bytes[8..8 + n as usize]).map_err(|_| fail(None, HeaderErrorKind::NotUtf8))?;
+    let json = bytes.get(8..8 + n as usize).expect("callers pass the whole header");
+    let json = std::str::from_utf8(json).map_err(|_| fail(None, HeaderErrorKind::NotUtf8))?;
     let mut de = serde_json::Deserializer::from_str(json);
     let entries = de
         .deserialize_map(EntriesVisitor)
@@ -132,6 +173,7 @@ pub fn parse(file: &Path, bytes: &[u8]) -> Result<Header, HeaderError> {
     let data_len = size - 8 - n;
     let mut seen = std::collections::HashSet::new();
     let mut tensors = Vec::with_capacity(entries.len());
+    let mut metadata = None;
     for (name, value) in entries {
         if !seen.insert(name.clone()) {
             return Err(fail(Some(&name), HeaderErrorKind::Duplicate));
@@ -144,6 +186,7 @@ pub fn parse(file: &Path, bytes: &[u8]) -> Result<Header, HeaderError> {
                     HeaderErrorKind::BadEntry("must map strings to strings".into()),
                 ));
             }
+            metadata = value.as_object().cloned();
             continue;
         }
         let info = tensor_entry(&value, data_len).map_err(|kind| fail(Some(&name), kind))?;
@@ -189,7 +232,11 @@ pub fn parse(file: &Path, bytes: &[u8]) -> Result<Header, HeaderError> {
             },
         ));
     }
-    Ok(Header { len: 8 + n, tensors })
+    Ok(Header {
+        len: 8 + n,
+        tensors,
+        metadata,
+    })
 }
 
 type Entry = (Dtype, Vec<u64>, (u64, u64));
@@ -298,6 +345,19 @@ mod tests {
             ["a", "b"]
         );
         assert_eq!(h.tensors[1].end, f.len() as u64);
+        assert_eq!(h.metadata.unwrap()["x"], "y");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.safetensors");
+        std::fs::write(&path, &f).unwrap();
+        let (read, bytes) = read(&path).unwrap();
+        assert_eq!(read.tensors, h.tensors);
+        assert_eq!(bytes, f[..read.len as usize]);
+        std::fs::write(&path, &f[..f.len() - 1]).unwrap();
+        assert!(matches!(
+            super::read(&path).unwrap_err().kind,
+            HeaderErrorKind::Hole { .. } | HeaderErrorKind::OutOfBounds { .. }
+        ));
     }
 
     #[test]
