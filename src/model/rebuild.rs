@@ -36,20 +36,20 @@ pub enum Error {
     },
     #[error("{file}: {what} has a delta parent but its snapshot has no base")]
     NoBase { file: String, what: String },
-    #[error("{file}: {what}, chunk {chunk}: {source}")]
+    #[error("{file}: {what}, chunk {chunk} (blob {blob}): {source}")]
     Decode {
         file: String,
         what: String,
         chunk: usize,
+        blob: Key,
         source: codec::Error,
     },
-    #[error("{file}: {what}, chunk {chunk}: decoded bytes hash to {found}, expected {expected}")]
+    #[error("{file}: {what}, chunk {chunk}{mismatch}")]
     Hash {
         file: String,
         what: String,
         chunk: usize,
-        found: Key,
-        expected: Key,
+        mismatch: Box<Mismatch>,
     },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
@@ -57,6 +57,24 @@ pub enum Error {
     BadPath { path: String, why: String },
     #[error("base chain is deeper than {0} snapshots (a cycle?)")]
     TooDeep(usize),
+}
+
+/// A decoded chunk whose hash is not the one its manifest records.
+#[derive(Debug)]
+pub struct Mismatch {
+    /// The blob it was decoded from (none for `same`).
+    pub blob: Option<Key>,
+    pub found: Key,
+    pub expected: Key,
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(b) = self.blob {
+            write!(f, " (blob {b})")?;
+        }
+        write!(f, ": decoded bytes hash to {}, expected {}", self.found, self.expected)
+    }
 }
 
 /// Deepest chain of bases followed before giving up (protects against cycles).
@@ -99,7 +117,7 @@ impl<'a> Rebuilder<'a> {
         let manifest = &snap.manifests[file];
         let segment = &manifest.segments[seg];
         let chunk = &segment.chunks[i];
-        let what = segment_name(manifest, seg);
+        let what = || segment_name(manifest, seg);
         let parent = if chunk.codec.needs_parent() {
             let mut buf = vec![0u8; out.len()];
             self.parent_chunk(snap, file, seg, i, &mut buf)?;
@@ -110,17 +128,19 @@ impl<'a> Rebuilder<'a> {
         match (chunk.codec, chunk.blob) {
             (Codec::Same, _) => out.copy_from_slice(parent.as_deref().expect("same needs a parent")),
             (_, Some(blob)) => {
-                let coded = self.cas.get(&blob).map_err(|source| Error::Blob {
+                // The decoded chunk's hash, checked below, also catches a damaged blob.
+                let coded = self.cas.get_unverified(&blob).map_err(|source| Error::Blob {
                     file: file.to_string(),
-                    what: what.clone(),
+                    what: what(),
                     chunk: i,
                     source: Box::new(source),
                 })?;
                 codec::decode(&coded, parent.as_deref(), segment.width as usize, out).map_err(|source| {
                     Error::Decode {
                         file: file.to_string(),
-                        what: what.clone(),
+                        what: what(),
                         chunk: i,
+                        blob,
                         source,
                     }
                 })?;
@@ -131,10 +151,13 @@ impl<'a> Rebuilder<'a> {
         if found != chunk.hash {
             return Err(Error::Hash {
                 file: file.to_string(),
-                what,
+                what: what(),
                 chunk: i,
-                found,
-                expected: chunk.hash,
+                mismatch: Box::new(Mismatch {
+                    blob: chunk.blob,
+                    found,
+                    expected: chunk.hash,
+                }),
             });
         }
         Ok(())
