@@ -5,8 +5,8 @@
 //! values share those bits tend to share their difference. Stably sorting a chunk's differences
 //! by the parent's `k` bits after the sign bit puts alike differences next to each other, where
 //! zstd finds them. The decoder sees the same parent and computes the same order, so the order
-//! costs no bytes. On the real MiniLM pair this took the fp32 fine-tune from 0.403 to 0.344 of
-//! raw, the bf16 one from 0.188 to 0.170 (docs/PERFORMANCE.md).
+//! costs no bytes. On the real MiniLM pair this took the stored fp32 fine-tune from 0.404 to
+//! 0.345 of raw, the bf16 one from 0.195 to 0.171 (docs/PERFORMANCE.md).
 
 /// The largest context: 2^16 buckets.
 pub const MAX_BITS: u32 = 16;
