@@ -14,15 +14,26 @@ pub struct Args {
     /// Store tensors as lossless deltas against the same-named tensors of this revision.
     #[arg(long)]
     pub base: Option<String>,
+    /// zstd level of the byte planes, 1 to 22 (default 3, or SPARSE_ZSTD_LEVEL). Higher is
+    /// smaller and slower to add; checkout speed hardly changes.
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..=22))]
+    pub zstd_level: Option<i32>,
+    /// Bytes per chunk (default 4 MiB, or SPARSE_CHUNK_SIZE), rounded to whole elements. A tensor
+    /// coded against a parent keeps the parent's chunk size, so that chunks pair up.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(8..=(256 << 20)))]
+    pub chunk_size: Option<u64>,
 }
 
 pub fn run(repo: &Repository, args: &Args, out: &Output) -> Result<i32, Error> {
     let bar = progress::bytes("add", out.json);
+    let mut opts = Options::from_env();
+    opts.level = args.zstd_level.unwrap_or(opts.level);
+    opts.chunk_size = args.chunk_size.unwrap_or(opts.chunk_size);
     let report = repo.add(
         &args.source,
         &args.name,
         args.base.as_deref(),
-        &Options::from_env(),
+        &opts,
         &progress::callback(&bar),
     )?;
     bar.finish_and_clear();
