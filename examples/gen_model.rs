@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use half::{bf16, f16};
-use sparse::model::safetensors::{dtype_name, read};
+use sparse::model::safetensors::{self, dtype_name, read, NewTensor};
 
 /// Elements per generated or transformed block.
 const BLOCK: usize = 1 << 16;
@@ -310,28 +310,20 @@ impl Shape {
     }
 }
 
-/// The header bytes (8-byte length and JSON padded with spaces to a multiple of 8).
+/// The header bytes, tensors in the order given.
 fn header_bytes(tensors: &[(String, Vec<u64>)], dtype: Dtype) -> Vec<u8> {
-    let mut json = String::from("{\"__metadata__\":{\"format\":\"pt\"}");
-    let mut offset = 0u64;
-    for (name, shape) in tensors {
-        let len = shape.iter().product::<u64>() * dtype.size() as u64;
-        let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-        json.push_str(&format!(
-            ",\"{name}\":{{\"dtype\":\"{}\",\"shape\":[{}],\"data_offsets\":[{offset},{}]}}",
-            dtype.safetensors_name(),
-            dims.join(","),
-            offset + len
-        ));
-        offset += len;
-    }
-    json.push('}');
-    while !json.len().is_multiple_of(8) {
-        json.push(' ');
-    }
-    let mut out = (json.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(json.as_bytes());
-    out
+    let entries: Vec<NewTensor<'_>> = tensors
+        .iter()
+        .map(|(name, shape)| NewTensor {
+            name,
+            dtype: dtype.safetensors_name(),
+            shape,
+            len: shape.iter().product::<u64>() * dtype.size() as u64,
+        })
+        .collect();
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("format".into(), "pt".into());
+    safetensors::header_bytes(&entries, Some(&metadata))
 }
 
 fn generate(args: &Args) -> Result<(), Error> {

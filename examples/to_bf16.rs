@@ -19,8 +19,7 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
-use safetensors::Dtype;
-use sparse::model::safetensors::{dtype_name, read, Header};
+use sparse::model::safetensors::{self, dtype_name, read, Dtype, Header, NewTensor};
 
 /// Elements per converted block.
 const BLOCK: usize = 1 << 16;
@@ -43,43 +42,28 @@ fn to_bf16_bits(x: f32) -> u16 {
 }
 
 /// The output header (8-byte length and JSON padded with spaces to a multiple of 8), with the
-/// tensors in file order and their new dtypes and offsets.
-fn header_bytes(header: &Header) -> Result<Vec<u8>, Error> {
-    let mut json = String::from("{");
-    let mut first = true;
-    if let Some(m) = &header.metadata {
-        json.push_str("\"__metadata__\":");
-        json.push_str(&serde_json::to_string(m)?);
-        first = false;
-    }
-    let mut offset = 0u64;
-    for t in &header.tensors {
-        let (dtype, len) = if t.dtype == Dtype::F32 {
-            ("BF16".to_string(), t.len() / 2)
-        } else {
-            (dtype_name(t.dtype), t.len())
-        };
-        if !first {
-            json.push(',');
-        }
-        first = false;
-        let dims: Vec<String> = t.shape.iter().map(|d| d.to_string()).collect();
-        json.push_str(&format!(
-            "{}:{{\"dtype\":{},\"shape\":[{}],\"data_offsets\":[{offset},{}]}}",
-            serde_json::to_string(&t.name)?,
-            serde_json::to_string(&dtype)?,
-            dims.join(","),
-            offset + len
-        ));
-        offset += len;
-    }
-    json.push('}');
-    while !json.len().is_multiple_of(8) {
-        json.push(' ');
-    }
-    let mut out = (json.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(json.as_bytes());
-    Ok(out)
+/// The output header: the input's tensors in file order with their new dtypes and offsets.
+fn header_bytes(header: &Header) -> Vec<u8> {
+    let dtypes: Vec<(String, u64)> = header
+        .tensors
+        .iter()
+        .map(|t| match t.dtype {
+            Dtype::F32 => ("BF16".to_string(), t.len() / 2),
+            other => (dtype_name(other), t.len()),
+        })
+        .collect();
+    let entries: Vec<NewTensor<'_>> = header
+        .tensors
+        .iter()
+        .zip(&dtypes)
+        .map(|(t, (dtype, len))| NewTensor {
+            name: &t.name,
+            dtype,
+            shape: &t.shape,
+            len: *len,
+        })
+        .collect();
+    safetensors::header_bytes(&entries, header.metadata.as_ref())
 }
 
 /// Skips `n` bytes of `r` (bounded buffer).
@@ -99,7 +83,7 @@ fn convert(input: &Path, output: &Path) -> Result<(), Error> {
     skip(&mut r, header.len)?;
 
     let mut w = BufWriter::with_capacity(IO_BUF, File::create(output)?);
-    let out_header = header_bytes(&header)?;
+    let out_header = header_bytes(&header);
     w.write_all(&out_header)?;
     let mut total = out_header.len() as u64;
 

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use safetensors::Dtype;
+pub use safetensors::Dtype;
 use serde::de::{Deserializer, MapAccess, Visitor};
 
 /// Headers larger than this are refused (the reference implementation's limit).
@@ -289,6 +289,54 @@ fn tensor_entry(value: &serde_json::Value, data_len: u64) -> Result<Entry, Heade
     Ok((dtype, shape, (begin, end)))
 }
 
+/// One tensor of a header being written: name, dtype (as safetensors spells it), shape and byte
+/// length. Tensors are laid out back to back in the order given.
+pub struct NewTensor<'a> {
+    pub name: &'a str,
+    pub dtype: &'a str,
+    pub shape: &'a [u64],
+    pub len: u64,
+}
+
+/// The bytes of a safetensors header listing `tensors` (and `metadata` as `__metadata__`): the
+/// 8-byte length and the JSON, padded with spaces to a multiple of 8 bytes as safetensors
+/// writers do, so that the data that follows stays aligned.
+pub fn header_bytes(
+    tensors: &[NewTensor<'_>],
+    metadata: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> Vec<u8> {
+    let mut json = String::from("{");
+    let mut sep = "";
+    if let Some(m) = metadata {
+        json.push_str("\"__metadata__\":");
+        json.push_str(&to_json(m));
+        sep = ",";
+    }
+    let mut offset = 0u64;
+    for t in tensors {
+        json.push_str(&format!(
+            "{sep}{}:{{\"dtype\":{},\"shape\":{},\"data_offsets\":[{offset},{}]}}",
+            to_json(t.name),
+            to_json(t.dtype),
+            to_json(t.shape),
+            offset + t.len
+        ));
+        sep = ",";
+        offset += t.len;
+    }
+    json.push('}');
+    while !json.len().is_multiple_of(8) {
+        json.push(' ');
+    }
+    let mut out = (json.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(json.as_bytes());
+    out
+}
+
+fn to_json<T: serde::Serialize + ?Sized>(v: &T) -> String {
+    serde_json::to_string(v).expect("strings, numbers and maps serialize")
+}
+
 /// Collects a JSON object's entries in order, keeping duplicates (serde_json's maps drop them).
 struct EntriesVisitor;
 
@@ -358,6 +406,38 @@ mod tests {
             super::read(&path).unwrap_err().kind,
             HeaderErrorKind::Hole { .. } | HeaderErrorKind::OutOfBounds { .. }
         ));
+    }
+
+    #[test]
+    fn written_headers_parse_back() {
+        let shape = [2u64, 3];
+        let tensors = [
+            NewTensor {
+                name: "a \"quoted\" name",
+                dtype: "BF16",
+                shape: &shape,
+                len: 12,
+            },
+            NewTensor {
+                name: "b",
+                dtype: "F32",
+                shape: &[],
+                len: 4,
+            },
+        ];
+        let meta: serde_json::Map<String, serde_json::Value> = serde_json::from_str(r#"{"format":"pt"}"#).unwrap();
+        let mut file = header_bytes(&tensors, Some(&meta));
+        assert_eq!(file.len() % 8, 0);
+        let header_len = file.len() as u64;
+        file.resize(file.len() + 16, 0);
+        let h = parse(Path::new("t"), &file).unwrap();
+        assert_eq!(h.len, header_len);
+        assert_eq!(h.tensors[0].name, "a \"quoted\" name");
+        assert_eq!(
+            (h.tensors[1].begin, h.tensors[1].end),
+            (header_len + 12, header_len + 16)
+        );
+        assert_eq!(h.metadata.unwrap()["format"], "pt");
     }
 
     #[test]
