@@ -43,31 +43,9 @@ want=$(sha256sum <"$FT" | cut -d' ' -f1)
 cat "$BASE" "$FT" >/dev/null # warm the page cache
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
 
-declare -A samples # metric -> space-separated values (seconds or bytes)
-add() { samples[$1]+="$2 "; }
-now() { date +%s%N; }
-# timed METRIC COMMAND...: runs COMMAND (output discarded), records its wall time in seconds.
-timed() {
-    local metric=$1 t0 t1
-    shift
-    t0=$(now)
-    "$@" >"$WORK/last.out" 2>"$WORK/last.err" || {
-        echo "FAILED: $*" >&2
-        cat "$WORK/last.err" >&2
-        exit 1
-    }
-    t1=$(now)
-    add "$metric" "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", (b - a) / 1e9}')"
-}
-store_bytes() { du -sb "$1/.sparse" | cut -f1; }
+# shellcheck source=benches/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 new_bytes() { grep -o '"stored_bytes": *[0-9]*' "$WORK/last.out" | grep -o '[0-9]*$'; }
-median() {
-    tr ' ' '\n' <<<"${samples[$1]}" | grep . | sort -g |
-        awk '{v[NR] = $1} END {if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'
-}
-range() {
-    tr ' ' '\n' <<<"${samples[$1]}" | grep . | sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END {print lo "–" hi}'
-}
 
 for run in $(seq 1 "$RUNS"); do
     echo "run $run of $RUNS" >&2

@@ -100,17 +100,22 @@ fn name_tilde_n_walks_back_the_history() {
     assert_eq!(String::from_utf8_lossy(&parent.stdout).trim(), ids[1]);
 }
 
+/// The commit ids of a `log --json` report, in its order.
+fn commit_ids(log: &serde_json::Value) -> Vec<&str> {
+    log["commits"]
+        .as_array()
+        .expect("log reports its commits")
+        .iter()
+        .map(|c| c["commit"].as_str().expect("each commit has an id"))
+        .collect()
+}
+
 #[test]
 fn log_lists_a_name_s_history_and_every_name() {
     let h = history();
     let sb = &h.sb;
     let log = sb.json(&["log", "m"]);
-    let commits: Vec<&str> = log["commits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["commit"].as_str().unwrap())
-        .collect();
+    let commits = commit_ids(&log);
     let mut expected: Vec<&str> = h.versions.iter().map(|(id, _)| id.as_str()).collect();
     let mut sorted = commits.clone();
     sorted.sort();
@@ -136,12 +141,7 @@ fn log_lists_children_before_their_parents() {
     }
     ids.reverse();
     let log = sb.json(&["log", "m"]);
-    let commits: Vec<&str> = log["commits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["commit"].as_str().unwrap())
-        .collect();
+    let commits = commit_ids(&log);
     let by_git = git(&sb.store(), &["log", "--format=%H", "m"]);
     let by_git: Vec<String> = String::from_utf8_lossy(&by_git.stdout)
         .lines()
