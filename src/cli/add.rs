@@ -14,7 +14,7 @@ pub struct Args {
     /// Store tensors as lossless deltas against the same-named tensors of this revision.
     #[arg(long)]
     pub base: Option<String>,
-    /// zstd level of the byte planes, 1 to 22 (default 3, or SPARSE_ZSTD_LEVEL). Higher is
+    /// zstd level of the byte planes, 1 to 22 (default 1, or SPARSE_ZSTD_LEVEL). Higher is
     /// smaller and slower to add; checkout speed hardly changes.
     #[arg(long, value_parser = clap::value_parser!(i32).range(1..=22))]
     pub zstd_level: Option<i32>,

@@ -68,7 +68,7 @@ pub fn encode_best(data: &[u8], parent: Option<&[u8]>, width: usize, level: i32)
 pub const CONTEXT_BITS: [u8; 2] = [8, 11];
 
 /// Bytes of a chunk's start that choose the context size of a chunk at least four times as large.
-pub const SAMPLE: usize = 512 << 10;
+pub const SAMPLE: usize = 128 << 10;
 
 /// A delta at most this fraction of the raw size is kept without trying the others.
 pub const GOOD_DELTA: f64 = 0.5;

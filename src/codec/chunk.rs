@@ -19,9 +19,18 @@ const VERSION: u8 = 1;
 const HEADER: usize = 12;
 
 thread_local! {
-    /// Buffers reused by every chunk coded on this thread: a fresh buffer per chunk costs a
-    /// page fault per page. The transformed chunk, its planes, and the context order.
-    static SCRATCH: RefCell<(Vec<u8>, Vec<u8>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+    /// Buffers reused by every chunk coded on this thread (a fresh buffer per chunk costs a
+    /// page fault per page): the transformed chunk and its planes. They only ever grow, and
+    /// each use overwrites the part it reads, so they are never cleared.
+    static SCRATCH: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// The first `n` bytes of `buf`, grown (never shrunk or cleared) to hold them.
+fn at_least(buf: &mut Vec<u8>, n: usize) -> &mut [u8] {
+    if buf.len() < n {
+        buf.resize(n, 0);
+    }
+    &mut buf[..n]
 }
 
 /// How a chunk's bytes are turned into what the planes hold.
@@ -75,63 +84,46 @@ pub fn encode(transform: Transform, data: &[u8], parent: Option<&[u8]>, width: u
         (1..=255).contains(&width) && data.len().is_multiple_of(width),
         "whole elements"
     );
-    let split = SCRATCH.with_borrow_mut(|(transformed, split, order)| {
-        let mut fill = |f: &mut dyn FnMut(&mut [u8])| {
-            transformed.clear();
-            transformed.resize(data.len(), 0);
-            f(transformed);
-        };
+    let n = data.len();
+    let mut out = Vec::with_capacity(HEADER + n / 2);
+    let [t, bits] = transform.bytes();
+    out.extend_from_slice(&[VERSION, t, width as u8, bits]);
+    out.extend_from_slice(&(n as u64).to_le_bytes());
+    SCRATCH.with_borrow_mut(|(transformed, split)| {
         let source: &[u8] = match (transform, parent) {
             (Transform::Full, _) => data,
             (Transform::Xor, Some(p)) => {
-                fill(&mut |t| delta::xor(data, p, t));
-                transformed
+                let t = at_least(transformed, n);
+                delta::xor(data, p, t);
+                t
             }
             (Transform::Sub, Some(p)) => {
-                fill(&mut |t| delta::sub(data, p, width, t));
-                transformed
+                let t = at_least(transformed, n);
+                delta::sub(data, p, width, t);
+                t
             }
             (Transform::SubCtx { bits }, Some(p)) => {
-                context::order(p, width, u32::from(bits), order);
-                fill(&mut |t| delta::sub(data, p, width, t));
-                // Reuse the planes buffer to hold the grouped differences for a moment.
-                split.clear();
-                split.resize(data.len(), 0);
-                context::gather(transformed, order, width, split);
-                std::mem::swap(transformed, split);
-                transformed
+                let t = at_least(transformed, n);
+                context::group_sub(data, p, width, u32::from(bits), t);
+                t
             }
             (t, None) => panic!("{t:?} needs a parent chunk of the same length"),
         };
-        split.clear();
-        split.resize(data.len(), 0);
+        let split = at_least(split, n);
         planes::split(source, width, split);
-        std::mem::take(split)
-    });
-
-    let mut out = Vec::with_capacity(HEADER + data.len() / 2);
-    let [t, bits] = transform.bytes();
-    out.extend_from_slice(&[VERSION, t, width as u8, bits]);
-    out.extend_from_slice(&(data.len() as u64).to_le_bytes());
-    let plane_len = data.len() / width;
-    for plane in split.chunks(plane_len.max(1)).take(width) {
-        let at = out.len();
-        out.extend_from_slice(&[0u8; 9]);
-        let mode = entropy::compress(plane, level, &mut out);
-        let stored = (out.len() - at - 9) as u64;
-        out[at] = mode as u8;
-        out[at + 1..at + 9].copy_from_slice(&stored.to_le_bytes());
-    }
-    if plane_len == 0 {
-        // An empty chunk still lists its (empty) planes, so every chunk has the same shape.
-        for _ in 0..width {
-            out.extend_from_slice(&[entropy::Mode::Raw as u8, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let plane_len = n / width;
+        for k in 0..width {
+            let plane = &split[k * plane_len..(k + 1) * plane_len];
+            let at = out.len();
+            out.extend_from_slice(&[0u8; 9]);
+            let mode = entropy::compress(plane, level, &mut out);
+            let stored = (out.len() - at - 9) as u64;
+            out[at] = mode as u8;
+            out[at + 1..at + 9].copy_from_slice(&stored.to_le_bytes());
         }
-    }
-    SCRATCH.with_borrow_mut(|(_, scratch, _)| *scratch = split);
+    });
     out
 }
-
 /// Decodes a coded chunk into `out` (its exact decoded length), using `parent` for deltas.
 /// Returns the chunk's codec. Every length is checked against `out` before anything is
 /// decompressed, so a hostile chunk cannot make this allocate more than `out`.
@@ -168,11 +160,11 @@ pub fn decode(coded: &[u8], parent: Option<&[u8]>, width: usize, out: &mut [u8])
     };
 
     let plane_len = out.len() / width;
-    SCRATCH.with_borrow_mut(|(grouped, split, order)| {
-        split.clear();
-        split.resize(out.len(), 0);
+    SCRATCH.with_borrow_mut(|(grouped, split)| {
+        // Raw planes are read where they lie in `coded`; zstd planes are decoded into `split`.
+        let mut stored = Vec::with_capacity(width);
         let mut rest = &coded[HEADER..];
-        for k in 0..width {
+        for _ in 0..width {
             if rest.len() < 9 {
                 return Err(Error::Truncated);
             }
@@ -182,31 +174,41 @@ pub fn decode(coded: &[u8], parent: Option<&[u8]>, width: usize, out: &mut [u8])
                 .ok()
                 .filter(|&m| m <= rest.len() - 9)
                 .ok_or(Error::Truncated)?;
-            entropy::decompress(mode, &rest[9..9 + m], &mut split[k * plane_len..(k + 1) * plane_len])?;
+            stored.push((mode, &rest[9..9 + m]));
             rest = &rest[9 + m..];
         }
         if !rest.is_empty() {
             return Err(Error::Trailing(rest.len()));
         }
+        let split = at_least(split, out.len());
+        let mut decoded = split.chunks_mut(plane_len.max(1));
+        let mut planes: Vec<&[u8]> = Vec::with_capacity(width);
+        for (mode, bytes) in stored {
+            match mode {
+                entropy::Mode::Raw if bytes.len() == plane_len => planes.push(bytes),
+                _ => {
+                    let plane = decoded.next().unwrap_or_default();
+                    entropy::decompress(mode, bytes, plane)?;
+                    planes.push(plane);
+                }
+            }
+        }
 
         match (transform, parent) {
             (Transform::SubCtx { bits }, Some(p)) => {
-                grouped.clear();
-                grouped.resize(out.len(), 0);
-                planes::join(split, width, grouped);
-                context::order(p, width, u32::from(bits), order);
-                context::scatter(grouped, order, width, out);
-                delta::unsub(out, p, width);
+                let grouped = at_least(grouped, out.len());
+                planes::join(&planes, grouped);
+                context::ungroup_add(grouped, p, width, u32::from(bits), out);
             }
             (Transform::Sub, Some(p)) => {
-                planes::join(split, width, out);
+                planes::join(&planes, out);
                 delta::unsub(out, p, width);
             }
             (Transform::Xor, Some(p)) => {
-                planes::join(split, width, out);
+                planes::join(&planes, out);
                 delta::unxor(out, p);
             }
-            _ => planes::join(split, width, out),
+            _ => planes::join(&planes, out),
         }
         Ok(())
     })?;

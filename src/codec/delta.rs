@@ -18,10 +18,10 @@ pub fn xor(new: &[u8], old: &[u8], out: &mut [u8]) {
 pub fn sub(new: &[u8], old: &[u8], width: usize, out: &mut [u8]) {
     assert!(new.len() == old.len() && new.len() == out.len(), "sub of equal lengths");
     match width {
-        2 => lanes::<2>(new, old, out, |a, b| a.wrapping_sub(b).zigzag()),
-        4 => lanes::<4>(new, old, out, |a, b| a.wrapping_sub(b).zigzag()),
-        8 => lanes::<8>(new, old, out, |a, b| a.wrapping_sub(b).zigzag()),
-        _ => lanes::<1>(new, old, out, |a, b| a.wrapping_sub(b).zigzag()),
+        2 => lanes::<2>(new, old, out, Lane::sub_from),
+        4 => lanes::<4>(new, old, out, Lane::sub_from),
+        8 => lanes::<8>(new, old, out, Lane::sub_from),
+        _ => lanes::<1>(new, old, out, Lane::sub_from),
     }
 }
 
@@ -29,10 +29,10 @@ pub fn sub(new: &[u8], old: &[u8], width: usize, out: &mut [u8]) {
 pub fn unsub(data: &mut [u8], old: &[u8], width: usize) {
     assert_eq!(data.len(), old.len(), "unsub of equal lengths");
     match width {
-        2 => lanes_in_place::<2>(data, old, |d, b| b.wrapping_add(d.unzigzag())),
-        4 => lanes_in_place::<4>(data, old, |d, b| b.wrapping_add(d.unzigzag())),
-        8 => lanes_in_place::<8>(data, old, |d, b| b.wrapping_add(d.unzigzag())),
-        _ => lanes_in_place::<1>(data, old, |d, b| b.wrapping_add(d.unzigzag())),
+        2 => lanes_in_place::<2>(data, old, Lane::add_to),
+        4 => lanes_in_place::<4>(data, old, Lane::add_to),
+        8 => lanes_in_place::<8>(data, old, Lane::add_to),
+        _ => lanes_in_place::<1>(data, old, Lane::add_to),
     }
 }
 
@@ -64,21 +64,21 @@ fn lanes_in_place<const W: usize>(acc: &mut [u8], b: &[u8], f: impl Fn(Lane<W>, 
 
 /// A `W`-byte little-endian unsigned integer.
 #[derive(Clone, Copy)]
-struct Lane<const W: usize>(u64);
+pub(super) struct Lane<const W: usize>(pub u64);
 
 impl<const W: usize> Lane<W> {
     const MASK: u64 = if W == 8 { u64::MAX } else { (1u64 << (8 * W)) - 1 };
     const BITS: u32 = 8 * W as u32;
 
     #[inline(always)]
-    fn load(bytes: &[u8]) -> Self {
+    pub fn load(bytes: &[u8]) -> Self {
         let mut buf = [0u8; 8];
         buf[..W].copy_from_slice(bytes);
         Lane(u64::from_le_bytes(buf))
     }
 
     #[inline(always)]
-    fn store(self, out: &mut [u8]) {
+    pub fn store(self, out: &mut [u8]) {
         out.copy_from_slice(&self.0.to_le_bytes()[..W]);
     }
 
@@ -90,6 +90,18 @@ impl<const W: usize> Lane<W> {
     #[inline(always)]
     fn wrapping_add(self, other: Self) -> Self {
         Lane(self.0.wrapping_add(other.0) & Self::MASK)
+    }
+
+    /// `self - old`, zigzag-coded: what [`sub`] stores for one element.
+    #[inline(always)]
+    pub fn sub_from(self, old: Self) -> Self {
+        self.wrapping_sub(old).zigzag()
+    }
+
+    /// Inverse of [`Lane::sub_from`]: `old + unzigzag(self)`.
+    #[inline(always)]
+    pub fn add_to(self, old: Self) -> Self {
+        old.wrapping_add(self.unzigzag())
     }
 
     /// Zigzag: 0, -1, 1, -2, 2 ... become 0, 1, 2, 3, 4 ...

@@ -34,12 +34,19 @@ thread_local! {
 /// Compresses `plane` at zstd `level` and appends the result to `out`, or appends it raw when
 /// compression does not save at least 1/64 of it. Returns the mode used.
 pub fn compress(plane: &[u8], level: i32, out: &mut Vec<u8>) -> Mode {
-    if plane.is_empty() {
+    if plane.is_empty() || looks_random(plane) {
+        out.extend_from_slice(plane);
         return Mode::Raw;
     }
     COMPRESSOR.with_borrow_mut(|slot| {
         if slot.as_ref().is_none_or(|(l, _, _)| *l != level) {
-            let c = Compressor::new(level).expect("zstd accepts levels 1..=22");
+            let mut c = Compressor::new(level).expect("zstd accepts levels 1..=22");
+            // Planes are mostly unpredictable bytes with a skewed distribution: short matches
+            // there cost more than the literals they replace. Matches of 7 bytes or more (zstd's
+            // longest minimum) made the real pair smaller at every level tried and coding faster
+            // (docs/PERFORMANCE.md, "Chunk size and zstd level").
+            c.set_parameter(zstd::zstd_safe::CParameter::MinMatch(7))
+                .expect("zstd accepts a minimum match of 7");
             *slot = Some((level, c, Vec::new()));
         }
         let (_, compressor, buf) = slot.as_mut().expect("set above");
@@ -57,6 +64,37 @@ pub fn compress(plane: &[u8], level: i32, out: &mut Vec<u8>) -> Mode {
         }
     })
 }
+
+/// Whether the plane's order-0 entropy leaves no room for the 1/64 that zstd must save: the
+/// low mantissa planes of floats, which make up most of a model's bytes. Counting bytes is
+/// several times faster than letting zstd find out.
+fn looks_random(plane: &[u8]) -> bool {
+    // Four tables, so that runs of one byte value do not wait on one counter.
+    let mut counts = [[0u32; 256]; 4];
+    let (quads, rest) = plane.as_chunks::<4>();
+    for q in quads {
+        for (table, &b) in counts.iter_mut().zip(q) {
+            table[b as usize] += 1;
+        }
+    }
+    for &b in rest {
+        counts[0][b as usize] += 1;
+    }
+    let n = plane.len() as f64;
+    let bits: f64 = (0..256)
+        .map(|b| counts.iter().map(|t| t[b]).sum::<u32>())
+        .filter(|&c| c > 0)
+        .map(|c| {
+            let p = f64::from(c) / n;
+            -p * p.log2()
+        })
+        .sum();
+    bits > RANDOM_BITS
+}
+
+/// Bits per byte above which a plane is stored raw without trying zstd: a plane at this
+/// entropy could at best save 1/64 through matches of 7 bytes or more, which such planes lack.
+const RANDOM_BITS: f64 = 8.0 * (1.0 - 1.0 / 64.0);
 
 /// Decodes a stored plane into `out`, which has the plane's exact decoded length. A zstd frame
 /// that would decode to more or fewer bytes is refused (no decompression bombs).

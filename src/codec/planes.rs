@@ -21,39 +21,62 @@ pub fn split(data: &[u8], width: usize, out: &mut [u8]) {
     }
 }
 
-/// Inverse of [`split`]: interleaves `width` consecutive planes of `planes` into `out`.
-pub fn join(planes: &[u8], width: usize, out: &mut [u8]) {
-    assert_eq!(planes.len(), out.len(), "planes fill exactly the output's length");
+/// Inverse of [`split`]: interleaves `planes` (one slice per byte of an element, each of
+/// `out.len() / planes.len()` bytes) into `out`.
+pub fn join(planes: &[&[u8]], out: &mut [u8]) {
+    let width = planes.len();
     assert!(
         width > 0 && out.len().is_multiple_of(width),
         "chunks hold whole elements"
     );
+    let n = out.len() / width;
+    assert!(
+        planes.iter().all(|p| p.len() == n),
+        "planes fill exactly the output's length"
+    );
     match width {
-        1 => out.copy_from_slice(planes),
-        2 => join_with(planes, 2, out),
-        4 => join_with(planes, 4, out),
-        8 => join_with(planes, 8, out),
-        _ => join_with(planes, width, out),
+        1 => out.copy_from_slice(planes[0]),
+        2 => join_w::<2>(planes, out),
+        4 => join_w::<4>(planes, out),
+        8 => join_w::<8>(planes, out),
+        _ => {
+            for (i, element) in out.chunks_exact_mut(width).enumerate() {
+                for (byte, plane) in element.iter_mut().zip(planes) {
+                    *byte = plane[i];
+                }
+            }
+        }
     }
 }
 
-// Inlined into each `match` arm above, so the common widths get a constant stride.
+/// Joins in blocks of 16 elements so that the loads from each plane and the stores of whole
+/// elements vectorize.
+fn join_w<const W: usize>(planes: &[&[u8]], out: &mut [u8]) {
+    const BLOCK: usize = 16;
+    let planes: [&[u8]; W] = std::array::from_fn(|k| planes[k]);
+    let (elements, _) = out.as_chunks_mut::<W>();
+    let mut blocks = elements.chunks_exact_mut(BLOCK);
+    let mut at = 0;
+    for block in &mut blocks {
+        let bytes: [&[u8; BLOCK]; W] =
+            std::array::from_fn(|k| planes[k][at..at + BLOCK].try_into().expect("a whole block"));
+        for (i, e) in block.iter_mut().enumerate() {
+            *e = std::array::from_fn(|k| bytes[k][i]);
+        }
+        at += BLOCK;
+    }
+    for (i, e) in blocks.into_remainder().iter_mut().enumerate() {
+        *e = std::array::from_fn(|k| planes[k][at + i]);
+    }
+}
+
+// Inlined into each `match` arm of `split`, so the common widths get a constant stride.
 #[inline(always)]
 fn split_with(data: &[u8], width: usize, out: &mut [u8]) {
     let n = data.len() / width;
     for (i, element) in data.chunks_exact(width).enumerate() {
         for (k, &byte) in element.iter().enumerate() {
             out[k * n + i] = byte;
-        }
-    }
-}
-
-#[inline(always)]
-fn join_with(planes: &[u8], width: usize, out: &mut [u8]) {
-    let n = out.len() / width;
-    for (i, element) in out.chunks_exact_mut(width).enumerate() {
-        for (k, byte) in element.iter_mut().enumerate() {
-            *byte = planes[k * n + i];
         }
     }
 }
@@ -69,7 +92,8 @@ mod tests {
             let mut planes = vec![0; data.len()];
             split(&data, width, &mut planes);
             let mut back = vec![0; data.len()];
-            join(&planes, width, &mut back);
+            let slices: Vec<&[u8]> = planes.chunks(37).collect();
+            join(&slices, &mut back);
             assert_eq!(back, data, "width {width}");
         }
     }

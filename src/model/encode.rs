@@ -126,21 +126,23 @@ pub fn encode_file(
             let (start, end) = seg.chunk_range(c);
             let (lo, hi) = ((seg.offset + start) as usize, (seg.offset + end) as usize);
             let data = &bytes[lo..hi];
-            let parent = match (&seg.parent, base) {
-                (Some(p), Some(b)) => {
-                    let (_, pseg) = b.snapshot.find(p).expect("parents are planned from the base");
-                    let mut buf = vec![0u8; data.len()];
-                    b.rebuilder
-                        .chunk(b.snapshot, &p.file, pseg, c, &mut buf)
-                        .map_err(|e| Error::Parent {
-                            path: file.abs.clone(),
-                            source: Box::new(e),
-                        })?;
-                    Some(buf)
-                }
-                _ => None,
-            };
-            let encoded = codec::encode_best(data, parent.as_deref(), seg.width as usize, opts.level);
+            let encoded = rebuild::with_buffer(|buf| {
+                let parent = match (&seg.parent, base) {
+                    (Some(p), Some(b)) => {
+                        let (_, pseg) = b.snapshot.find(p).expect("parents are planned from the base");
+                        let buf = rebuild::first(buf, data.len());
+                        b.rebuilder
+                            .chunk(b.snapshot, &p.file, pseg, c, buf)
+                            .map_err(|e| Error::Parent {
+                                path: file.abs.clone(),
+                                source: Box::new(e),
+                            })?;
+                        Some(&*buf)
+                    }
+                    _ => None,
+                };
+                Ok::<_, Error>(codec::encode_best(data, parent, seg.width as usize, opts.level))
+            })?;
             let hash = Key::of(data);
             let result = match encoded.bytes {
                 None => (

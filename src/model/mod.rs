@@ -23,7 +23,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             chunk_size: 4 << 20,
-            level: 3,
+            level: 1,
             small_file: 1 << 20,
         }
     }

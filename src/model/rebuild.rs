@@ -1,10 +1,12 @@
 //! Rebuilding files from snapshots: each chunk decoded against its parent's chunk (recursively
 //! along the chain of bases), checked against its hash, and written in place at its offset.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use rayon::prelude::*;
 
@@ -77,6 +79,20 @@ impl std::fmt::Display for Mismatch {
     }
 }
 
+/// Which decoded chunks have their hash computed and compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// The chunk asked for, not its parents: a wrong parent makes a wrong chunk.
+    This,
+    /// None (a parent, whose child is checked).
+    None,
+    /// Every chunk down the chain: to name the damaged one.
+    All,
+}
+
+/// Decoded chunks that may wait for the writer: bounds the memory of a checkout.
+const WRITES_QUEUED: usize = 4;
+
 /// Deepest chain of bases followed before giving up (protects against cycles).
 const MAX_DEPTH: usize = 1000;
 
@@ -113,39 +129,65 @@ impl<'a> Rebuilder<'a> {
 
     /// Decodes chunk `i` of segment `seg` of `file` in `snap` into `out` (its exact length),
     /// and checks its hash.
+    ///
+    /// Only the requested chunk's hash is computed: a wrong parent chunk anywhere down the chain
+    /// yields a wrong chunk here, which the check catches. Only then is the chain decoded again
+    /// with every level checked, to name the damaged blob.
     pub fn chunk(&self, snap: &Snapshot, file: &str, seg: usize, i: usize, out: &mut [u8]) -> Result<(), Error> {
+        match self.decode(snap, file, seg, i, out, Check::This) {
+            Err(Error::Hash { .. }) if snap.manifests[file].segments[seg].chunks[i].codec.needs_parent() => {
+                self.decode(snap, file, seg, i, out, Check::All)
+            }
+            result => result,
+        }
+    }
+
+    /// Decodes a chunk into `out`, checking the hashes `check` asks for.
+    fn decode(
+        &self,
+        snap: &Snapshot,
+        file: &str,
+        seg: usize,
+        i: usize,
+        out: &mut [u8],
+        check: Check,
+    ) -> Result<(), Error> {
         let manifest = &snap.manifests[file];
         let segment = &manifest.segments[seg];
         let chunk = &segment.chunks[i];
         let what = || segment_name(manifest, seg);
-        let parent = if chunk.codec.needs_parent() {
-            let mut buf = vec![0u8; out.len()];
-            self.parent_chunk(snap, file, seg, i, &mut buf)?;
-            Some(buf)
-        } else {
-            None
-        };
         match (chunk.codec, chunk.blob) {
-            (Codec::Same, _) => out.copy_from_slice(parent.as_deref().expect("same needs a parent")),
-            (_, Some(blob)) => {
-                // The decoded chunk's hash, checked below, also catches a damaged blob.
-                let coded = self.cas.get_unverified(&blob).map_err(|source| Error::Blob {
-                    file: file.to_string(),
-                    what: what(),
-                    chunk: i,
-                    source: Box::new(source),
-                })?;
-                codec::decode(&coded, parent.as_deref(), segment.width as usize, out).map_err(|source| {
-                    Error::Decode {
+            (Codec::Same, _) => self.parent_chunk(snap, file, seg, i, out, check)?,
+            (codec, Some(blob)) => with_buffer(|parent| {
+                let parent = match codec.needs_parent() {
+                    true => {
+                        let parent = first(parent, out.len());
+                        self.parent_chunk(snap, file, seg, i, parent, check)?;
+                        Some(&*parent)
+                    }
+                    false => None,
+                };
+                with_buffer(|coded| {
+                    let body = self.cas.read_unverified(&blob, coded).map_err(|source| Error::Blob {
+                        file: file.to_string(),
+                        what: what(),
+                        chunk: i,
+                        source: Box::new(source),
+                    })?;
+                    codec::decode(&coded[body], parent, segment.width as usize, out).map_err(|source| Error::Decode {
                         file: file.to_string(),
                         what: what(),
                         chunk: i,
                         blob,
                         source,
-                    }
+                    })
                 })?;
-            }
+                Ok::<(), Error>(())
+            })?,
             (_, None) => unreachable!("validated: only `same` chunks have no blob"),
+        }
+        if check == Check::None {
+            return Ok(());
         }
         let found = Key::of(out);
         if found != chunk.hash {
@@ -163,8 +205,17 @@ impl<'a> Rebuilder<'a> {
         Ok(())
     }
 
-    /// Decodes the parent's chunk `i` of the segment `seg` of `file` in `snap`.
-    fn parent_chunk(&self, snap: &Snapshot, file: &str, seg: usize, i: usize, out: &mut [u8]) -> Result<(), Error> {
+    /// Decodes the parent's chunk `i` of the segment `seg` of `file` in `snap`: checked only
+    /// under [`Check::All`].
+    fn parent_chunk(
+        &self,
+        snap: &Snapshot,
+        file: &str,
+        seg: usize,
+        i: usize,
+        out: &mut [u8],
+        check: Check,
+    ) -> Result<(), Error> {
         let segment = &snap.manifests[file].segments[seg];
         let what = || segment_name(&snap.manifests[file], seg);
         let parent = segment.parent.as_ref().expect("validated: delta chunks have a parent");
@@ -184,7 +235,11 @@ impl<'a> Rebuilder<'a> {
         if ps.len != segment.len || ps.chunk_size != segment.chunk_size || ps.width != segment.width {
             return Err(missing());
         }
-        self.chunk(base, &parent.file, pseg, i, out)
+        let check = match check {
+            Check::All => Check::All,
+            Check::This | Check::None => Check::None,
+        };
+        self.decode(base, &parent.file, pseg, i, out, check)
     }
 
     /// Writes file `path` of `snap` (a manifest) to `dest`, chunks decoded in parallel and
@@ -211,20 +266,61 @@ impl<'a> Rebuilder<'a> {
             .enumerate()
             .flat_map(|(s, seg)| (0..seg.chunks.len()).map(move |c| (s, c)))
             .collect();
-        // One output buffer per worker, reused: fresh 4 MiB buffers cost a page fault per page.
-        jobs.par_iter().try_for_each_init(Vec::new, |buf, &(s, c)| {
-            let seg = &manifest.segments[s];
-            let (start, end) = seg.chunk_range(c);
-            buf.clear();
-            buf.resize((end - start) as usize, 0);
-            self.chunk(snap, path, s, c, buf)?;
-            file.write_all_at(buf, seg.offset + start).map_err(io)?;
-            progress(buf.len() as u64);
-            Ok::<(), Error>(())
+        // Workers decode chunks into pooled buffers and hand them to one writer thread: the
+        // kernel takes the file's lock for each write, so parallel writes would only wait on
+        // each other, while the writer lets decoding go on during the copy.
+        let pool = Mutex::new(Vec::new());
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>)>(WRITES_QUEUED);
+        std::thread::scope(|scope| {
+            let writer = scope.spawn(|| {
+                for (offset, buf) in rx {
+                    file.write_all_at(&buf, offset).map_err(io)?;
+                    progress(buf.len() as u64);
+                    pool.lock().expect("no panics while holding it").push(buf);
+                }
+                Ok::<(), Error>(())
+            });
+            let decoded = jobs.par_iter().try_for_each_with(tx, |tx, &(s, c)| {
+                let seg = &manifest.segments[s];
+                let (start, end) = seg.chunk_range(c);
+                let mut buf = pool
+                    .lock()
+                    .expect("no panics while holding it")
+                    .pop()
+                    .unwrap_or_default();
+                buf.resize((end - start) as usize, 0);
+                self.chunk(snap, path, s, c, &mut buf)?;
+                // A closed channel means the writer failed: stop, and report the writer's error.
+                tx.send((seg.offset + start, buf))
+                    .map_err(|_| io(std::io::ErrorKind::BrokenPipe.into()))
+            });
+            let written = writer.join().expect("the writer does not panic");
+            written.and(decoded)
         })?;
         tmp.persist(dest).map_err(|e| io(e.error))?;
         Ok(manifest.size)
     }
+}
+
+thread_local! {
+    /// Chunk-sized buffers reused along chains of parents, by every chunk decoded on this thread.
+    static BUFFERS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on a reused buffer of this thread, whose content is unspecified.
+pub fn with_buffer<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    let mut buf = BUFFERS.with_borrow_mut(Vec::pop).unwrap_or_default();
+    let result = f(&mut buf);
+    BUFFERS.with_borrow_mut(|pool| pool.push(buf));
+    result
+}
+
+/// The first `len` bytes of `buf`, grown (never shrunk, never cleared) to hold them.
+pub fn first(buf: &mut Vec<u8>, len: usize) -> &mut [u8] {
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
+    &mut buf[..len]
 }
 
 /// A human name for a segment: its tensor, or what it is.

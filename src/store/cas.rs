@@ -209,8 +209,19 @@ impl Cas {
     /// verify what they make of it (a rebuilt chunk is checked against its own blake3, which
     /// a damaged blob cannot pass), so that checkout hashes each byte once.
     pub fn get_unverified(&self, key: &Key) -> Result<Vec<u8>, Error> {
+        let mut buf = Vec::new();
+        let body = self.read_unverified(key, &mut buf)?;
+        buf.copy_within(body.clone(), 0);
+        buf.truncate(body.len());
+        Ok(buf)
+    }
+
+    /// [`Cas::get_unverified`] into a buffer the caller reuses: returns where in `buf` the
+    /// blob's content lies. `buf` is overwritten.
+    pub fn read_unverified(&self, key: &Key, buf: &mut Vec<u8>) -> Result<std::ops::Range<usize>, Error> {
+        use std::io::Read;
         let path = self.path(key);
-        let file = fs::read(&path).map_err(|source| match source.kind() {
+        let read_err = |source: std::io::Error| match source.kind() {
             std::io::ErrorKind::NotFound => Error::Missing {
                 key: *key,
                 path: path.clone(),
@@ -220,13 +231,17 @@ impl Cas {
                 path: path.clone(),
                 source,
             },
-        })?;
-        let corrupt = |why: String| Error::Corrupt {
+        };
+        buf.clear();
+        // read_to_end fills the spare capacity without zeroing it first.
+        fs::File::open(&path)
+            .and_then(|mut f| f.read_to_end(buf))
+            .map_err(read_err)?;
+        decode_body(buf).map_err(|why| Error::Corrupt {
             key: *key,
             path: path.clone(),
             why,
-        };
-        decode_file(file).map_err(corrupt)
+        })
     }
 
     /// Every key with a blob file, in no particular order. Files that are not blobs are skipped.
@@ -252,7 +267,9 @@ impl Cas {
 }
 
 /// Decodes a blob file's bytes, checking its framing (not its hash).
-fn decode_file(mut file: Vec<u8>) -> Result<Vec<u8>, String> {
+/// Checks a blob file's framing and returns where its content lies in `file`. A compressed
+/// body is decompressed and replaces `file`.
+fn decode_body(file: &mut Vec<u8>) -> Result<std::ops::Range<usize>, String> {
     if file.len() < HEADER || &file[..4] != MAGIC {
         return Err("not a blob file (bad magic or truncated header)".into());
     }
@@ -262,11 +279,7 @@ fn decode_file(mut file: Vec<u8>) -> Result<Vec<u8>, String> {
     }
     let body = &file[HEADER..];
     match file[4] {
-        0 if body.len() as u64 == len => {
-            // Raw: the body is the content; drop the header in place rather than copying.
-            file.drain(..HEADER);
-            Ok(file)
-        }
+        0 if body.len() as u64 == len => Ok(HEADER..file.len()),
         0 => Err(format!("holds {} bytes, declares {len}", body.len())),
         1 => {
             let mut out = vec![0u8; len as usize];
@@ -274,7 +287,8 @@ fn decode_file(mut file: Vec<u8>) -> Result<Vec<u8>, String> {
             if n as u64 != len {
                 return Err(format!("decompresses to {n} bytes, declares {len}"));
             }
-            Ok(out)
+            *file = out;
+            Ok(0..file.len())
         }
         m => Err(format!("unknown mode {m}")),
     }
