@@ -12,6 +12,7 @@ use crate::model::rebuild::{self, Rebuilder};
 use crate::model::source::{self, SourceFile};
 use crate::model::Options;
 use crate::store::cas::Key;
+use crate::store::copies::Copies;
 use crate::store::history::{self, ObjectId};
 use crate::store::{index, lock, sync_dir};
 
@@ -89,10 +90,12 @@ impl Repository {
                 })
             })
             .transpose()?;
-        let rebuilder = Rebuilder::new(&self.history, &self.cas, base_id).map_err(|source| Error::BaseSnapshot {
-            rev: base.unwrap_or_default().into(),
-            source: Box::new(source),
-        })?;
+        let rebuilder = Rebuilder::new(&self.history, &self.cas, base_id)
+            .map_err(|source| Error::BaseSnapshot {
+                rev: base.unwrap_or_default().into(),
+                source: Box::new(source),
+            })?
+            .with_copies(&Copies::new(&self.layout));
         let base_snapshot = base_id.map(|id| rebuilder.base(&id).expect("the rebuilder loaded its base"));
         let base_ref = base_snapshot.map(|snapshot| Base {
             snapshot,
@@ -180,6 +183,14 @@ impl Repository {
         };
         let record = serde_json::to_vec(&staged).expect("records serialize");
         self.index()?.record(&blobs, name, Some(&record))?;
+        // The source files are copies of what was just stored, for later deltas against it.
+        let copies = Copies::new(&self.layout);
+        for (file, entry) in files.iter().zip(&meta.files) {
+            if entry.manifest {
+                // A hint only: without it, the base is decoded from its blobs.
+                let _ = copies.record(&staged.tree, &file.path, &file.abs);
+            }
+        }
         Ok(Report {
             staged,
             files: files.len(),

@@ -8,6 +8,7 @@ use super::rev;
 use super::{progress, Repository};
 use crate::model::rebuild::{self, destination, Rebuilder};
 use crate::model::snapshot::{self, Snapshot};
+use crate::store::copies::Copies;
 use crate::store::history;
 
 #[derive(Debug, Serialize)]
@@ -57,7 +58,10 @@ impl Repository {
             rev: rev.into(),
             source,
         })?;
-        let rebuilder = Rebuilder::new(&self.history, &self.cas, base).map_err(rebuild_err)?;
+        let copies = Copies::new(&self.layout);
+        let rebuilder = Rebuilder::new(&self.history, &self.cas, base)
+            .map_err(rebuild_err)?
+            .with_copies(&copies);
 
         let io = |path: &Path| {
             let path = path.to_owned();
@@ -80,6 +84,8 @@ impl Repository {
                 bytes += rebuilder
                     .write_file(&snap, &entry.path, &dest, &tick)
                     .map_err(rebuild_err)?;
+                // A hint only: later checkouts of models based on this one read it from here.
+                let _ = copies.record(&snap.tree.to_string(), &entry.path, &dest);
             } else {
                 let content = self.history.read_blob(snap.blobs[&entry.path])?;
                 if content.len() as u64 != entry.size {

@@ -3,6 +3,7 @@
 //! tensors. The layout on disk is described in docs/FORMAT.md.
 
 pub mod cas;
+pub mod copies;
 pub mod history;
 pub mod index;
 pub mod lock;
@@ -32,6 +33,10 @@ impl Layout {
     }
     pub fn index(&self) -> PathBuf {
         self.root.join("sparse").join("index.redb")
+    }
+    /// Records of known copies of snapshot files outside the store ([`copies`]).
+    pub fn copies(&self) -> PathBuf {
+        self.root.join("sparse").join("copies")
     }
     pub fn lock(&self) -> PathBuf {
         self.root.join("sparse").join("lock")

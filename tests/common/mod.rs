@@ -677,3 +677,41 @@ pub fn real_data() -> PathBuf {
     );
     dir
 }
+/// The blob of the first chunk of `tensor` in `good:model.safetensors`.
+pub fn blob_of(sb: &Sandbox, tensor: &str) -> String {
+    let out = git(&sb.store(), &["show", "good:model.safetensors"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let seg = manifest["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["tensor"]["name"] == tensor)
+        .unwrap_or_else(|| panic!("no segment for {tensor}: {manifest}"));
+    seg["chunks"][0]["blob"].as_str().expect("a stored chunk").to_string()
+}
+
+pub fn blob_path(sb: &Sandbox, key: &str) -> PathBuf {
+    sb.store().join("cas").join(key)
+}
+
+#[track_caller]
+pub fn fsck_fails_naming(sb: &Sandbox, mentions: &[&str]) {
+    let run = sb.run(&["--json", "fsck"]);
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "fsck must fail: {}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    let report = run.json();
+    assert_eq!(report["ok"], false, "{report}");
+    let errors = report["errors"].to_string();
+    for m in mentions {
+        assert!(errors.contains(m), "fsck errors should mention {m}: {report}");
+    }
+    let text = sb.run(&["fsck"]);
+    assert_eq!(text.status.code(), Some(1), "{}", text.stdout);
+    assert!(text.stdout.contains("FAILED"), "{}", text.stdout);
+}
