@@ -4,6 +4,7 @@ mod add;
 mod checkout;
 mod commit;
 mod fsck;
+mod gc;
 mod init;
 mod log;
 mod output;
@@ -48,6 +49,7 @@ pub enum Command {
     Tag(refs::RefArgs),
     /// Re-hash every blob and check every reference of every snapshot.
     Fsck,
+    Gc(gc::Args),
 }
 
 /// What a verb failed with: any error of the library, shown with its causes.
@@ -88,5 +90,6 @@ fn run(cli: &Cli) -> Result<i32, Error> {
         Command::Branch(args) => refs::branch(&repo, args, &out),
         Command::Tag(args) => refs::tag(&repo, args, &out),
         Command::Fsck => fsck::run(&repo, &out),
+        Command::Gc(args) => gc::run(&repo, args, &out),
     }
 }

@@ -266,7 +266,6 @@ impl Cas {
     }
 }
 
-/// Decodes a blob file's bytes, checking its framing (not its hash).
 /// Checks a blob file's framing and returns where its content lies in `file`. A compressed
 /// body is decompressed and replaces `file`.
 fn decode_body(file: &mut Vec<u8>) -> Result<std::ops::Range<usize>, String> {

@@ -135,6 +135,68 @@ impl History {
         Ok(())
     }
 
+    /// `tree` and every tree below it.
+    pub fn subtrees(&self, tree: ObjectId) -> Result<Vec<ObjectId>, Error> {
+        let mut out = vec![tree];
+        let mut i = 0;
+        while i < out.len() {
+            let id = out[i];
+            let tree_obj = self
+                .repo
+                .find_tree(id)
+                .map_err(|e| self.err(format!("read tree {id}"), e))?;
+            let decoded = tree_obj
+                .decode()
+                .map_err(|e| self.err(format!("decode tree {id}"), e))?;
+            out.extend(
+                decoded
+                    .entries
+                    .iter()
+                    .filter(|e| e.mode.is_tree())
+                    .map(|e| e.oid.to_owned()),
+            );
+            i += 1;
+        }
+        Ok(out)
+    }
+
+    /// Every loose object (`objects/xx/...`), the only kind this store writes.
+    pub fn loose_objects(&self) -> Result<Vec<ObjectId>, Error> {
+        let objects = self.dir.join("objects");
+        let list = |e: std::io::Error| self.err("list loose objects", e);
+        let mut out = Vec::new();
+        for fan in std::fs::read_dir(&objects).map_err(list)? {
+            let fan = fan.map_err(list)?;
+            let prefix = fan.file_name().to_string_lossy().into_owned();
+            if prefix.len() != 2 || !fan.path().is_dir() {
+                continue;
+            }
+            for entry in std::fs::read_dir(fan.path()).map_err(list)? {
+                let rest = entry.map_err(list)?.file_name().to_string_lossy().into_owned();
+                if let Ok(id) = ObjectId::from_hex(format!("{prefix}{rest}").as_bytes()) {
+                    out.push(id);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn loose_path(&self, id: ObjectId) -> PathBuf {
+        let hex = id.to_string();
+        self.dir.join("objects").join(&hex[..2]).join(&hex[2..])
+    }
+
+    /// The size of loose object `id`'s file.
+    pub fn loose_size(&self, id: ObjectId) -> Result<u64, Error> {
+        let meta = std::fs::metadata(self.loose_path(id));
+        Ok(meta.map_err(|e| self.err(format!("read object {id}"), e))?.len())
+    }
+
+    /// Deletes loose object `id` (for gc).
+    pub fn remove_loose(&self, id: ObjectId) -> Result<(), Error> {
+        std::fs::remove_file(self.loose_path(id)).map_err(|e| self.err(format!("remove object {id}"), e))
+    }
+
     /// Writes a commit object (no ref moves).
     pub fn write_commit(&self, tree: ObjectId, parents: &[ObjectId], message: &str) -> Result<ObjectId, Error> {
         let signature = signature();

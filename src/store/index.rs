@@ -122,6 +122,21 @@ impl Index {
         txn.commit().map_err(|e| self.err(e))
     }
 
+    /// Forgets the sizes of blobs that were deleted (gc).
+    pub fn forget(&self, keys: &[Key]) -> Result<(), Error> {
+        let Db::Write(db) = &self.db else {
+            panic!("records are written through an index opened with Index::open");
+        };
+        let txn = db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut table = txn.open_table(BLOBS).map_err(|e| self.err(e))?;
+            for key in keys {
+                table.remove(key.0).map_err(|e| self.err(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.err(e))
+    }
+
     /// Every staging record, by name.
     pub fn staged(&self) -> Result<Vec<(String, Vec<u8>)>, Error> {
         let txn = self.read()?;

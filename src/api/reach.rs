@@ -1,0 +1,120 @@
+//! What the store's names reach: every commit reachable from a name, a tag or the staging area
+//! through history parents and delta bases, the git objects of their snapshots, and the blobs
+//! their manifests use. `gc` keeps exactly this.
+
+use std::collections::HashSet;
+
+use super::add::Staged;
+use super::rev::{HEADS, TAGS};
+use super::Repository;
+use crate::model::snapshot::{self, Snapshot};
+use crate::store::cas::Key;
+use crate::store::history::{self, ObjectId};
+use crate::store::index;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    History(#[from] history::Error),
+    #[error(transparent)]
+    Index(#[from] index::Error),
+    #[error("snapshot {tree} ({from}): {source}")]
+    Snapshot {
+        tree: ObjectId,
+        from: String,
+        source: snapshot::Error,
+    },
+    #[error("staged {name}: unreadable staging record: {why}")]
+    Staged { name: String, why: String },
+}
+
+/// Everything reachable, by kind.
+#[derive(Debug, Default)]
+pub struct Reachable {
+    pub commits: HashSet<ObjectId>,
+    /// Git objects: commits, trees, and the files and manifests in them.
+    pub objects: HashSet<ObjectId>,
+    pub blobs: HashSet<Key>,
+}
+
+impl Repository {
+    /// Walks every name, tag and staged snapshot. Fails rather than guess when anything on
+    /// the way cannot be read, so that nothing is ever taken for unreachable by mistake.
+    pub fn reachable(&self) -> Result<Reachable, Error> {
+        let mut todo: Vec<(ObjectId, String)> = Vec::new();
+        for prefix in [HEADS, TAGS] {
+            todo.extend(
+                self.history
+                    .refs(prefix)?
+                    .into_iter()
+                    .map(|(name, id)| (id, format!("{prefix}{name}"))),
+            );
+        }
+        let mut reach = Reachable::default();
+        for (name, record) in self.index_read()?.staged()? {
+            let staged: Staged = serde_json::from_slice(&record).map_err(|e| Error::Staged {
+                name: name.clone(),
+                why: e.to_string(),
+            })?;
+            let hex = |h: &str| {
+                ObjectId::from_hex(h.as_bytes()).map_err(|e| Error::Staged {
+                    name: name.clone(),
+                    why: e.to_string(),
+                })
+            };
+            if let Some(parent) = &staged.parent {
+                todo.push((hex(parent)?, format!("parent of staged {name}")));
+            }
+            if let Some(base) = self.visit_tree(hex(&staged.tree)?, &format!("staged {name}"), &mut reach)? {
+                todo.push((base, format!("base of staged {name}")));
+            }
+        }
+        while let Some((id, from)) = todo.pop() {
+            if !reach.commits.insert(id) {
+                continue;
+            }
+            reach.objects.insert(id);
+            let info = self.history.commit_info(id)?;
+            todo.extend(info.parents.iter().map(|p| (*p, format!("parent of {id}"))));
+            if let Some(base) = self.visit_tree(info.tree, &from, &mut reach)? {
+                todo.push((base, format!("base of {id}")));
+            }
+        }
+        Ok(reach)
+    }
+
+    /// Adds a snapshot's git objects and blobs; returns its delta base.
+    fn visit_tree(&self, tree: ObjectId, from: &str, reach: &mut Reachable) -> Result<Option<ObjectId>, Error> {
+        if reach.objects.contains(&tree) {
+            // Its objects and blobs are in already; only its base is needed again.
+            return self.snapshot_at(tree, from)?.base().map_err(|source| Error::Snapshot {
+                tree,
+                from: from.to_string(),
+                source,
+            });
+        }
+        reach.objects.extend(self.history.subtrees(tree)?);
+        reach
+            .objects
+            .extend(self.history.tree_files(tree)?.into_iter().map(|(_, id)| id));
+        let snap = self.snapshot_at(tree, from)?;
+        for m in snap.manifests.values() {
+            for seg in &m.segments {
+                reach.blobs.extend(seg.chunks.iter().filter_map(|c| c.blob));
+            }
+        }
+        snap.base().map_err(|source| Error::Snapshot {
+            tree,
+            from: from.to_string(),
+            source,
+        })
+    }
+
+    fn snapshot_at(&self, tree: ObjectId, from: &str) -> Result<Snapshot, Error> {
+        Snapshot::load(&self.history, tree).map_err(|source| Error::Snapshot {
+            tree,
+            from: from.to_string(),
+            source,
+        })
+    }
+}
