@@ -98,7 +98,6 @@ pub struct TensorDiff {
     /// `||b - a||_2` over the decoded values (F64, F32, F16, BF16 only).
     pub l2: Option<f64>,
     /// `||b - a||_2 / ||a||_2`; null where `||a||_2` is 0 (then `l2` is the absolute change).
-    /// Unchanged tensors are not decoded: 0.
     pub relative_l2: Option<f64>,
 }
 
@@ -328,12 +327,13 @@ impl Repository {
         // Compare the pairs: one job per window, every job in parallel, summed per pair in
         // window order (so the sums, and the report, are the same on every run).
         let mut windows = Vec::new();
-        let mut unchanged = vec![false; pairs.len()];
         for (p, pair) in pairs.iter().enumerate() {
             let (sega, segb) = (a.segment(pair.a.0, pair.a.1), b.segment(pair.b.0, pair.b.1));
             let same_geometry = sega.chunk_size == segb.chunk_size;
-            if same_geometry && sega.chunks.iter().zip(&segb.chunks).all(|(x, y)| x.hash == y.hash) {
-                unchanged[p] = true;
+            // Equal hashes throughout: unchanged, and not decoded at all unless listed (then
+            // side a alone, for the norm its relative change is measured against).
+            let equal = same_geometry && sega.chunks.iter().zip(&segb.chunks).all(|(x, y)| x.hash == y.hash);
+            if equal && !(all && is_float(pair.dtype)) {
                 continue;
             }
             // Windows follow side a's chunks, their edges moved down to whole groups of
@@ -375,7 +375,7 @@ impl Repository {
             let n: u64 = row.a.as_ref().expect("paired").shape.iter().product();
             let float = is_float(pair.dtype);
             let t = totals[p];
-            row.change = if unchanged[p] || t.changed == 0 {
+            row.change = if t.changed == 0 {
                 Change::Unchanged
             } else {
                 Change::Changed
@@ -386,11 +386,7 @@ impl Repository {
             if float {
                 let l2 = t.d2.sqrt();
                 row.l2 = Some(l2);
-                row.relative_l2 = if unchanged[p] {
-                    (n > 0).then_some(0.0)
-                } else {
-                    (t.a2 > 0.0).then(|| l2 / t.a2.sqrt())
-                };
+                row.relative_l2 = (t.a2 > 0.0).then(|| l2 / t.a2.sqrt());
             }
             elements += n;
             changed_elements += t.changed;
