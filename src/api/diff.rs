@@ -34,11 +34,9 @@ pub enum Error {
     Rebuild { rev: String, source: Box<rebuild::Error> },
     #[error("revision {rev}: tensor {tensor:?} has unknown dtype {dtype:?}")]
     UnknownDtype { rev: String, tensor: String, dtype: String },
-    #[error("tensor {tensor:?}: {dtype} {shape:?} is {len_a} bytes in {rev_a} but {len_b} in {rev_b}")]
+    #[error("tensor {tensor:?}: the same dtype and shape, but {len_a} bytes in {rev_a} and {len_b} in {rev_b}")]
     Length {
         tensor: String,
-        dtype: String,
-        shape: Vec<u64>,
         rev_a: String,
         len_a: u64,
         rev_b: String,
@@ -294,8 +292,6 @@ impl Repository {
                     if sega.len != segb.len {
                         return Err(Error::Length {
                             tensor: name.clone(),
-                            dtype: ta.dtype.clone(),
-                            shape: ta.shape.clone(),
                             rev_a: a.rev.clone(),
                             len_a: sega.len,
                             rev_b: b.rev.clone(),
@@ -570,7 +566,7 @@ fn float_reader(dtype: Dtype) -> Option<fn(&[u8]) -> f64> {
 fn sums(dtype: Dtype, a: &[u8], b: &[u8]) -> Sums {
     let mut s = Sums::default();
     let bits = dtype.bitsize();
-    if bits % 8 == 0 {
+    if bits.is_multiple_of(8) {
         let w = bits / 8;
         s.changed = a.chunks_exact(w).zip(b.chunks_exact(w)).filter(|(x, y)| x != y).count() as u64;
     } else {
