@@ -4,6 +4,7 @@
 pub mod add;
 pub mod checkout;
 pub mod commit;
+pub mod diff;
 pub mod fsck;
 pub mod gc;
 pub mod log;

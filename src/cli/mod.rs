@@ -3,6 +3,7 @@
 mod add;
 mod checkout;
 mod commit;
+mod diff;
 mod fsck;
 mod gc;
 mod init;
@@ -41,6 +42,7 @@ pub enum Command {
     Checkout(checkout::Args),
     Log(log::Args),
     Show(show::Args),
+    Diff(diff::Args),
     /// Show what is staged and the names in the store.
     Status,
     /// List model names, create one at a revision (NAME REV), or delete one (-d NAME).
@@ -86,6 +88,7 @@ fn run(cli: &Cli) -> Result<i32, Error> {
         Command::Checkout(args) => checkout::run(&repo, args, &out),
         Command::Log(args) => log::run(&repo, args, &out),
         Command::Show(args) => show::run(&repo, args, &out),
+        Command::Diff(args) => diff::run(&repo, args, &out),
         Command::Status => status::run(&repo, &out),
         Command::Branch(args) => refs::branch(&repo, args, &out),
         Command::Tag(args) => refs::tag(&repo, args, &out),

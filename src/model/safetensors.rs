@@ -248,8 +248,7 @@ fn tensor_entry(value: &serde_json::Value, data_len: u64) -> Result<Entry, Heade
         .get("dtype")
         .and_then(|d| d.as_str())
         .ok_or_else(|| bad("no dtype string"))?;
-    let dtype: Dtype = serde_json::from_value(serde_json::Value::String(dtype_name.to_string()))
-        .map_err(|_| HeaderErrorKind::UnknownDtype(dtype_name.to_string()))?;
+    let dtype = dtype_from_name(dtype_name).ok_or_else(|| HeaderErrorKind::UnknownDtype(dtype_name.to_string()))?;
     let shape = obj
         .get("shape")
         .and_then(|s| s.as_array())
@@ -354,6 +353,11 @@ impl<'de> Visitor<'de> for EntriesVisitor {
         }
         Ok(out)
     }
+}
+
+/// The dtype safetensors spells `name`, if it knows one.
+pub fn dtype_from_name(name: &str) -> Option<Dtype> {
+    serde_json::from_value(serde_json::Value::String(name.to_string())).ok()
 }
 
 /// The canonical name of a dtype, as safetensors writes it.
