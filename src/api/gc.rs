@@ -7,6 +7,8 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use super::{reach, Repository};
+use crate::store::copies::Copies;
+use crate::store::history::ObjectId;
 use crate::store::{history, index, lock};
 
 /// Files in `sparse/tmp` older than this belong to processes that died.
@@ -84,6 +86,12 @@ impl Repository {
             if !dry_run {
                 self.history.remove_loose(id)?;
             }
+        }
+        if !dry_run {
+            let copies = Copies::new(&self.layout);
+            let reachable =
+                |tree: &str| ObjectId::from_hex(tree.as_bytes()).is_ok_and(|id| reach.objects.contains(&id));
+            copies.prune(reachable).map_err(io(self.layout.copies()))?;
         }
         let tmp = self.layout.tmp();
         if let Ok(entries) = std::fs::read_dir(&tmp) {

@@ -22,7 +22,7 @@ pub enum Error {
     Snapshot {
         tree: ObjectId,
         from: String,
-        source: snapshot::Error,
+        source: Box<snapshot::Error>,
     },
     #[error("staged {name}: unreadable staging record: {why}")]
     Staged { name: String, why: String },
@@ -90,7 +90,7 @@ impl Repository {
             return self.snapshot_at(tree, from)?.base().map_err(|source| Error::Snapshot {
                 tree,
                 from: from.to_string(),
-                source,
+                source: Box::new(source),
             });
         }
         reach.objects.extend(self.history.subtrees(tree)?);
@@ -106,7 +106,7 @@ impl Repository {
         snap.base().map_err(|source| Error::Snapshot {
             tree,
             from: from.to_string(),
-            source,
+            source: Box::new(source),
         })
     }
 
@@ -114,7 +114,7 @@ impl Repository {
         Snapshot::load(&self.history, tree).map_err(|source| Error::Snapshot {
             tree,
             from: from.to_string(),
-            source,
+            source: Box::new(source),
         })
     }
 }

@@ -53,6 +53,9 @@ impl Stat {
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Record {
+    /// The snapshot tree (hex) and file this is a copy of.
+    tree: String,
+    file: String,
     path: PathBuf,
     stat: Stat,
 }
@@ -75,13 +78,38 @@ impl Copies {
     pub fn record(&self, tree: &str, file: &str, path: &Path) -> std::io::Result<()> {
         let path = std::path::absolute(path)?;
         let stat = Stat::of(&fs::metadata(&path)?);
-        let json = serde_json::to_vec(&Record { path, stat }).expect("records serialize");
+        let record = Record {
+            tree: tree.to_string(),
+            file: file.to_string(),
+            path,
+            stat,
+        };
+        let json = serde_json::to_vec(&record).expect("records serialize");
         fs::create_dir_all(&self.dir)?;
         fs::create_dir_all(&self.tmp)?;
         let mut tmp = tempfile::NamedTempFile::new_in(&self.tmp)?;
         tmp.write_all(&json)?;
         tmp.persist(self.record_path(tree, file)).map_err(|e| e.error)?;
         Ok(())
+    }
+
+    /// Deletes the records of trees for which `keep` is false, and unreadable ones; returns
+    /// how many were deleted.
+    pub fn prune(&self, keep: impl Fn(&str) -> bool) -> std::io::Result<usize> {
+        let entries = match fs::read_dir(&self.dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            entries => entries?,
+        };
+        let mut removed = 0;
+        for entry in entries {
+            let path = entry?.path();
+            let record: Option<Record> = fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok());
+            if !record.is_some_and(|r| keep(&r.tree)) {
+                fs::remove_file(&path)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// The copy of file `file` of snapshot tree `tree`, opened, if one is known, still has
