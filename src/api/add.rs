@@ -2,11 +2,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::auto_base::{self, Choice};
 use super::rev::{self, check_name, HEADS};
 use super::{progress, Repository};
 use std::sync::Mutex;
 
-use crate::model::encode::{self, check_header, encode_file, is_safetensors, Base};
+use crate::model::encode::{self, check_header, encode_file, is_safetensors, Base, KnownChunks};
 use crate::model::manifest::{FileEntry, SnapshotMeta, META_FORMAT, META_PATH};
 use crate::model::rebuild::{self, Rebuilder};
 use crate::model::source::{self, SourceFile};
@@ -40,7 +41,27 @@ pub struct Report {
     pub staged: Staged,
     pub files: usize,
     pub tensors: usize,
+    /// What `--base auto` compared and chose.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_choice: Option<Choice>,
+    /// Set when the base asked for would have made the chain of bases longer than allowed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rebased: Option<Rebased>,
 }
+
+/// The base was replaced by an ancestor of it, to keep the chain within `max_depth`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rebased {
+    /// The base asked for (commit, hex), and how many bases its own chain has.
+    pub asked: String,
+    pub asked_depth: usize,
+    /// The ancestor used instead, if any (none: stored without a base).
+    pub used: Option<String>,
+    pub max_depth: usize,
+}
+
+/// The value of `--base` that asks for [`Repository::choose_base`].
+pub const AUTO: &str = "auto";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -52,6 +73,8 @@ pub enum Error {
     Base { rev: String, source: rev::Error },
     #[error("base {rev:?}: {source}")]
     BaseSnapshot { rev: String, source: Box<rebuild::Error> },
+    #[error("--base auto: {0}")]
+    Auto(#[from] auto_base::Error),
     #[error(transparent)]
     Encode(#[from] encode::Error),
     #[error("{path}: {source}")]
@@ -82,20 +105,42 @@ impl Repository {
         check_name(name).map_err(Error::Name)?;
         let files = source::resolve(source)?;
         let _lock = self.lock()?;
-        let base_id = base
-            .map(|rev| {
-                self.resolve(rev).map_err(|source| Error::Base {
-                    rev: rev.into(),
-                    source,
-                })
-            })
-            .transpose()?;
-        let rebuilder = Rebuilder::new(&self.history, &self.cas, base_id)
+        let mut base_choice = None;
+        let asked = match base {
+            Some(AUTO) => {
+                let choice = self.choose_base(&files, opts)?;
+                let commit = choice.commit();
+                base_choice = Some(choice);
+                commit
+            }
+            Some(rev) => Some(self.resolve(rev).map_err(|source| Error::Base {
+                rev: rev.into(),
+                source,
+            })?),
+            None => None,
+        };
+        let rebuilder = Rebuilder::new(&self.history, &self.cas, asked)
             .map_err(|source| Error::BaseSnapshot {
                 rev: base.unwrap_or_default().into(),
                 source: Box::new(source),
             })?
             .with_copies(&Copies::new(&self.layout));
+        // The new snapshot's chain is its base's plus one: past the bound, take the nearest
+        // ancestor of the base that keeps it within.
+        let chain = rebuilder.chain();
+        let (base_id, rebased) = match asked {
+            Some(id) if chain.len() > opts.max_depth => {
+                let used = chain.get(chain.len() - opts.max_depth).copied();
+                let note = Rebased {
+                    asked: id.to_string(),
+                    asked_depth: chain.len() - 1,
+                    used: used.map(|u| u.to_string()),
+                    max_depth: opts.max_depth,
+                };
+                (used, Some(note))
+            }
+            other => (other, None),
+        };
         let base_snapshot = base_id.map(|id| rebuilder.base(&id).expect("the rebuilder loaded its base"));
         let base_ref = base_snapshot.map(|snapshot| Base {
             snapshot,
@@ -111,7 +156,9 @@ impl Repository {
             check_header(file)?;
         }
         let written = Mutex::new(Vec::new());
-        let coded = self.code_files(&files, opts, base_ref.as_ref(), &written, &tick);
+        // Any chunk already stored whole, in any model, is referred to rather than coded again.
+        let known = self.index_read()?.full_chunks()?;
+        let coded = self.code_files(&files, opts, base_ref.as_ref(), &known, &written, &tick);
         let coded = match coded {
             Ok(coded) => coded,
             Err(e) => {
@@ -126,6 +173,7 @@ impl Repository {
         let mut tree = Vec::new();
         let mut entries = Vec::new();
         let mut blobs = Vec::new();
+        let mut full = Vec::new();
         let (mut coded_bytes, mut stored_bytes, mut tensors) = (0u64, 0u64, 0usize);
         for (file, content) in files.iter().zip(coded) {
             let (bytes, manifest) = match content {
@@ -138,6 +186,7 @@ impl Repository {
                     stored_bytes += coded.new_bytes;
                     tensors += coded.manifest.segments.iter().filter(|s| s.tensor.is_some()).count();
                     blobs.extend(coded.blobs);
+                    full.extend(coded.full);
                     (
                         serde_json::to_vec_pretty(&coded.manifest).expect("manifests serialize"),
                         true,
@@ -182,7 +231,7 @@ impl Repository {
             stored_bytes,
         };
         let record = serde_json::to_vec(&staged).expect("records serialize");
-        self.index()?.record(&blobs, name, Some(&record))?;
+        self.index()?.record(&blobs, &full, name, Some(&record))?;
         // The source files are copies of what was just stored, for later deltas against it.
         let copies = Copies::new(&self.layout);
         for (file, entry) in files.iter().zip(&meta.files) {
@@ -195,6 +244,8 @@ impl Repository {
             staged,
             files: files.len(),
             tensors,
+            base_choice,
+            rebased,
         })
     }
 
@@ -204,6 +255,7 @@ impl Repository {
         files: &[SourceFile],
         opts: &Options,
         base: Option<&Base<'_>>,
+        known: &KnownChunks,
         written: &Mutex<Vec<Key>>,
         tick: &(dyn Fn(u64) + Sync),
     ) -> Result<Vec<Content>, Error> {
@@ -211,7 +263,9 @@ impl Repository {
             .iter()
             .map(|file| {
                 if is_safetensors(file) || file.size >= opts.small_file {
-                    Ok(Content::Coded(encode_file(file, &self.cas, opts, base, written, tick)?))
+                    Ok(Content::Coded(encode_file(
+                        file, &self.cas, opts, base, known, written, tick,
+                    )?))
                 } else {
                     let bytes = std::fs::read(&file.abs).map_err(|source| Error::Read {
                         path: file.abs.clone(),

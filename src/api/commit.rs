@@ -98,7 +98,7 @@ impl Repository {
                     }
                 }
             };
-            index.record(&[], &name, None)?;
+            index.record(&[], &[], &name, None)?;
             commits.push(Committed {
                 name,
                 commit: commit.to_string(),

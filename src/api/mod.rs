@@ -2,9 +2,12 @@
 //! submodule is one verb with its own report and error type.
 
 pub mod add;
+pub mod auto_base;
 pub mod checkout;
 pub mod commit;
 pub mod diff;
+pub mod estimate;
+pub mod family;
 pub mod fsck;
 pub mod gc;
 pub mod log;

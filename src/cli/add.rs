@@ -1,5 +1,6 @@
 use super::output::{bytes, ratio, short, Output};
 use super::{progress, Error};
+use crate::api::auto_base::Choice;
 use crate::api::Repository;
 use crate::model::Options;
 
@@ -11,9 +12,15 @@ pub struct Args {
     /// The name to stage it under (its ref: refs/heads/NAME).
     #[arg(long, short)]
     pub name: String,
-    /// Store tensors as lossless deltas against the same-named tensors of this revision.
+    /// Store tensors as lossless deltas against the same-named tensors of this revision, or
+    /// `auto`: the committed model whose tensors this source is closest to (compared by names
+    /// and shapes, then by coding a sample against each), or none if storing alone is smaller.
     #[arg(long)]
     pub base: Option<String>,
+    /// Longest chain of delta bases allowed (default 8, or SPARSE_MAX_DEPTH): a base deeper than
+    /// this is replaced by its nearest ancestor that keeps the chain within it.
+    #[arg(long)]
+    pub max_depth: Option<usize>,
     /// zstd level of the byte planes, 1 to 22 (default 1, or SPARSE_ZSTD_LEVEL). Higher is
     /// smaller and slower to add; checkout speed hardly changes.
     #[arg(long, value_parser = clap::value_parser!(i32).range(1..=22))]
@@ -29,6 +36,7 @@ pub fn run(repo: &Repository, args: &Args, out: &Output) -> Result<i32, Error> {
     let mut opts = Options::from_env();
     opts.level = args.zstd_level.unwrap_or(opts.level);
     opts.chunk_size = args.chunk_size.unwrap_or(opts.chunk_size);
+    opts.max_depth = args.max_depth.unwrap_or(opts.max_depth);
     let report = repo.add(
         &args.source,
         &args.name,
@@ -38,9 +46,22 @@ pub fn run(repo: &Repository, args: &Args, out: &Output) -> Result<i32, Error> {
     )?;
     bar.finish_and_clear();
     out.emit(&report, |r| {
+        let mut text = String::new();
+        if let Some(c) = &r.base_choice {
+            text.push_str(&choice_text(c, r.staged.raw_bytes));
+        }
+        if let Some(rb) = &r.rebased {
+            text.push_str(&format!(
+                "base {} already has a chain of {} bases (at most {} allowed): coded against {}\n",
+                short(&rb.asked),
+                rb.asked_depth,
+                rb.max_depth,
+                rb.used.as_deref().map_or("nothing (stored alone)".to_string(), |u| format!("its ancestor {}", short(u)))
+            ));
+        }
         let s = &r.staged;
         let base = s.base.as_deref().map(|b| format!(" on base {}", short(b))).unwrap_or_default();
-        format!(
+        text + &format!(
             "staged {} ({} files, {} tensors){base}: raw {}, coded {} ({}), new in store {} ({})\n(use `sparse commit -m MSG` to record it)",
             s.name,
             r.files,
@@ -53,4 +74,40 @@ pub fn run(repo: &Repository, args: &Args, out: &Output) -> Result<i32, Error> {
         )
     });
     Ok(0)
+}
+
+/// Why `--base auto` chose what it chose, one line per candidate.
+fn choice_text(c: &Choice, raw: u64) -> String {
+    let mut text = match &c.chosen {
+        Some(b) => format!(
+            "base auto: {} ({}): {} of {} tensors match it by name, dtype and shape; a sample codes to {} of raw against it, {} alone\n",
+            b.name,
+            short(&b.commit),
+            b.matched_tensors,
+            b.tensors,
+            ratio(b.estimated_bytes.unwrap_or(0), raw),
+            ratio(c.alone_bytes, raw)
+        ),
+        None => format!(
+            "base auto: none; no committed model makes it smaller than alone ({} of raw)\n",
+            ratio(c.alone_bytes, raw)
+        ),
+    };
+    for other in c
+        .candidates
+        .iter()
+        .filter(|o| Some(&o.commit) != c.chosen.as_ref().map(|b| &b.commit))
+    {
+        let est = other
+            .estimated_bytes
+            .map_or("not sampled".to_string(), |b| format!("{} of raw", ratio(b, raw)));
+        text.push_str(&format!(
+            "  also considered {} ({}): {} of {} tensors match, {est}\n",
+            other.name,
+            short(&other.commit),
+            other.matched_tensors,
+            other.tensors
+        ));
+    }
+    text
 }

@@ -4,6 +4,8 @@ mod add;
 mod checkout;
 mod commit;
 mod diff;
+mod estimate;
+mod family;
 mod fsck;
 mod gc;
 mod init;
@@ -43,6 +45,8 @@ pub enum Command {
     Log(log::Args),
     Show(show::Args),
     Diff(diff::Args),
+    Estimate(estimate::Args),
+    Family(family::Args),
     /// Show what is staged and the names in the store.
     Status,
     /// List model names, create one at a revision (NAME REV), or delete one (-d NAME).
@@ -89,6 +93,8 @@ fn run(cli: &Cli) -> Result<i32, Error> {
         Command::Log(args) => log::run(&repo, args, &out),
         Command::Show(args) => show::run(&repo, args, &out),
         Command::Diff(args) => diff::run(&repo, args, &out),
+        Command::Estimate(args) => estimate::run(&repo, args, &out),
+        Command::Family(args) => family::run(&repo, args, &out),
         Command::Status => status::run(&repo, &out),
         Command::Branch(args) => refs::branch(&repo, args, &out),
         Command::Tag(args) => refs::tag(&repo, args, &out),

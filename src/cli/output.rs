@@ -7,17 +7,24 @@ pub struct Output {
 }
 
 impl Output {
-    /// Prints `report` as JSON when asked, else the text `text` makes of it.
+    /// Prints `report` as JSON when asked, else the text `text` makes of it. A reader that
+    /// went away (`sparse log | head`) is not an error: the rest is dropped.
     pub fn emit<T: Serialize>(&self, report: &T, text: impl FnOnce(&T) -> String) {
-        if self.json {
-            println!("{}", serde_json::to_string_pretty(report).expect("reports serialize"));
-        } else {
-            let t = text(report);
-            if !t.is_empty() {
-                println!("{}", t.trim_end());
-            }
+        let out = match self.json {
+            true => serde_json::to_string_pretty(report).expect("reports serialize"),
+            false => text(report).trim_end().to_string(),
+        };
+        if !out.is_empty() {
+            print_line(&out);
         }
     }
+}
+
+/// Writes `line` and a newline to stdout, ignoring a closed pipe.
+pub fn print_line(line: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
 }
 
 /// Bytes in binary units, e.g. `86.7 MiB`.

@@ -35,12 +35,27 @@ pub enum Error {
     Changed { path: PathBuf, now: u64, was: u64 },
 }
 
+/// Chunks stored `full` anywhere in the store, by [`full_key`]: their blob and its sizes
+/// ([`crate::store::index::Index::full_chunks`]).
+pub type KnownChunks = std::collections::HashMap<Key, (Key, BlobSizes)>;
+
+/// What identifies a `full` chunk for reuse: its bytes and its element width (a coded chunk
+/// records the width, so the same bytes as another dtype need their own coding).
+pub fn full_key(hash: &Key, width: u32) -> Key {
+    let mut bytes = [0u8; 36];
+    bytes[..32].copy_from_slice(&hash.0);
+    bytes[32..].copy_from_slice(&width.to_le_bytes());
+    Key::of(&bytes)
+}
+
 /// A file coded and stored.
 #[derive(Debug)]
 pub struct Encoded {
     pub manifest: Manifest,
     /// Every blob the manifest uses, with its sizes.
     pub blobs: Vec<(Key, BlobSizes)>,
+    /// Chunks stored `full`: ([`full_key`], blob), for reuse by later adds.
+    pub full: Vec<(Key, Key)>,
     /// Bytes of blobs this call wrote (those not already in the store).
     pub new_bytes: u64,
 }
@@ -64,7 +79,7 @@ pub fn is_safetensors(file: &SourceFile) -> bool {
 }
 
 /// Maps `file` read-only (`None` when it is empty), checking it still has the size it was listed with.
-fn map_file(file: &SourceFile) -> Result<Option<Mmap>, Error> {
+pub fn map_file(file: &SourceFile) -> Result<Option<Mmap>, Error> {
     let io = |source| Error::Io {
         path: file.abs.clone(),
         source,
@@ -101,6 +116,7 @@ pub fn encode_file(
     cas: &Cas,
     opts: &Options,
     base: Option<&Base<'_>>,
+    known: &KnownChunks,
     written: &Mutex<Vec<Key>>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Encoded, Error> {
@@ -126,70 +142,107 @@ pub fn encode_file(
             let (start, end) = seg.chunk_range(c);
             let (lo, hi) = ((seg.offset + start) as usize, (seg.offset + end) as usize);
             let data = &bytes[lo..hi];
-            let encoded = rebuild::with_buffer(|buf| {
-                let parent = match (&seg.parent, base) {
-                    (Some(p), Some(b)) => {
-                        let (_, pseg) = b.snapshot.find(p).expect("parents are planned from the base");
-                        let buf = rebuild::first(buf, data.len());
-                        b.rebuilder
-                            .chunk(b.snapshot, &p.file, pseg, c, buf)
-                            .map_err(|e| Error::Parent {
-                                path: file.abs.clone(),
-                                source: Box::new(e),
-                            })?;
-                        Some(&*buf)
-                    }
-                    _ => None,
-                };
-                Ok::<_, Error>(codec::encode_best(data, parent, seg.width as usize, opts.level))
-            })?;
-            let hash = Key::of(data);
-            let result = match encoded.bytes {
-                None => (
-                    Chunk {
+            let code = || -> Result<(Chunk, Option<StoredBlob>), Error> {
+                let hash = Key::of(data);
+                let parent_hash = seg.parent.as_ref().zip(base).map(|(p, b)| {
+                    let (pm, pseg) = b.snapshot.find(p).expect("parents are planned from the base");
+                    pm.segments[pseg].chunks[c].hash
+                });
+                if parent_hash == Some(hash) {
+                    // Unchanged: known from the parent's manifest, without decoding the parent.
+                    let chunk = Chunk {
                         codec: Codec::Same,
                         hash,
                         blob: None,
                         stored: 0,
-                    },
-                    None,
-                ),
-                Some(code) => {
-                    let put = cas.put(&code, Compress::No)?;
-                    if put.new {
-                        written.lock().expect("no panics while holding it").push(put.key);
-                    }
-                    let sizes = BlobSizes {
-                        decoded: code.len() as u64,
-                        stored: put.stored,
                     };
+                    return Ok((chunk, None));
+                }
+                if let Some(&(blob, sizes)) = known.get(&full_key(&hash, seg.width)) {
+                    // Stored whole somewhere already: refer to it, without coding anything.
                     let chunk = Chunk {
-                        codec: encoded.codec,
+                        codec: Codec::Full,
                         hash,
-                        blob: Some(put.key),
-                        stored: put.stored,
+                        blob: Some(blob),
+                        stored: sizes.stored,
                     };
-                    (
+                    return Ok((
                         chunk,
                         Some(StoredBlob {
-                            key: put.key,
+                            key: blob,
                             sizes,
-                            new: put.new,
+                            new: false,
                         }),
-                    )
+                    ));
                 }
+                let encoded = rebuild::with_buffer(|buf| {
+                    let parent = match (&seg.parent, base) {
+                        (Some(p), Some(b)) => {
+                            let (_, pseg) = b.snapshot.find(p).expect("parents are planned from the base");
+                            let buf = rebuild::first(buf, data.len());
+                            b.rebuilder
+                                .chunk(b.snapshot, &p.file, pseg, c, buf)
+                                .map_err(|e| Error::Parent {
+                                    path: file.abs.clone(),
+                                    source: Box::new(e),
+                                })?;
+                            Some(&*buf)
+                        }
+                        _ => None,
+                    };
+                    Ok::<_, Error>(codec::encode_best(data, parent, seg.width as usize, opts.level))
+                })?;
+                let hash = Key::of(data);
+                let result = match encoded.bytes {
+                    None => (
+                        Chunk {
+                            codec: Codec::Same,
+                            hash,
+                            blob: None,
+                            stored: 0,
+                        },
+                        None,
+                    ),
+                    Some(code) => {
+                        let put = cas.put(&code, Compress::No)?;
+                        if put.new {
+                            written.lock().expect("no panics while holding it").push(put.key);
+                        }
+                        let sizes = BlobSizes {
+                            decoded: code.len() as u64,
+                            stored: put.stored,
+                        };
+                        let chunk = Chunk {
+                            codec: encoded.codec,
+                            hash,
+                            blob: Some(put.key),
+                            stored: put.stored,
+                        };
+                        (
+                            chunk,
+                            Some(StoredBlob {
+                                key: put.key,
+                                sizes,
+                                new: put.new,
+                            }),
+                        )
+                    }
+                };
+                Ok(result)
             };
+            let result = code();
             if let Some(map) = &map {
                 // SAFETY: a read-only file mapping: dropped pages are read again from the file
                 // if touched later, so no thread can observe different bytes.
                 let _ = unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, lo, hi - lo) };
             }
             progress(data.len() as u64);
-            Ok(result)
+            result
         })
         .collect::<Result<_, Error>>()?;
 
     let mut blobs = Vec::new();
+    let mut full = Vec::new();
     let mut new_bytes = 0;
     let mut coded = coded.into_iter();
     for seg in &mut segments {
@@ -198,6 +251,9 @@ pub fn encode_file(
             if let Some(b) = blob {
                 new_bytes += if b.new { b.sizes.stored } else { 0 };
                 blobs.push((b.key, b.sizes));
+                if chunk.codec == Codec::Full {
+                    full.push((full_key(&chunk.hash, seg.width), b.key));
+                }
             }
             seg.chunks.push(chunk);
         }
@@ -211,13 +267,14 @@ pub fn encode_file(
     Ok(Encoded {
         manifest,
         blobs,
+        full,
         new_bytes,
     })
 }
 
 /// Segments of a safetensors file: its header as bytes, then its tensors in file order, each
 /// paired with the base's tensor of the same name when dtype and shape match.
-fn plan_safetensors(header: &safetensors::Header, opts: &Options, base: Option<&Base<'_>>) -> Vec<Segment> {
+pub fn plan_safetensors(header: &safetensors::Header, opts: &Options, base: Option<&Base<'_>>) -> Vec<Segment> {
     let mut segments = vec![plain(0, header.len, 1, opts, None, None)];
     for t in &header.tensors {
         let meta = TensorMeta {

@@ -5,6 +5,7 @@ pub mod encode;
 pub mod manifest;
 pub mod rebuild;
 pub mod safetensors;
+pub mod sample;
 pub mod snapshot;
 pub mod source;
 
@@ -17,6 +18,9 @@ pub struct Options {
     pub level: i32,
     /// Files smaller than this (other than safetensors) are kept verbatim in git.
     pub small_file: u64,
+    /// Longest chain of delta bases a new snapshot may have; past it, `add` codes against the
+    /// nearest ancestor of the base that keeps the chain within it (0: no deltas).
+    pub max_depth: usize,
 }
 
 impl Default for Options {
@@ -25,12 +29,14 @@ impl Default for Options {
             chunk_size: 4 << 20,
             level: 1,
             small_file: 1 << 20,
+            max_depth: 8,
         }
     }
 }
 
 impl Options {
-    /// Defaults, overridden by `SPARSE_CHUNK_SIZE`, `SPARSE_ZSTD_LEVEL` and `SPARSE_SMALL_FILE`.
+    /// Defaults, overridden by `SPARSE_CHUNK_SIZE`, `SPARSE_ZSTD_LEVEL`, `SPARSE_SMALL_FILE`
+    /// and `SPARSE_MAX_DEPTH`.
     pub fn from_env() -> Self {
         let mut o = Options::default();
         let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<i64>().ok());
@@ -42,6 +48,9 @@ impl Options {
         }
         if let Some(v) = var("SPARSE_SMALL_FILE").filter(|&v| v >= 0) {
             o.small_file = v as u64;
+        }
+        if let Some(v) = var("SPARSE_MAX_DEPTH").filter(|&v| v >= 0) {
+            o.max_depth = v as usize;
         }
         o
     }

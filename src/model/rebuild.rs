@@ -101,6 +101,8 @@ const MAX_DEPTH: usize = 1000;
 pub struct Rebuilder<'a> {
     cas: &'a Cas,
     bases: HashMap<ObjectId, Snapshot>,
+    /// The chain of bases: the first base, its base, and so on.
+    chain: Vec<ObjectId>,
     /// Known copies of the bases' files, by tree and path ([`Rebuilder::with_copies`]).
     copies: HashMap<ObjectId, HashMap<String, File>>,
 }
@@ -109,6 +111,7 @@ impl<'a> Rebuilder<'a> {
     /// Loads the chain of bases starting at commit `base` (none for a snapshot without base).
     pub fn new(history: &History, cas: &'a Cas, base: Option<ObjectId>) -> Result<Self, Error> {
         let mut bases = HashMap::new();
+        let mut chain = Vec::new();
         let mut next = base;
         while let Some(commit) = next {
             if bases.contains_key(&commit) {
@@ -121,10 +124,12 @@ impl<'a> Rebuilder<'a> {
             let snap = Snapshot::load(history, info.tree)?;
             next = snap.base()?;
             bases.insert(commit, snap);
+            chain.push(commit);
         }
         Ok(Rebuilder {
             cas,
             bases,
+            chain,
             copies: HashMap::new(),
         })
     }
@@ -154,6 +159,11 @@ impl<'a> Rebuilder<'a> {
         let segment = &snap.manifests[file].segments[seg];
         let (start, _) = segment.chunk_range(i);
         copy.read_exact_at(out, segment.offset + start).is_ok()
+    }
+
+    /// The chain of bases it loaded, from the first base down to a snapshot without one.
+    pub fn chain(&self) -> &[ObjectId] {
+        &self.chain
     }
 
     /// The loaded snapshot of base commit `commit`.

@@ -4,9 +4,12 @@
 //! |----------|----------------------|-----------------------------------------|
 //! | `blobs`  | blob key (32 bytes)  | (decoded length, stored file size), u64 |
 //! | `staged` | model name (str)     | the staged snapshot, JSON bytes         |
+//! | `full`   | blake3 of (chunk hash, element width u32 LE), 32 bytes | blob key (32 bytes) of a `full` coding of that chunk |
 //!
 //! The blob files are the truth about what is stored; `blobs` records what committed or staged
 //! snapshots use and how big it is, written in the same transaction as the staging record.
+//! `full` lets `add` store a chunk that exists anywhere in the store, whatever its tensor, file
+//! or model, as a reference to the blob that already holds it, without coding it again.
 //! redb allows one process at a time, so the index is opened late and closed early.
 
 use std::path::PathBuf;
@@ -19,6 +22,7 @@ use super::Layout;
 
 const BLOBS: TableDefinition<[u8; 32], (u64, u64)> = TableDefinition::new("blobs");
 const STAGED: TableDefinition<&str, &[u8]> = TableDefinition::new("staged");
+const FULL: TableDefinition<[u8; 32], [u8; 32]> = TableDefinition::new("full");
 
 /// How long to wait for another process to close the index.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -59,6 +63,7 @@ impl Index {
         let txn = db.begin_write().map_err(|e| err(&path, e))?;
         txn.open_table(BLOBS).map_err(|e| err(&path, e))?;
         txn.open_table(STAGED).map_err(|e| err(&path, e))?;
+        txn.open_table(FULL).map_err(|e| err(&path, e))?;
         txn.commit().map_err(|e| err(&path, e))?;
         Ok(Index {
             db: Db::Write(db),
@@ -99,8 +104,15 @@ impl Index {
         err(&self.path, e)
     }
 
-    /// Records `blobs` and sets (or, with `None`, removes) the staging record of `name`, atomically.
-    pub fn record(&self, blobs: &[(Key, BlobSizes)], name: &str, staged: Option<&[u8]>) -> Result<(), Error> {
+    /// Records `blobs` and the chunks stored `full` (their key, blob), and sets (or, with
+    /// `None`, removes) the staging record of `name`, atomically.
+    pub fn record(
+        &self,
+        blobs: &[(Key, BlobSizes)],
+        full: &[(Key, Key)],
+        name: &str,
+        staged: Option<&[u8]>,
+    ) -> Result<(), Error> {
         let Db::Write(db) = &self.db else {
             panic!("records are written through an index opened with Index::open");
         };
@@ -112,6 +124,10 @@ impl Index {
                     .insert(key.0, (sizes.decoded, sizes.stored))
                     .map_err(|e| self.err(e))?;
             }
+            let mut table = txn.open_table(FULL).map_err(|e| self.err(e))?;
+            for (chunk, blob) in full {
+                table.insert(chunk.0, blob.0).map_err(|e| self.err(e))?;
+            }
             let mut table = txn.open_table(STAGED).map_err(|e| self.err(e))?;
             match staged {
                 Some(bytes) => table.insert(name, bytes).map(drop),
@@ -122,7 +138,7 @@ impl Index {
         txn.commit().map_err(|e| self.err(e))
     }
 
-    /// Forgets the sizes of blobs that were deleted (gc).
+    /// Forgets blobs that were deleted (gc): their sizes and the chunks they held.
     pub fn forget(&self, keys: &[Key]) -> Result<(), Error> {
         let Db::Write(db) = &self.db else {
             panic!("records are written through an index opened with Index::open");
@@ -133,6 +149,9 @@ impl Index {
             for key in keys {
                 table.remove(key.0).map_err(|e| self.err(e))?;
             }
+            let gone: std::collections::HashSet<[u8; 32]> = keys.iter().map(|k| k.0).collect();
+            let mut table = txn.open_table(FULL).map_err(|e| self.err(e))?;
+            table.retain(|_, blob| !gone.contains(&blob)).map_err(|e| self.err(e))?;
         }
         txn.commit().map_err(|e| self.err(e))
     }
@@ -145,6 +164,29 @@ impl Index {
         for row in table.iter().map_err(|e| self.err(e))? {
             let (k, v) = row.map_err(|e| self.err(e))?;
             out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Every chunk stored `full` somewhere: its key (chunk hash and width) -> its blob and the
+    /// blob's sizes.
+    pub fn full_chunks(&self) -> Result<std::collections::HashMap<Key, (Key, BlobSizes)>, Error> {
+        let txn = self.read()?;
+        let full = match txn.open_table(FULL) {
+            Ok(t) => t,
+            // A store made before the table existed has none yet.
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Default::default()),
+            Err(e) => return Err(self.err(e)),
+        };
+        let blobs = txn.open_table(BLOBS).map_err(|e| self.err(e))?;
+        let mut out = std::collections::HashMap::new();
+        for row in full.iter().map_err(|e| self.err(e))? {
+            let (chunk, blob) = row.map_err(|e| self.err(e))?;
+            let blob = blob.value();
+            if let Some(sizes) = blobs.get(blob).map_err(|e| self.err(e))? {
+                let (decoded, stored) = sizes.value();
+                out.insert(Key(chunk.value()), (Key(blob), BlobSizes { decoded, stored }));
+            }
         }
         Ok(out)
     }

@@ -1,0 +1,85 @@
+//! `estimate`: the expected stored size of a source, from a sample, before anything is written.
+
+use serde::Serialize;
+
+use super::add::AUTO;
+use super::auto_base::{self, Choice};
+use super::{rev, Repository};
+use crate::model::encode::{self, Base};
+use crate::model::rebuild::{self, Rebuilder};
+use crate::model::sample::{self, Estimate, SampleSize};
+use crate::model::source;
+use crate::model::Options;
+use crate::store::copies::Copies;
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub source: String,
+    /// The base estimated against (commit, hex), if any.
+    pub base: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_choice: Option<Choice>,
+    #[serde(flatten)]
+    pub estimate: Estimate,
+    pub seconds: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Source(#[from] source::Error),
+    #[error("base {rev:?}: {source}")]
+    Base { rev: String, source: rev::Error },
+    #[error("base {rev:?}: {source}")]
+    BaseSnapshot { rev: String, source: Box<rebuild::Error> },
+    #[error("--base auto: {0}")]
+    Auto(#[from] auto_base::Error),
+    #[error(transparent)]
+    Sample(#[from] encode::Error),
+}
+
+impl Repository {
+    /// Estimates what `add SOURCE [--base BASE]` would store, coding `size` of it in memory.
+    pub fn estimate(
+        &self,
+        source: &str,
+        base: Option<&str>,
+        opts: &Options,
+        size: SampleSize,
+    ) -> Result<Report, Error> {
+        let started = std::time::Instant::now();
+        let files = source::resolve(source)?;
+        let mut base_choice = None;
+        let commit = match base {
+            Some(AUTO) => {
+                let choice = self.choose_base(&files, opts)?;
+                let commit = choice.commit();
+                base_choice = Some(choice);
+                commit
+            }
+            Some(rev) => Some(self.resolve(rev).map_err(|source| Error::Base {
+                rev: rev.into(),
+                source,
+            })?),
+            None => None,
+        };
+        let rebuilder = Rebuilder::new(&self.history, &self.cas, commit)
+            .map_err(|source| Error::BaseSnapshot {
+                rev: base.unwrap_or_default().into(),
+                source: Box::new(source),
+            })?
+            .with_copies(&Copies::new(&self.layout));
+        let base_ref = commit.map(|id| Base {
+            snapshot: rebuilder.base(&id).expect("the rebuilder loaded its base"),
+            rebuilder: &rebuilder,
+        });
+        let estimate = sample::estimate(&files, base_ref.as_ref(), opts, size)?;
+        Ok(Report {
+            source: source.to_string(),
+            base: commit.map(|c| c.to_string()),
+            base_choice,
+            estimate,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+}

@@ -1,0 +1,216 @@
+//! Estimating what a source will cost before anything is written: a few tensors of each file
+//! are coded in memory, alone and against their parent tensor in a base, and the two ratios
+//! are extrapolated over the bytes of the tensors that have a parent and those that do not.
+//!
+//! Sampled tensors are spread evenly over each file; from each, the start of its first chunk
+//! is coded exactly as `add` would code it (same chunk pairing, same codec choice), so the
+//! estimate errs only where a tensor's start is not typical of the rest of it.
+
+use super::encode::{self, is_safetensors, map_file, plan_safetensors, Base};
+use super::manifest::Segment;
+use super::safetensors;
+use super::source::SourceFile;
+use super::Options;
+use crate::codec;
+
+/// How much to code: up to `tensors` tensors per file, `bytes` from each.
+#[derive(Debug, Clone, Copy)]
+pub struct SampleSize {
+    pub tensors: usize,
+    pub bytes: u64,
+}
+
+impl SampleSize {
+    /// Nothing coded: counts of tensors and of those with a parent only.
+    pub fn none() -> Self {
+        SampleSize { tensors: 0, bytes: 0 }
+    }
+}
+
+impl Default for SampleSize {
+    fn default() -> Self {
+        SampleSize {
+            tensors: 16,
+            bytes: 4 << 20,
+        }
+    }
+}
+
+/// The expected stored size of a source.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Estimate {
+    pub raw_bytes: u64,
+    pub tensors: usize,
+    /// Tensors with a parent of the same name, dtype and shape in the base.
+    pub matched_tensors: usize,
+    pub matched_bytes: u64,
+    /// Bytes that are not tensors with a parent: other tensors, headers, other files.
+    pub other_bytes: u64,
+    /// Bytes coded to make the estimate.
+    pub sampled_bytes: u64,
+    /// Coded size over raw size of the sample, alone.
+    pub alone_ratio: f64,
+    /// Coded size over raw size of the sampled tensors that have a parent, against it.
+    pub delta_ratio: Option<f64>,
+    /// Expected bytes to store, against the base when there is one.
+    pub bytes: u64,
+    /// Expected bytes to store without a base.
+    pub alone_bytes: u64,
+}
+
+/// Coded size over raw size of each sample so far: alone, and for those with a parent,
+/// against it; for those without, alone again.
+#[derive(Default)]
+struct Tally {
+    raw: u64,
+    alone: Vec<f64>,
+    delta: Vec<f64>,
+    other: Vec<f64>,
+}
+
+fn mean(v: &[f64]) -> Option<f64> {
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+/// Estimates the stored size of `files` (as `add` resolves them), against `base` if given.
+pub fn estimate(
+    files: &[SourceFile],
+    base: Option<&Base<'_>>,
+    opts: &Options,
+    size: SampleSize,
+) -> Result<Estimate, encode::Error> {
+    let mut est = Estimate::default();
+    let mut tally = Tally::default();
+    for file in files {
+        est.raw_bytes += file.size;
+        if !is_safetensors(file) {
+            // Kept verbatim (small) or coded as plain bytes: sampled like one tensor.
+            est.other_bytes += file.size;
+            if file.size >= opts.small_file {
+                let map = map_file(file)?;
+                let bytes = map.as_deref().unwrap_or(&[]);
+                let n = (size.bytes.min(file.size)) as usize;
+                if n > 0 {
+                    tally.raw += n as u64;
+                    let r = coded_len(&bytes[..n], None, 1, opts) as f64 / n as f64;
+                    tally.alone.push(r);
+                    tally.other.push(r);
+                }
+            }
+            continue;
+        }
+        let map = map_file(file)?;
+        let bytes = map.as_deref().unwrap_or(&[]);
+        let header = safetensors::parse(&file.abs, bytes)?;
+        let segments = plan_safetensors(&header, opts, base);
+        est.other_bytes += header.len;
+        let tensors: Vec<_> = segments.iter().filter(|s| s.tensor.is_some()).collect();
+        for seg in &tensors {
+            est.tensors += 1;
+            if seg.parent.is_some() {
+                est.matched_tensors += 1;
+                est.matched_bytes += seg.len;
+            } else {
+                est.other_bytes += seg.len;
+            }
+        }
+        // Positions evenly spread over the bytes of the file's tensors, so that every byte is
+        // as likely to be represented: each sample stands for an equal share of the bytes.
+        let total: u64 = tensors.iter().map(|t| t.len).sum();
+        let picks = size.tensors.min(tensors.len()) as u64;
+        // Two positions in one chunk count it twice, as they stand for twice the bytes.
+        let mut last: Option<((u64, usize), Option<Ratios>)> = None;
+        for k in 0..picks {
+            let mut at = (2 * k + 1) * total / (2 * picks);
+            let Some(seg) = tensors.iter().find(|t| {
+                let inside = at < t.len;
+                at = at.saturating_sub(if inside { 0 } else { t.len });
+                inside
+            }) else {
+                continue;
+            };
+            let c = (at / seg.chunk_size) as usize;
+            let ratios = match last {
+                Some((at, r)) if at == (seg.offset, c) => r,
+                _ => {
+                    let r = sample_chunk(file, bytes, seg, c, base, opts, size, &mut tally.raw)?;
+                    last = Some(((seg.offset, c), r));
+                    r
+                }
+            };
+            let Some(r) = ratios else { continue };
+            tally.alone.push(r.alone);
+            match r.delta {
+                Some(d) => tally.delta.push(d),
+                None => tally.other.push(r.alone),
+            }
+        }
+    }
+    est.sampled_bytes = tally.raw;
+    est.alone_ratio = mean(&tally.alone).unwrap_or(1.0);
+    est.delta_ratio = mean(&tally.delta);
+    est.alone_bytes = (est.raw_bytes as f64 * est.alone_ratio) as u64;
+    let other_ratio = mean(&tally.other).unwrap_or(est.alone_ratio);
+    // Matched tensors that happened not to be sampled count at the ratio of those that were.
+    est.bytes = match est.delta_ratio {
+        Some(d) => (est.matched_bytes as f64 * d + est.other_bytes as f64 * other_ratio) as u64,
+        None => est.alone_bytes,
+    };
+    Ok(est)
+}
+
+/// Coded size over raw size of one sampled chunk, alone and against its parent's chunk.
+#[derive(Debug, Clone, Copy)]
+struct Ratios {
+    alone: f64,
+    delta: Option<f64>,
+}
+
+/// Codes the start of chunk `c` of `seg` (up to `size.bytes`), alone and against its parent's
+/// chunk if it has one (none if the chunk is empty). Adds the bytes coded to `raw`.
+#[allow(clippy::too_many_arguments)]
+fn sample_chunk(
+    file: &SourceFile,
+    bytes: &[u8],
+    seg: &Segment,
+    c: usize,
+    base: Option<&Base<'_>>,
+    opts: &Options,
+    size: SampleSize,
+    raw: &mut u64,
+) -> Result<Option<Ratios>, encode::Error> {
+    let (start, end) = seg.chunk_range(c);
+    let w = u64::from(seg.width);
+    let n = (end - start).min(size.bytes.max(w)) / w * w;
+    if n == 0 {
+        return Ok(None);
+    }
+    let width = seg.width as usize;
+    let from = (seg.offset + start) as usize;
+    let data = &bytes[from..from + n as usize];
+    *raw += n;
+    let alone = coded_len(data, None, width, opts) as f64 / n as f64;
+    let (Some(p), Some(b)) = (&seg.parent, base) else {
+        return Ok(Some(Ratios { alone, delta: None }));
+    };
+    let (_, pseg) = b.snapshot.find(p).expect("parents are planned from the base");
+    super::rebuild::with_buffer(|buf| {
+        let buf = super::rebuild::first(buf, (end - start) as usize);
+        b.rebuilder
+            .chunk(b.snapshot, &p.file, pseg, c, buf)
+            .map_err(|e| encode::Error::Parent {
+                path: file.abs.clone(),
+                source: Box::new(e),
+            })?;
+        let delta = coded_len(data, Some(&buf[..n as usize]), width, opts) as f64 / n as f64;
+        Ok(Some(Ratios {
+            alone,
+            delta: Some(delta),
+        }))
+    })
+}
+
+fn coded_len(data: &[u8], parent: Option<&[u8]>, width: usize, opts: &Options) -> u64 {
+    let coded = codec::encode_best(data, parent, width, opts.level);
+    coded.bytes.map_or(0, |b| b.len() as u64)
+}
