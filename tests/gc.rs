@@ -75,6 +75,11 @@ fn deleting_a_name_and_gc_leave_what_the_remaining_names_need() {
     let again = sb.json(&["gc"]);
     assert_eq!(again["blobs_removed"], 0, "{again}");
     assert_eq!(again["objects_removed"], 0, "{again}");
+
+    // The deleted model's chunks are forgotten too: adding it again stores them again.
+    sb.add_commit(&other, "other", None, "again");
+    sb.assert_fsck_ok();
+    assert_bit_exact(&sb, "other", &sha256_file(&other));
 }
 
 #[test]
