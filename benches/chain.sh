@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Checkout time along a chain of fine-tunes: v0 a generated base, v1 a fine-tune of v0, ...,
+# vN a fine-tune of v(N-1), each added with --base of the one before. Times the checkout of
+# every version (median of RUNS) with the known copies of the sources in place (the parent's
+# bytes are read from its source file), then with them removed, so that every version is
+# decoded through its whole chain from blobs.
+#
+#   benches/chain.sh                          # DEPTH=8 SIZE_GB=0.25 DTYPE=bf16 RUNS=5
+#
+# Prints a Markdown table: depth, median seconds (min–max), ratio to depth 1.
+set -euo pipefail
+
+DEPTH=${DEPTH:-8}
+SIZE_GB=${SIZE_GB:-0.25}
+DTYPE=${DTYPE:-bf16}
+NOISE=${NOISE:-1e-2}
+RUNS=${RUNS:-5}
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+(cd "$ROOT" && cargo build --release --quiet --bin sparse --example gen_model)
+WORK=$(mktemp -d /tmp/sparse-chain.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+SPARSE=$WORK/sparse
+cp "$ROOT/target/release/sparse" "$SPARSE"
+GEN=$ROOT/target/release/examples/gen_model
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
+
+echo "generating v0..v$DEPTH ($SIZE_GB GB $DTYPE each) in $WORK" >&2
+"$GEN" --out "$WORK/v0" --size-gb "$SIZE_GB" --dtype "$DTYPE" --seed 1 >/dev/null
+for v in $(seq 1 "$DEPTH"); do
+    "$GEN" --out "$WORK/v$v" --seed $((v + 1)) --noise "$NOISE" --finetune-of "$WORK/v$((v - 1))" >/dev/null
+done
+S=$WORK/store
+"$SPARSE" init "$S" >/dev/null
+"$SPARSE" -C "$S" add "$WORK/v0" --name v0 >/dev/null
+"$SPARSE" -C "$S" commit -m v0 >/dev/null
+for v in $(seq 1 "$DEPTH"); do
+    "$SPARSE" -C "$S" add "$WORK/v$v" --name "v$v" --base "v$((v - 1))" --max-depth "$DEPTH" >/dev/null
+    "$SPARSE" -C "$S" commit -m "v$v" >/dev/null
+done
+"$SPARSE" -C "$S" family >&2
+
+# Copies first: the blobs runs delete the records, which the adds made from the sources.
+for mode in copies blobs; do
+    for v in $(seq 0 "$DEPTH"); do
+        for _ in $(seq "$RUNS"); do
+            [[ $mode == blobs ]] && rm -rf "$S/.sparse/sparse/copies"
+            rm -rf "$WORK/out"
+            timed "$mode.$v" "$SPARSE" -C "$S" checkout "v$v" -o "$WORK/out"
+        done
+        want=$(cd "$WORK/v$v" && find . -type f | sort | xargs sha256sum | sha256sum)
+        got=$(cd "$WORK/out" && find . -type f | sort | xargs sha256sum | sha256sum)
+        [[ $want == "$got" ]] || { echo "v$v: checkout differs from its source" >&2; exit 1; }
+    done
+done
+
+echo "| depth | checkout from blobs, s | × depth 1 | with known copies, s | × depth 1 |"
+echo "|---:|---:|---:|---:|---:|"
+b1=$(median blobs.1)
+c1=$(median copies.1)
+for v in $(seq 0 "$DEPTH"); do
+    b=$(median "blobs.$v")
+    c=$(median "copies.$v")
+    printf "| %d | %s (%s) | %.2f | %s (%s) | %.2f |\n" "$v" "$b" "$(range "blobs.$v")" \
+        "$(awk -v a="$b" -v b="$b1" 'BEGIN {print a / b}')" "$c" "$(range "copies.$v")" \
+        "$(awk -v a="$c" -v b="$c1" 'BEGIN {print a / b}')"
+done
