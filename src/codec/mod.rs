@@ -13,6 +13,7 @@ pub mod context;
 pub mod delta;
 pub mod entropy;
 pub mod planes;
+pub mod rans;
 
 pub use choose::{encode_best, Encoded};
 pub use chunk::{decode, encode, Transform};
@@ -79,6 +80,8 @@ pub enum Error {
     MissingParent,
     #[error("plane does not decompress to its declared size: {0}")]
     Zstd(String),
+    #[error("rANS plane is corrupt: {0}")]
+    Rans(&'static str),
     #[error("coded chunk has {0} trailing bytes")]
     Trailing(usize),
 }
