@@ -46,7 +46,7 @@ pub fn compress(plane: &[u8], level: i32, out: &mut Vec<u8>) -> Mode {
     let bits = rans::entropy_bits(&rans::histogram(plane));
     let at = out.len();
     let mut best = (Mode::Raw, plane.len());
-    if rans::worth_trying(plane.len(), bits, rans::BLOCK_LOG) {
+    if rans::worth_trying(plane.len(), bits, rans::BLOCK_LOGS[0]) {
         rans::encode(plane, out);
         let size = out.len() - at;
         if size < best.1 {

@@ -24,8 +24,6 @@ const MASK: u32 = TOTAL - 1;
 pub const LANES: usize = 8;
 /// The lower bound of a state: states live in [LOW, 2^32) between symbols.
 const LOW: u32 = 1 << 16;
-/// Default block length, as a power of two.
-pub const BLOCK_LOG: u8 = 16;
 const MIN_BLOCK_LOG: u8 = 10;
 const MAX_BLOCK_LOG: u8 = 24;
 
@@ -284,9 +282,79 @@ fn starts(freq: &[u32; 256]) -> [u32; 256] {
     start
 }
 
-/// Codes `plane` and appends it to `out`, with blocks of [`BLOCK_LOG`].
+/// Codes `plane` and appends it to `out`, with the block size of [`BLOCK_LOGS`] that the byte
+/// counts say is smallest.
 pub fn encode(plane: &[u8], out: &mut Vec<u8>) {
-    encode_with(plane, BLOCK_LOG, out);
+    let first = BLOCK_LOGS[0];
+    let pieces: Vec<[u32; 256]> = plane.chunks(1 << first).map(histogram).collect();
+    let mut best = (f64::INFINITY, first);
+    let mut counts = Vec::with_capacity(pieces.len());
+    for block_log in BLOCK_LOGS {
+        let per_block = 1 << (block_log - first);
+        counts.clear();
+        counts.extend(pieces.chunks(per_block).map(|p| {
+            let mut sum = [0u32; 256];
+            for h in p {
+                for (s, &c) in sum.iter_mut().zip(h) {
+                    *s += c;
+                }
+            }
+            sum
+        }));
+        let (bits, _) = plan(&counts);
+        if bits < best.0 {
+            best = (bits, block_log);
+        }
+        if pieces.len() <= per_block {
+            break; // one block already: larger blocks are the same plane
+        }
+    }
+    encode_with(plane, best.1, out);
+}
+
+/// The block sizes [`encode`] chooses from. On the real fp32 model and its fine-tune, the
+/// skewed planes of a model alone gain from long blocks (fewer tables), the delta planes of a
+/// fine-tune from short ones (their distribution drifts along the grouped plane).
+pub const BLOCK_LOGS: [u8; 5] = [14, 15, 16, 17, 18];
+
+/// How a block is stored.
+enum Choice {
+    Raw,
+    New([u32; 256]),
+    Previous,
+}
+
+/// Chooses how each block with byte counts `counts` is stored, greedily in order: raw, with its
+/// own table (counting the table's bytes) or with the previous block's. Returns the estimated
+/// size in bits and the choices.
+fn plan(counts: &[[u32; 256]]) -> (f64, Vec<Choice>) {
+    let mut previous: Option<[u32; 256]> = None;
+    let mut table = Vec::with_capacity(512);
+    let mut total = 8.0;
+    let mut choices = Vec::with_capacity(counts.len());
+    for c in counts {
+        let n: u32 = c.iter().sum();
+        let raw = f64::from(n) * 8.0;
+        let own = normalize(c);
+        table.clear();
+        write_table(&own, &mut table);
+        let with_own = cost_bits(c, &own) + (table.len() * 8) as f64;
+        let with_previous = previous.as_ref().map_or(f64::INFINITY, |p| cost_bits(c, p));
+        let coded_overhead = ((BLOCK_OVERHEAD - 1) * 8) as f64;
+        total += 8.0;
+        if raw <= with_own.min(with_previous) + coded_overhead {
+            total += raw;
+            choices.push(Choice::Raw);
+        } else if with_previous <= with_own {
+            total += with_previous + coded_overhead;
+            choices.push(Choice::Previous);
+        } else {
+            total += with_own + coded_overhead;
+            previous = Some(own);
+            choices.push(Choice::New(own));
+        }
+    }
+    (total, choices)
 }
 
 /// Codes `plane` with blocks of `2^block_log` bytes and appends it to `out`.
@@ -296,33 +364,25 @@ pub fn encode_with(plane: &[u8], block_log: u8, out: &mut Vec<u8>) {
         "block_log in {MIN_BLOCK_LOG}..={MAX_BLOCK_LOG}"
     );
     out.push(block_log);
-    let mut previous: Option<[u32; 256]> = None;
-    let mut table = Vec::with_capacity(512);
+    let counts: Vec<[u32; 256]> = plane.chunks(1 << block_log).map(histogram).collect();
+    let (_, choices) = plan(&counts);
+    let mut current = [0u32; 256];
     let mut words = Vec::new();
-    for block in plane.chunks(1 << block_log) {
-        let counts = histogram(block);
-        let own = normalize(&counts);
-        table.clear();
-        write_table(&own, &mut table);
-        let raw = (block.len() * 8) as f64;
-        let with_own = cost_bits(&counts, &own) + (table.len() * 8) as f64;
-        let with_previous = previous.as_ref().map_or(f64::INFINITY, |p| cost_bits(&counts, p));
-        let coded_overhead = ((BLOCK_OVERHEAD - 1) * 8) as f64;
-        if raw <= with_own.min(with_previous) + coded_overhead {
-            out.push(RAW);
-            out.extend_from_slice(block);
-            continue;
+    for (block, choice) in plane.chunks(1 << block_log).zip(choices) {
+        match choice {
+            Choice::Raw => {
+                out.push(RAW);
+                out.extend_from_slice(block);
+                continue;
+            }
+            Choice::New(freq) => {
+                out.push(NEW);
+                write_table(&freq, out);
+                current = freq;
+            }
+            Choice::Previous => out.push(PREVIOUS),
         }
-        let freq = if with_previous <= with_own {
-            out.push(PREVIOUS);
-            previous.expect("finite cost needs a table")
-        } else {
-            out.push(NEW);
-            out.extend_from_slice(&table);
-            previous = Some(own);
-            own
-        };
-        encode_block(block, &freq, &mut words, out);
+        encode_block(block, &current, &mut words, out);
     }
 }
 
@@ -518,11 +578,11 @@ mod tests {
 
     #[test]
     fn small_and_degenerate_planes_round_trip() {
-        round_trip(&[], BLOCK_LOG);
-        round_trip(&[7], BLOCK_LOG);
-        round_trip(&[0; 100_000], BLOCK_LOG);
+        round_trip(&[], 16);
+        round_trip(&[7], 16);
+        round_trip(&[0; 100_000], 16);
         round_trip(&[255; 3], MIN_BLOCK_LOG);
-        let equal = round_trip(&[42; 1 << 16], BLOCK_LOG);
+        let equal = round_trip(&[42; 1 << 16], 16);
         assert!(
             equal.len() < 100,
             "one byte value costs its table and states: {}",
@@ -533,10 +593,10 @@ mod tests {
     #[test]
     fn uniform_noise_stays_near_raw_and_skewed_bytes_shrink() {
         let noisy = noise(1, 300_000);
-        let coded = round_trip(&noisy, BLOCK_LOG);
+        let coded = round_trip(&noisy, 16);
         assert!(coded.len() <= noisy.len() + 16, "{}", coded.len());
         let sk = skewed(2, 300_000);
-        let coded = round_trip(&sk, BLOCK_LOG);
+        let coded = round_trip(&sk, 16);
         let bits = entropy_bits(&histogram(&sk));
         let ideal = sk.len() as f64 * bits / 8.0;
         assert!(
@@ -640,13 +700,16 @@ mod tests {
         for (src, dst) in data.chunks(chunk).zip(planes.chunks_mut(chunk)) {
             crate::codec::planes::split(src, 4, dst);
         }
-        for block_log in [15u8, 16, 17, 18] {
+        for block_log in [None, Some(15u8), Some(16), Some(17), Some(18)] {
             let t = std::time::Instant::now();
             let coded: Vec<Vec<u8>> = planes
                 .chunks(1 << 20)
                 .map(|p| {
                     let mut c = Vec::new();
-                    encode_with(p, block_log, &mut c);
+                    match block_log {
+                        Some(b) => encode_with(p, b, &mut c),
+                        None => encode(p, &mut c),
+                    }
                     c
                 })
                 .collect();
@@ -660,7 +723,7 @@ mod tests {
             let size: usize = coded.iter().map(Vec::len).sum();
             let mb = planes.len() as f64 / 1e6;
             println!(
-                "block 2^{block_log}: {:.4} of raw, encode {:.0} MB/s, decode {:.0} MB/s",
+                "blocks {block_log:?}: {:.4} of raw, encode {:.0} MB/s, decode {:.0} MB/s",
                 size as f64 / planes.len() as f64,
                 mb / enc,
                 mb / dec
