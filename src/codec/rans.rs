@@ -413,27 +413,29 @@ fn encode_block(block: &[u8], freq: &[u32; 256], words: &mut Vec<u16>, out: &mut
     }
 }
 
-/// A table ready for decoding: the byte of every slot, each byte's frequency and first slot.
+/// A table ready for decoding: for every slot, its byte, the byte's frequency less one and the
+/// slot's offset from the byte's first slot, packed in one u32 (8 + 12 + 12 bits), so that a
+/// decoding step makes one load.
 struct DecodeTable {
-    symbol: [u8; TOTAL as usize],
-    freq: [u32; 256],
-    start: [u32; 256],
+    slots: [u32; TOTAL as usize],
 }
+
+const _: () = assert!(SCALE == 12, "the slot packing holds 12-bit frequencies and offsets");
 
 impl DecodeTable {
     fn new() -> Box<Self> {
         Box::new(DecodeTable {
-            symbol: [0; TOTAL as usize],
-            freq: [0; 256],
-            start: [0; 256],
+            slots: [0; TOTAL as usize],
         })
     }
 
     fn set(&mut self, freq: &[u32; 256]) {
-        self.freq = *freq;
-        self.start = starts(freq);
-        for (s, (&f, &at)) in freq.iter().zip(&self.start).enumerate() {
-            self.symbol[at as usize..(at + f) as usize].fill(s as u8);
+        let mut at = 0;
+        for (s, &f) in freq.iter().enumerate() {
+            for (offset, slot) in self.slots[at..at + f as usize].iter_mut().enumerate() {
+                *slot = s as u32 | (f - 1) << 8 | (offset as u32) << 20;
+            }
+            at += f as usize;
         }
     }
 
@@ -441,10 +443,9 @@ impl DecodeTable {
     /// renormalized). Cannot overflow: freq * (x >> SCALE) <= TOTAL * (2^(32 - SCALE) - 1).
     #[inline(always)]
     fn step(&self, x: u32) -> (u8, u32) {
-        let slot = x & MASK;
-        let s = self.symbol[slot as usize];
-        let next = self.freq[s as usize] * (x >> SCALE) + slot - self.start[s as usize];
-        (s, next)
+        let e = self.slots[(x & MASK) as usize];
+        let freq = ((e >> 8) & MASK) + 1;
+        (e as u8, freq * (x >> SCALE) + (e >> 20))
     }
 }
 
