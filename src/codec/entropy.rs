@@ -34,11 +34,14 @@ thread_local! {
     static DECOMPRESSOR: RefCell<Option<Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
-/// Codes `plane` and appends the result to `out`: as rANS, zstd or raw, whichever is smallest.
-/// Returns the mode used. The byte histogram decides what is tried: rANS where its order-0
-/// saving can pay for its tables ([`rans::worth_trying`]), zstd where the entropy leaves room
-/// for the 1/64 it must save ([`RANDOM_BITS`]); the near-random low mantissa planes of floats,
-/// most of a model's bytes, are often neither.
+/// Codes `plane` and appends the result to `out`: as rANS or zstd, whichever is smaller, else
+/// raw. Returns the mode used. rANS codes only the blocks that it shrinks by more than
+/// 1/[`rans::MARGIN`], and zstd is kept only when it saves that much of the plane: raw bytes
+/// cost nothing to decode. The byte histogram decides what is tried: rANS where its order-0
+/// saving comes near the margin ([`rans::worth_trying`]; a table per block can beat the
+/// plane's order-0 entropy), zstd where the entropy is low enough for its own coder to matter
+/// ([`RANDOM_BITS`]); the near-random low mantissa planes of floats, most of a model's bytes,
+/// are often neither.
 pub fn compress(plane: &[u8], level: i32, out: &mut Vec<u8>) -> Mode {
     if plane.is_empty() {
         return Mode::Raw;
@@ -46,7 +49,7 @@ pub fn compress(plane: &[u8], level: i32, out: &mut Vec<u8>) -> Mode {
     let bits = rans::entropy_bits(&rans::histogram(plane));
     let at = out.len();
     let mut best = (Mode::Raw, plane.len());
-    if rans::worth_trying(plane.len(), bits, rans::BLOCK_LOGS[0]) {
+    if rans::worth_trying(plane.len(), bits, rans::MARGIN * 8) {
         rans::encode(plane, out);
         let size = out.len() - at;
         if size < best.1 {
@@ -73,7 +76,7 @@ pub fn compress(plane: &[u8], level: i32, out: &mut Vec<u8>) -> Mode {
             let written = compressor
                 .compress_to_buffer(plane, buf)
                 .expect("the buffer holds zstd's compress bound");
-            if written < best.1 {
+            if written < best.1 && written + plane.len() / rans::MARGIN < plane.len() {
                 out.truncate(at);
                 out.extend_from_slice(buf);
                 best = (Mode::Zstd, written);
@@ -81,13 +84,14 @@ pub fn compress(plane: &[u8], level: i32, out: &mut Vec<u8>) -> Mode {
         });
     }
     if best.0 == Mode::Raw {
+        out.truncate(at);
         out.extend_from_slice(plane);
     }
     best.0
 }
 
-/// Bits per byte above which zstd is not tried: a plane at this entropy could at best save
-/// 1/64 through matches of 7 bytes or more, which such planes lack.
+/// Bits per byte above which zstd is not tried: at this entropy its Huffman-coded literals
+/// cannot beat rANS, and such planes lack matches of 7 bytes or more.
 const RANDOM_BITS: f64 = 8.0 * (1.0 - 1.0 / 64.0);
 
 /// Decodes a stored plane into `out`, which has the plane's exact decoded length. A zstd frame
