@@ -7,7 +7,7 @@
 //! 2       1     element width w in bytes (1..=255); the chunk has w planes
 //! 3       1     context bits k for transform 3 (1..=16; see codec::context), else 0
 //! 4       8     decoded length n, little-endian; a multiple of w
-//! then w times: 1 byte plane mode (0 raw, 1 zstd), 8 bytes stored length m (LE), m bytes
+//! then w times: 1 byte plane mode (0 raw, 1 zstd, 2 rANS), 8 bytes stored length m (LE), m bytes
 //! ```
 //! Plane k holds byte k of each element of the transformed chunk (n / w bytes decoded).
 

@@ -1,10 +1,10 @@
-//! The entropy stage for one byte plane: zstd where it shrinks the plane, raw bytes where not.
+//! The entropy stage for one byte plane: rANS, zstd or raw bytes, whichever is smallest.
 
 use std::cell::RefCell;
 
 use zstd::bulk::{Compressor, Decompressor};
 
-use super::Error;
+use super::{rans, Error};
 
 /// How a plane's bytes are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,6 +12,8 @@ use super::Error;
 pub enum Mode {
     Raw = 0,
     Zstd = 1,
+    /// Static rANS with a table per block ([`rans`]).
+    Rans = 2,
 }
 
 impl Mode {
@@ -19,6 +21,7 @@ impl Mode {
         match b {
             0 => Ok(Mode::Raw),
             1 => Ok(Mode::Zstd),
+            2 => Ok(Mode::Rans),
             other => Err(Error::PlaneMode(other)),
         }
     }
@@ -31,69 +34,64 @@ thread_local! {
     static DECOMPRESSOR: RefCell<Option<Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
-/// Compresses `plane` at zstd `level` and appends the result to `out`, or appends it raw when
-/// compression does not save at least 1/64 of it. Returns the mode used.
+/// Codes `plane` and appends the result to `out`: as rANS or zstd, whichever is smaller, else
+/// raw. Returns the mode used. rANS codes only the blocks that it shrinks by more than
+/// 1/[`rans::MARGIN`], and zstd is kept only when it saves that much of the plane: raw bytes
+/// cost nothing to decode. The byte histogram decides what is tried: rANS where its order-0
+/// saving comes near the margin ([`rans::worth_trying`]; a table per block can beat the
+/// plane's order-0 entropy), zstd where the entropy is low enough for its own coder to matter
+/// ([`RANDOM_BITS`]); the near-random low mantissa planes of floats, most of a model's bytes,
+/// are often neither.
 pub fn compress(plane: &[u8], level: i32, out: &mut Vec<u8>) -> Mode {
-    if plane.is_empty() || looks_random(plane) {
-        out.extend_from_slice(plane);
+    if plane.is_empty() {
         return Mode::Raw;
     }
-    COMPRESSOR.with_borrow_mut(|slot| {
-        if slot.as_ref().is_none_or(|(l, _, _)| *l != level) {
-            let mut c = Compressor::new(level).expect("zstd accepts levels 1..=22");
-            // Planes are mostly unpredictable bytes with a skewed distribution: short matches
-            // there cost more than the literals they replace. Matches of 7 bytes or more (zstd's
-            // longest minimum) made the real pair smaller at every level tried and coding faster
-            // (docs/PERFORMANCE.md, "Chunk size and zstd level").
-            c.set_parameter(zstd::zstd_safe::CParameter::MinMatch(7))
-                .expect("zstd accepts a minimum match of 7");
-            *slot = Some((level, c, Vec::new()));
-        }
-        let (_, compressor, buf) = slot.as_mut().expect("set above");
-        buf.clear();
-        buf.reserve(zstd::zstd_safe::compress_bound(plane.len()));
-        let written = compressor
-            .compress_to_buffer(plane, buf)
-            .expect("the buffer holds zstd's compress bound");
-        if written + plane.len() / 64 < plane.len() {
-            out.extend_from_slice(buf);
-            Mode::Zstd
+    let bits = rans::entropy_bits(&rans::histogram(plane));
+    let at = out.len();
+    let mut best = (Mode::Raw, plane.len());
+    if rans::worth_trying(plane.len(), bits, rans::MARGIN * 8) {
+        rans::encode(plane, out);
+        let size = out.len() - at;
+        if size < best.1 {
+            best = (Mode::Rans, size);
         } else {
-            out.extend_from_slice(plane);
-            Mode::Raw
-        }
-    })
-}
-
-/// Whether the plane's order-0 entropy leaves no room for the 1/64 that zstd must save: the
-/// low mantissa planes of floats, which make up most of a model's bytes. Counting bytes is
-/// several times faster than letting zstd find out.
-fn looks_random(plane: &[u8]) -> bool {
-    // Four tables, so that runs of one byte value do not wait on one counter.
-    let mut counts = [[0u32; 256]; 4];
-    let (quads, rest) = plane.as_chunks::<4>();
-    for q in quads {
-        for (table, &b) in counts.iter_mut().zip(q) {
-            table[b as usize] += 1;
+            out.truncate(at);
         }
     }
-    for &b in rest {
-        counts[0][b as usize] += 1;
+    if bits <= RANDOM_BITS {
+        COMPRESSOR.with_borrow_mut(|slot| {
+            if slot.as_ref().is_none_or(|(l, _, _)| *l != level) {
+                let mut c = Compressor::new(level).expect("zstd accepts levels 1..=22");
+                // Planes are mostly unpredictable bytes with a skewed distribution: short matches
+                // there cost more than the literals they replace. Matches of 7 bytes or more (zstd's
+                // longest minimum) made the real pair smaller at every level tried and coding faster
+                // (docs/PERFORMANCE.md, "Chunk size and zstd level").
+                c.set_parameter(zstd::zstd_safe::CParameter::MinMatch(7))
+                    .expect("zstd accepts a minimum match of 7");
+                *slot = Some((level, c, Vec::new()));
+            }
+            let (_, compressor, buf) = slot.as_mut().expect("set above");
+            buf.clear();
+            buf.reserve(zstd::zstd_safe::compress_bound(plane.len()));
+            let written = compressor
+                .compress_to_buffer(plane, buf)
+                .expect("the buffer holds zstd's compress bound");
+            if written < best.1 && written + plane.len() / rans::MARGIN < plane.len() {
+                out.truncate(at);
+                out.extend_from_slice(buf);
+                best = (Mode::Zstd, written);
+            }
+        });
     }
-    let n = plane.len() as f64;
-    let bits: f64 = (0..256)
-        .map(|b| counts.iter().map(|t| t[b]).sum::<u32>())
-        .filter(|&c| c > 0)
-        .map(|c| {
-            let p = f64::from(c) / n;
-            -p * p.log2()
-        })
-        .sum();
-    bits > RANDOM_BITS
+    if best.0 == Mode::Raw {
+        out.truncate(at);
+        out.extend_from_slice(plane);
+    }
+    best.0
 }
 
-/// Bits per byte above which a plane is stored raw without trying zstd: a plane at this
-/// entropy could at best save 1/64 through matches of 7 bytes or more, which such planes lack.
+/// Bits per byte above which zstd is not tried: at this entropy its Huffman-coded literals
+/// cannot beat rANS, and such planes lack matches of 7 bytes or more.
 const RANDOM_BITS: f64 = 8.0 * (1.0 - 1.0 / 64.0);
 
 /// Decodes a stored plane into `out`, which has the plane's exact decoded length. A zstd frame
@@ -108,6 +106,7 @@ pub fn decompress(mode: Mode, stored: &[u8], out: &mut [u8]) -> Result<(), Error
             found: stored.len() as u64,
             expected: out.len(),
         }),
+        Mode::Rans => rans::decode(stored, out),
         Mode::Zstd => {
             let n = DECOMPRESSOR.with_borrow_mut(|slot| {
                 let d = match slot {
@@ -123,5 +122,43 @@ pub fn decompress(mode: Mode, stored: &[u8], out: &mut [u8]) -> Result<(), Error
                 Err(Error::Zstd(format!("{n} bytes, expected {}", out.len())))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn coded(plane: &[u8]) -> (Mode, usize) {
+        let mut out = Vec::new();
+        let mode = compress(plane, 1, &mut out);
+        let mut back = vec![0; plane.len()];
+        decompress(mode, &out, &mut back).unwrap();
+        assert_eq!(back, plane, "{mode:?}");
+        (mode, out.len())
+    }
+
+    #[test]
+    fn each_mode_is_chosen_where_it_is_smallest() {
+        let mut s = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let noise: Vec<u8> = (0..200_000).map(|_| next() as u8).collect();
+        assert_eq!(coded(&noise), (Mode::Raw, noise.len()));
+        // Skewed without repeats: an exponent plane.
+        let skewed: Vec<u8> = (0..200_000)
+            .map(|_| 120 + (next() as u32).trailing_zeros() as u8)
+            .collect();
+        assert_eq!(coded(&skewed).0, Mode::Rans);
+        // Long runs of zeros with a few values between: the delta plane of a fine-tune.
+        let runs: Vec<u8> = (0..200_000)
+            .map(|i| if (i / 1000) % 10 == 0 { next() as u8 } else { 0 })
+            .collect();
+        assert_eq!(coded(&runs).0, Mode::Zstd);
+        assert_eq!(coded(&[]), (Mode::Raw, 0));
     }
 }

@@ -4,7 +4,7 @@
 //! It is coded relative to the same chunk of its delta parent where that is smaller:
 //! [`Codec::Same`] stores nothing, [`Codec::Xor`], [`Codec::Sub`] and [`Codec::SubCtx`] store a
 //! difference, [`Codec::Full`] the chunk's own bytes. Every stored form is split into byte planes
-//! ([`planes`]) and each plane is zstd-compressed or kept raw ([`entropy`]); the wire
+//! ([`planes`]) and each plane is rANS- or zstd-coded or kept raw ([`entropy`], [`rans`]); the wire
 //! layout of one coded chunk is in [`chunk`] and docs/FORMAT.md.
 
 pub mod choose;
@@ -13,6 +13,7 @@ pub mod context;
 pub mod delta;
 pub mod entropy;
 pub mod planes;
+pub mod rans;
 
 pub use choose::{encode_best, Encoded};
 pub use chunk::{decode, encode, Transform};
@@ -79,6 +80,8 @@ pub enum Error {
     MissingParent,
     #[error("plane does not decompress to its declared size: {0}")]
     Zstd(String),
+    #[error("rANS plane is corrupt: {0}")]
+    Rans(&'static str),
     #[error("coded chunk has {0} trailing bytes")]
     Trailing(usize),
 }

@@ -1,0 +1,759 @@
+//! Static rANS for one byte plane: an order-0 entropy coder with a frequency table per block.
+//!
+//! The plane is cut into blocks of `2^block_log` bytes (the last one shorter). Each block is
+//! stored raw, or coded with a table of its own, or with the table of the block before: the
+//! encoder picks whichever is smallest, counting the table's own bytes. A block is coded by
+//! [`LANES`] interleaved rANS states (u32, renormalized 16 bits at a time), so that decoding
+//! has that many independent chains to run at once. Layout (docs/FORMAT.md, "rANS plane"):
+//!
+//! ```text
+//! 1 byte  block_log (10..=24)
+//! per block: 1 byte kind (0 raw, 1 new table, 2 previous table), then
+//!   raw:   the block's bytes
+//!   table: kind 1 only: the table (bit-packed, see write_table), padded to a byte;
+//!          LANES states, u32 LE; the renormalization words, u16 LE, in decoding order
+//! ```
+
+use super::Error;
+
+/// Bits of the frequency total: every table's frequencies sum to `1 << SCALE`.
+pub const SCALE: u32 = 12;
+const TOTAL: u32 = 1 << SCALE;
+const MASK: u32 = TOTAL - 1;
+/// A block is coded only when that saves more than 1/MARGIN of its bytes, else stored raw:
+/// raw bytes cost nothing to decode, and the blocks that rANS shrinks by less are the ones
+/// that cost checkout the most time per byte saved. On the real fp32 model, coding every
+/// block that saves anything stored 0.8192 of raw and took 0.11 s of CPU to check out; this
+/// margin 0.8199 and 0.08 s (1/128: 0.8200, the same time; zstd and raw alone: 0.03 s).
+pub const MARGIN: usize = 256;
+/// Independent rANS states per block; symbol i belongs to state i % LANES.
+pub const LANES: usize = 8;
+/// The lower bound of a state: states live in [LOW, 2^32) between symbols.
+const LOW: u32 = 1 << 16;
+const MIN_BLOCK_LOG: u8 = 10;
+const MAX_BLOCK_LOG: u8 = 24;
+
+const RAW: u8 = 0;
+const NEW: u8 = 1;
+const PREVIOUS: u8 = 2;
+
+/// Bytes a coded block spends besides its symbols and table: the kind and the states.
+const BLOCK_OVERHEAD: usize = 1 + 4 * LANES;
+
+/// Byte counts of `bytes`.
+pub fn histogram(bytes: &[u8]) -> [u32; 256] {
+    // Four tables, so that runs of one byte value do not wait on one counter.
+    let mut counts = [[0u32; 256]; 4];
+    let (quads, rest) = bytes.as_chunks::<4>();
+    for q in quads {
+        for (table, &b) in counts.iter_mut().zip(q) {
+            table[b as usize] += 1;
+        }
+    }
+    for &b in rest {
+        counts[0][b as usize] += 1;
+    }
+    std::array::from_fn(|b| counts.iter().map(|t| t[b]).sum())
+}
+
+/// Order-0 entropy of a histogram, in bits per byte.
+pub fn entropy_bits(counts: &[u32; 256]) -> f64 {
+    let n: f64 = counts.iter().map(|&c| f64::from(c)).sum();
+    if n == 0.0 {
+        return 0.0;
+    }
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = f64::from(c) / n;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+/// Whether a plane of `len` bytes at `bits` per byte (order 0) may save more than
+/// `len / fraction` through rANS, besides a block's overhead and table. Tables per block can
+/// beat the plane's order-0 entropy, so callers pass a looser fraction than they require.
+pub fn worth_trying(len: usize, bits: f64, fraction: usize) -> bool {
+    let saving = len as f64 * (8.0 - bits) / 8.0;
+    saving > (len / fraction + BLOCK_OVERHEAD + 64) as f64
+}
+
+/// Frequencies summing to [`TOTAL`], every present byte at least 1, close to `counts`.
+fn normalize(counts: &[u32; 256]) -> [u32; 256] {
+    let n: u64 = counts.iter().map(|&c| u64::from(c)).sum();
+    assert!(n > 0, "a table describes at least one byte");
+    let mut freq = [0u32; 256];
+    for (f, &c) in freq.iter_mut().zip(counts) {
+        if c > 0 {
+            // Rounded, at least 1; at most TOTAL since c <= n.
+            *f = ((u64::from(c) * u64::from(TOTAL) + n / 2) / n).max(1) as u32;
+        }
+    }
+    let sum: u32 = freq.iter().sum();
+    if sum < TOTAL {
+        let top = (0..256).max_by_key(|&s| counts[s]).expect("256 symbols");
+        freq[top] += TOTAL - sum;
+    }
+    // Too many: take one at a time from the byte where it costs least (count / freq smallest).
+    for _ in TOTAL..sum {
+        let s = (0..256)
+            .filter(|&s| freq[s] > 1)
+            .min_by(|&a, &b| {
+                let ca = u64::from(counts[a]) * u64::from(freq[b]);
+                let cb = u64::from(counts[b]) * u64::from(freq[a]);
+                ca.cmp(&cb)
+            })
+            .expect("TOTAL >= 256, so some frequency exceeds 1 while the sum exceeds TOTAL");
+        freq[s] -= 1;
+    }
+    freq
+}
+
+/// Bits needed to code `counts` with `freq`, or infinity if some byte has no slot.
+fn cost_bits(counts: &[u32; 256], freq: &[u32; 256]) -> f64 {
+    let mut bits = 0.0;
+    for (&c, &f) in counts.iter().zip(freq) {
+        if c > 0 {
+            if f == 0 {
+                return f64::INFINITY;
+            }
+            bits += f64::from(c) * (SCALE as f64 - f64::from(f).log2());
+        }
+    }
+    bits
+}
+
+struct BitWriter<'a> {
+    out: &'a mut Vec<u8>,
+    acc: u64,
+    n: u32,
+}
+
+impl BitWriter<'_> {
+    fn put(&mut self, v: u32, bits: u32) {
+        debug_assert!(bits <= 32 && (bits == 32 || v >> bits == 0));
+        self.acc |= u64::from(v) << self.n;
+        self.n += bits;
+        while self.n >= 8 {
+            self.out.push(self.acc as u8);
+            self.acc >>= 8;
+            self.n -= 8;
+        }
+    }
+
+    fn finish(self) {
+        if self.n > 0 {
+            self.out.push(self.acc as u8);
+        }
+    }
+}
+
+struct BitReader<'a> {
+    data: &'a [u8],
+    pos: usize,
+    acc: u64,
+    n: u32,
+}
+
+impl BitReader<'_> {
+    fn get(&mut self, bits: u32) -> Result<u32, Error> {
+        while self.n < bits {
+            let b = *self.data.get(self.pos).ok_or(Error::Truncated)?;
+            self.acc |= u64::from(b) << self.n;
+            self.pos += 1;
+            self.n += 8;
+        }
+        let v = (self.acc & ((1u64 << bits) - 1)) as u32;
+        self.acc >>= bits;
+        self.n -= bits;
+        Ok(v)
+    }
+}
+
+/// Unary prefixes this long switch to a plain value of [`ESCAPE_BITS`].
+const ESCAPE: u32 = 20;
+const ESCAPE_BITS: u32 = SCALE + 2;
+
+const RICE_CAP: u32 = 256;
+
+/// Adaptive Rice parameter (as in LOCO-I): the mean of recent values, in bits.
+struct Rice {
+    sum: u32,
+    count: u32,
+}
+
+impl Rice {
+    fn new() -> Self {
+        Rice { sum: 2, count: 1 }
+    }
+
+    fn k(&self) -> u32 {
+        let mut k = 0;
+        while (self.count << k) < self.sum && k < SCALE {
+            k += 1;
+        }
+        k
+    }
+
+    /// Values are capped, so that one escape does not make the next few dozen expensive.
+    fn update(&mut self, v: u32) {
+        self.sum += v.min(RICE_CAP);
+        self.count += 1;
+        if self.count == 8 {
+            self.sum /= 2;
+            self.count /= 2;
+        }
+    }
+}
+
+/// Writes a table: for each byte value in order, the zigzag-coded difference of its frequency
+/// from the previous byte's, as an adaptive Rice code (near-uniform tables cost ~3 bits a
+/// value, runs of absent bytes ~1 bit). Ends on a byte boundary.
+fn write_table(freq: &[u32; 256], out: &mut Vec<u8>) {
+    let mut w = BitWriter { out, acc: 0, n: 0 };
+    let mut rice = Rice::new();
+    let mut prev = 0i32;
+    for &f in freq {
+        let d = f as i32 - prev;
+        prev = f as i32;
+        let v = ((d << 1) ^ (d >> 31)) as u32;
+        let k = rice.k();
+        let q = v >> k;
+        if q < ESCAPE {
+            // q ones then a zero, then k low bits.
+            w.put((1 << q) - 1, q + 1);
+            w.put(v & ((1 << k) - 1), k);
+        } else {
+            w.put((1 << ESCAPE) - 1, ESCAPE);
+            w.put(v, ESCAPE_BITS);
+        }
+        rice.update(v);
+    }
+    w.finish();
+}
+
+/// Reads a table written by [`write_table`] from the start of `data`; returns it and the bytes
+/// it took. Refuses frequencies that do not sum to [`TOTAL`].
+fn read_table(data: &[u8]) -> Result<([u32; 256], usize), Error> {
+    let mut r = BitReader {
+        data,
+        pos: 0,
+        acc: 0,
+        n: 0,
+    };
+    let mut rice = Rice::new();
+    let mut prev = 0i32;
+    let mut freq = [0u32; 256];
+    let mut sum = 0u32;
+    for f in &mut freq {
+        let k = rice.k();
+        let mut q = 0;
+        while q < ESCAPE && r.get(1)? == 1 {
+            q += 1;
+        }
+        let v = if q < ESCAPE {
+            (q << k) | r.get(k)?
+        } else {
+            r.get(ESCAPE_BITS)?
+        };
+        rice.update(v);
+        let d = (v >> 1) as i32 ^ -((v & 1) as i32);
+        let value = prev + d;
+        if !(0..=TOTAL as i32).contains(&value) {
+            return Err(Error::Rans("frequency out of range"));
+        }
+        prev = value;
+        *f = value as u32;
+        sum += *f;
+        if sum > TOTAL {
+            return Err(Error::Rans("frequencies exceed the total"));
+        }
+    }
+    if sum != TOTAL {
+        return Err(Error::Rans("frequencies do not sum to the total"));
+    }
+    Ok((freq, r.pos))
+}
+
+/// Cumulative frequencies: where each byte's slots start.
+fn starts(freq: &[u32; 256]) -> [u32; 256] {
+    let mut start = [0u32; 256];
+    let mut at = 0;
+    for (s, &f) in start.iter_mut().zip(freq) {
+        *s = at;
+        at += f;
+    }
+    start
+}
+
+/// Codes `plane` and appends it to `out`, with the block size of [`BLOCK_LOGS`] that the byte
+/// counts say is smallest.
+pub fn encode(plane: &[u8], out: &mut Vec<u8>) {
+    let first = BLOCK_LOGS[0];
+    let pieces: Vec<[u32; 256]> = plane.chunks(1 << first).map(histogram).collect();
+    let mut best = (f64::INFINITY, first);
+    let mut counts = Vec::with_capacity(pieces.len());
+    for block_log in BLOCK_LOGS {
+        let per_block = 1 << (block_log - first);
+        counts.clear();
+        counts.extend(pieces.chunks(per_block).map(|p| {
+            let mut sum = [0u32; 256];
+            for h in p {
+                for (s, &c) in sum.iter_mut().zip(h) {
+                    *s += c;
+                }
+            }
+            sum
+        }));
+        let (bits, _) = plan(&counts);
+        if bits < best.0 {
+            best = (bits, block_log);
+        }
+        if pieces.len() <= per_block {
+            break; // one block already: larger blocks are the same plane
+        }
+    }
+    encode_with(plane, best.1, out);
+}
+
+/// The block sizes [`encode`] chooses from. On the real fp32 model and its fine-tune, the
+/// skewed planes of a model alone gain from long blocks (fewer tables), the delta planes of a
+/// fine-tune from short ones (their distribution drifts along the grouped plane).
+pub const BLOCK_LOGS: [u8; 5] = [14, 15, 16, 17, 18];
+
+/// How a block is stored.
+enum Choice {
+    Raw,
+    New(Box<[u32; 256]>),
+    Previous,
+}
+
+/// Chooses how each block with byte counts `counts` is stored, greedily in order: raw, with its
+/// own table (counting the table's bytes) or with the previous block's. Returns the estimated
+/// size in bits and the choices.
+fn plan(counts: &[[u32; 256]]) -> (f64, Vec<Choice>) {
+    let mut previous: Option<[u32; 256]> = None;
+    let mut table = Vec::with_capacity(512);
+    let mut total = 8.0;
+    let mut choices = Vec::with_capacity(counts.len());
+    for c in counts {
+        let n: u32 = c.iter().sum();
+        let raw = f64::from(n) * 8.0;
+        let own = normalize(c);
+        table.clear();
+        write_table(&own, &mut table);
+        let with_own = cost_bits(c, &own) + (table.len() * 8) as f64;
+        let with_previous = previous.as_ref().map_or(f64::INFINITY, |p| cost_bits(c, p));
+        let coded_overhead = ((BLOCK_OVERHEAD - 1) * 8) as f64;
+        total += 8.0;
+        if raw * (1.0 - 1.0 / MARGIN as f64) <= with_own.min(with_previous) + coded_overhead {
+            total += raw;
+            choices.push(Choice::Raw);
+        } else if with_previous <= with_own {
+            total += with_previous + coded_overhead;
+            choices.push(Choice::Previous);
+        } else {
+            total += with_own + coded_overhead;
+            previous = Some(own);
+            choices.push(Choice::New(Box::new(own)));
+        }
+    }
+    (total, choices)
+}
+
+/// Codes `plane` with blocks of `2^block_log` bytes and appends it to `out`.
+pub fn encode_with(plane: &[u8], block_log: u8, out: &mut Vec<u8>) {
+    assert!(
+        (MIN_BLOCK_LOG..=MAX_BLOCK_LOG).contains(&block_log),
+        "block_log in {MIN_BLOCK_LOG}..={MAX_BLOCK_LOG}"
+    );
+    out.push(block_log);
+    let counts: Vec<[u32; 256]> = plane.chunks(1 << block_log).map(histogram).collect();
+    let (_, choices) = plan(&counts);
+    let mut current = [0u32; 256];
+    let mut words = Vec::new();
+    for (block, choice) in plane.chunks(1 << block_log).zip(choices) {
+        match choice {
+            Choice::Raw => {
+                out.push(RAW);
+                out.extend_from_slice(block);
+                continue;
+            }
+            Choice::New(freq) => {
+                out.push(NEW);
+                write_table(&freq, out);
+                current = *freq;
+            }
+            Choice::Previous => out.push(PREVIOUS),
+        }
+        encode_block(block, &current, &mut words, out);
+    }
+}
+
+fn encode_block(block: &[u8], freq: &[u32; 256], words: &mut Vec<u16>, out: &mut Vec<u8>) {
+    let start = starts(freq);
+    // The bound above which a state must shed 16 bits before coding a byte of frequency f is
+    // (LOW >> SCALE << 16) * f; u64 because f may be TOTAL.
+    let bound: [u64; 256] = std::array::from_fn(|s| (u64::from(LOW >> SCALE) << 16) * u64::from(freq[s]));
+    let mut x = [LOW; LANES];
+    words.clear();
+    for (i, &b) in block.iter().enumerate().rev() {
+        let s = b as usize;
+        let lane = &mut x[i % LANES];
+        let mut v = *lane;
+        if u64::from(v) >= bound[s] {
+            words.push(v as u16);
+            v >>= 16;
+        }
+        let f = freq[s];
+        *lane = ((v / f) << SCALE) + v % f + start[s];
+    }
+    for v in x {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.reserve(words.len() * 2);
+    for w in words.iter().rev() {
+        out.extend_from_slice(&w.to_le_bytes());
+    }
+}
+
+/// A table ready for decoding: for every slot, its byte, the byte's frequency less one and the
+/// slot's offset from the byte's first slot, packed in one u32 (8 + 12 + 12 bits), so that a
+/// decoding step makes one load.
+struct DecodeTable {
+    slots: [u32; TOTAL as usize],
+}
+
+const _: () = assert!(SCALE == 12, "the slot packing holds 12-bit frequencies and offsets");
+
+impl DecodeTable {
+    fn new() -> Box<Self> {
+        Box::new(DecodeTable {
+            slots: [0; TOTAL as usize],
+        })
+    }
+
+    fn set(&mut self, freq: &[u32; 256]) {
+        let mut at = 0;
+        for (s, &f) in freq.iter().enumerate() {
+            for (offset, slot) in self.slots[at..at + f as usize].iter_mut().enumerate() {
+                *slot = s as u32 | (f - 1) << 8 | (offset as u32) << 20;
+            }
+            at += f as usize;
+        }
+    }
+
+    /// One decoding step of state `x`: the byte and the state before it was coded (not yet
+    /// renormalized). Cannot overflow: freq * (x >> SCALE) <= TOTAL * (2^(32 - SCALE) - 1).
+    #[inline(always)]
+    fn step(&self, x: u32) -> (u8, u32) {
+        let e = self.slots[(x & MASK) as usize];
+        let freq = ((e >> 8) & MASK) + 1;
+        (e as u8, freq * (x >> SCALE) + (e >> 20))
+    }
+}
+
+/// Decodes a plane coded by [`encode`] into `out`, which has the plane's exact length. Corrupt
+/// or truncated input is refused with an error, never read or written out of bounds.
+pub fn decode(coded: &[u8], out: &mut [u8]) -> Result<(), Error> {
+    let (&block_log, mut rest) = coded.split_first().ok_or(Error::Truncated)?;
+    if !(MIN_BLOCK_LOG..=MAX_BLOCK_LOG).contains(&block_log) {
+        return Err(Error::Rans("block size out of range"));
+    }
+    let mut table = DecodeTable::new();
+    let mut have_table = false;
+    for block in out.chunks_mut(1 << block_log) {
+        let (&kind, tail) = rest.split_first().ok_or(Error::Truncated)?;
+        rest = tail;
+        match kind {
+            RAW => {
+                let bytes = rest.get(..block.len()).ok_or(Error::Truncated)?;
+                block.copy_from_slice(bytes);
+                rest = &rest[block.len()..];
+                continue;
+            }
+            NEW => {
+                let (freq, used) = read_table(rest)?;
+                table.set(&freq);
+                have_table = true;
+                rest = &rest[used..];
+            }
+            PREVIOUS if have_table => {}
+            PREVIOUS => return Err(Error::Rans("block reuses a table before the first")),
+            _ => return Err(Error::Rans("unknown block kind")),
+        }
+        let states = rest.get(..4 * LANES).ok_or(Error::Truncated)?;
+        let mut x: [u32; LANES] =
+            std::array::from_fn(|j| u32::from_le_bytes(states[4 * j..4 * j + 4].try_into().expect("4 bytes")));
+        rest = &rest[4 * LANES..];
+        let used = decode_block(&table, &mut x, rest, block)?;
+        rest = &rest[used..];
+        if x != [LOW; LANES] {
+            return Err(Error::Rans("block does not end in its initial states"));
+        }
+    }
+    if !rest.is_empty() {
+        return Err(Error::Trailing(rest.len()));
+    }
+    Ok(())
+}
+
+/// Decodes one block into `out` from states `x` and the words at the start of `input`;
+/// returns the bytes of `input` used.
+fn decode_block(t: &DecodeTable, x: &mut [u32; LANES], input: &[u8], out: &mut [u8]) -> Result<usize, Error> {
+    let mut pos = 0;
+    let mut groups = out.chunks_exact_mut(LANES);
+    // While a whole group's words (at most one per byte) are there, read without checks.
+    for group in &mut groups {
+        let Some(words) = input.get(pos..pos + 2 * LANES) else {
+            decode_checked(t, x, input, &mut pos, group)?;
+            continue;
+        };
+        let words: &[u8; 2 * LANES] = words.try_into().expect("2 * LANES bytes");
+        // Branch-free renormalization: the word is always loaded and taken or not by masks,
+        // because whether a state needs one is a coin toss on skewed planes. The index masks
+        // change nothing (k <= j < LANES) but spare the bounds checks.
+        let mut k = 0;
+        let mut xs = *x;
+        for (b, lane) in group.iter_mut().zip(xs.iter_mut()) {
+            let (s, v) = t.step(*lane);
+            *b = s;
+            let need = u32::from(v < LOW);
+            let i = (2 * k) & (2 * LANES - 1);
+            let word = u32::from(u16::from_le_bytes([words[i], words[i | 1]]));
+            *lane = (v << (need << 4)) | (word & need.wrapping_neg());
+            k += need as usize;
+        }
+        *x = xs;
+        pos += 2 * k;
+    }
+    decode_checked(t, x, input, &mut pos, groups.into_remainder())?;
+    Ok(pos)
+}
+
+/// Decodes `out` (at most one group: lane j decodes out[j]) checking every read.
+fn decode_checked(
+    t: &DecodeTable,
+    x: &mut [u32; LANES],
+    input: &[u8],
+    pos: &mut usize,
+    out: &mut [u8],
+) -> Result<(), Error> {
+    for (b, lane) in out.iter_mut().zip(x.iter_mut()) {
+        let (s, mut v) = t.step(*lane);
+        *b = s;
+        if v < LOW {
+            let w = input.get(*pos..*pos + 2).ok_or(Error::Truncated)?;
+            v = (v << 16) | u32::from(u16::from_le_bytes([w[0], w[1]]));
+            *pos += 2;
+        }
+        *lane = v;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small deterministic generator (xorshift), so tests need no dependency.
+    fn noise(seed: u64, n: usize) -> Vec<u8> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 24) as u8
+            })
+            .collect()
+    }
+
+    /// Bytes with a skewed distribution, like the exponent plane of float weights.
+    fn skewed(seed: u64, n: usize) -> Vec<u8> {
+        noise(seed, n)
+            .into_iter()
+            .map(|b| 120u8.wrapping_add(b.trailing_zeros() as u8))
+            .collect()
+    }
+
+    fn round_trip(plane: &[u8], block_log: u8) -> Vec<u8> {
+        let mut coded = Vec::new();
+        encode_with(plane, block_log, &mut coded);
+        let mut out = vec![0xAA; plane.len()];
+        decode(&coded, &mut out).unwrap();
+        assert_eq!(out, plane, "{} bytes, block_log {block_log}", plane.len());
+        coded
+    }
+
+    #[test]
+    fn small_and_degenerate_planes_round_trip() {
+        round_trip(&[], 16);
+        round_trip(&[7], 16);
+        round_trip(&[0; 100_000], 16);
+        round_trip(&[255; 3], MIN_BLOCK_LOG);
+        let equal = round_trip(&[42; 1 << 16], 16);
+        assert!(
+            equal.len() < 100,
+            "one byte value costs its table and states: {}",
+            equal.len()
+        );
+    }
+
+    #[test]
+    fn uniform_noise_stays_near_raw_and_skewed_bytes_shrink() {
+        let noisy = noise(1, 300_000);
+        let coded = round_trip(&noisy, 16);
+        assert!(coded.len() <= noisy.len() + 16, "{}", coded.len());
+        let sk = skewed(2, 300_000);
+        let coded = round_trip(&sk, 16);
+        let bits = entropy_bits(&histogram(&sk));
+        let ideal = sk.len() as f64 * bits / 8.0;
+        assert!(
+            (coded.len() as f64) < ideal * 1.01 + 200.0,
+            "{} vs {ideal}",
+            coded.len()
+        );
+    }
+
+    #[test]
+    fn every_block_size_edge_round_trips() {
+        let sk = skewed(3, 5000);
+        for block_log in [MIN_BLOCK_LOG, 11, 12] {
+            let b = 1usize << block_log;
+            for n in [
+                b - 1,
+                b,
+                b + 1,
+                2 * b - 1,
+                2 * b,
+                2 * b + LANES - 1,
+                2 * b + LANES,
+                2 * b + LANES + 1,
+            ] {
+                round_trip(&sk[..n.min(sk.len())], block_log);
+                round_trip(&noise(n as u64, n), block_log);
+            }
+        }
+        for n in 0..3 * LANES {
+            round_trip(&sk[..n], MIN_BLOCK_LOG);
+        }
+    }
+
+    #[test]
+    fn tables_change_between_blocks() {
+        // Skewed, then uniform, then skewed around another value: new, raw and reused tables.
+        let mut plane = skewed(4, 3000);
+        plane.extend(noise(5, 2000));
+        plane.extend(skewed(6, 3000).iter().map(|b| b ^ 0x55));
+        plane.extend(skewed(7, 3000).iter().map(|b| b ^ 0x55));
+        round_trip(&plane, MIN_BLOCK_LOG);
+    }
+
+    #[test]
+    fn every_truncation_and_many_alterations_are_refused_without_panic() {
+        let mut plane = skewed(8, 3000);
+        plane.extend(noise(9, 1500));
+        let mut coded = Vec::new();
+        encode_with(&plane, MIN_BLOCK_LOG, &mut coded);
+        let mut out = vec![0; plane.len()];
+        for cut in 0..coded.len() {
+            assert!(decode(&coded[..cut], &mut out).is_err(), "cut at {cut}");
+        }
+        let mut longer = coded.clone();
+        longer.push(0);
+        assert!(decode(&longer, &mut out).is_err());
+        // Altered bytes may decode to other bytes (the chunk hash catches that) but never panic.
+        for at in 0..coded.len() {
+            for flip in [1u8, 0x80, 0xFF] {
+                let mut bad = coded.clone();
+                bad[at] ^= flip;
+                let _ = decode(&bad, &mut out);
+            }
+        }
+        // Garbage of every length, into planes of a few lengths.
+        for n in [0, 1, 9, 1000, 5000] {
+            let mut out = vec![0; n];
+            for len in 0..200 {
+                let _ = decode(&noise(len as u64, len), &mut out);
+            }
+        }
+    }
+
+    #[test]
+    fn normalized_tables_sum_to_the_total() {
+        let mut counts = [1u32; 256];
+        counts[0] = 1_000_000;
+        let f = normalize(&counts);
+        assert_eq!(f.iter().sum::<u32>(), TOTAL);
+        assert!(f.iter().all(|&f| f >= 1));
+        let mut one = [0u32; 256];
+        one[9] = 5;
+        assert_eq!(normalize(&one)[9], TOTAL);
+        let mut buf = Vec::new();
+        write_table(&f, &mut buf);
+        let (back, used) = read_table(&buf).unwrap();
+        assert_eq!((back, used), (f, buf.len()));
+    }
+
+    /// Encode and decode speed on the real base model's planes:
+    /// `cargo test --release rans_speed -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn rans_speed() {
+        let path = std::env::var("HOME").unwrap() + "/.cache/sparse-testdata/base.safetensors";
+        let bytes = std::fs::read(path).unwrap();
+        // The fp32 tensors as 4 planes per 4 MiB chunk, like the chunk coder makes them.
+        let data = &bytes[bytes.len() % 4..];
+        let chunk = 4 << 20;
+        let mut planes: [Vec<&[u8]>; 4] = Default::default();
+        let mut split = vec![0u8; data.len()];
+        for (src, dst) in data.chunks(chunk).zip(split.chunks_mut(chunk)) {
+            crate::codec::planes::split(src, 4, dst);
+        }
+        for (src, dst) in data.chunks(chunk).zip(split.chunks(chunk)) {
+            for (k, plane) in dst.chunks(src.len() / 4).enumerate() {
+                planes[k].push(plane);
+            }
+        }
+        let fixed = [None, Some(15u8), Some(16), Some(17), Some(18)];
+        for (k, block_log) in (0..4).map(|k| (k, None)).chain(fixed.iter().map(|&b| (4, b))) {
+            let set: Vec<&[u8]> = if k == 4 { planes.concat() } else { planes[k].clone() };
+            let t = std::time::Instant::now();
+            let coded: Vec<Vec<u8>> = set
+                .iter()
+                .map(|p| {
+                    let mut c = Vec::new();
+                    match block_log {
+                        Some(b) => encode_with(p, b, &mut c),
+                        None => encode(p, &mut c),
+                    }
+                    c
+                })
+                .collect();
+            let enc = t.elapsed().as_secs_f64();
+            let mut out = vec![0u8; 1 << 20];
+            let t = std::time::Instant::now();
+            for (c, p) in coded.iter().zip(&set) {
+                decode(c, &mut out[..p.len()]).unwrap();
+            }
+            let dec = t.elapsed().as_secs_f64();
+            let raw: usize = set.iter().map(|p| p.len()).sum();
+            let size: usize = coded.iter().map(Vec::len).sum();
+            let mb = raw as f64 / 1e6;
+            let which = if k == 4 {
+                "all planes".to_string()
+            } else {
+                format!("plane {k}")
+            };
+            println!(
+                "{which}, blocks {block_log:?}: {:.4} of raw, encode {:.0} MB/s, decode {:.0} MB/s",
+                size as f64 / raw as f64,
+                mb / enc,
+                mb / dec
+            );
+        }
+    }
+}
