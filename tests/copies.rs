@@ -58,8 +58,11 @@ fn the_source_file_of_a_base_serves_its_fine_tune_and_fsck_still_sees_the_damage
 #[test]
 fn a_checkout_becomes_a_copy_of_what_it_wrote() {
     let (sb, good, tuned) = store_with_a_pair();
-    let base_copy = sb.checkout("good", "checked-out-base");
+    // While the source is in place it stays the known copy; once it is gone, a checkout is.
     std::fs::remove_file(&good).unwrap();
+    let base_copy = sb.checkout("good", "checked-out-base");
+    let scratch = sb.checkout("good", "scratch");
+    std::fs::remove_dir_all(scratch).unwrap();
     damage_blob(&sb, "embed.weight");
     assert_checks_out(&sb, "tuned", &tuned);
     // Once that copy changes, the damaged blob is the only source left, and checkout says so.

@@ -152,7 +152,9 @@ fn chain(sb: &Sandbox, versions: usize) -> Vec<(PathBuf, String)> {
 
 #[test]
 fn a_chain_of_eight_versions_checks_out_bit_exact_at_every_depth() {
-    let sb = Sandbox::new().with_env("SPARSE_CHUNK_SIZE", 8192);
+    let sb = Sandbox::new()
+        .with_env("SPARSE_CHUNK_SIZE", 8192)
+        .with_env("SPARSE_MAX_DEPTH", 8);
     let versions = chain(&sb, 8);
     let family = sb.json(&["family"]);
     let mut node = &family["roots"][0];

@@ -17,7 +17,7 @@ pub struct Args {
     /// and shapes, then by coding a sample against each), or none if storing alone is smaller.
     #[arg(long)]
     pub base: Option<String>,
-    /// Longest chain of delta bases allowed (default 8, or SPARSE_MAX_DEPTH): a base deeper than
+    /// Longest chain of delta bases allowed (default 4, or SPARSE_MAX_DEPTH): a base deeper than
     /// this is replaced by its nearest ancestor that keeps the chain within it.
     #[arg(long)]
     pub max_depth: Option<usize>,

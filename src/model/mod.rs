@@ -29,7 +29,7 @@ impl Default for Options {
             chunk_size: 4 << 20,
             level: 1,
             small_file: 1 << 20,
-            max_depth: 8,
+            max_depth: 4,
         }
     }
 }

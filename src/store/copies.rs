@@ -75,9 +75,14 @@ impl Copies {
 
     /// Remembers that `path` now holds file `file` of snapshot tree `tree` (hex). The caller
     /// has just written or read all of it.
+    /// A copy already known and unchanged is kept: it may be the one the user keeps, while
+    /// this one is a scratch output about to be deleted.
     pub fn record(&self, tree: &str, file: &str, path: &Path) -> std::io::Result<()> {
         let path = std::path::absolute(path)?;
         let stat = Stat::of(&fs::metadata(&path)?);
+        if self.open(tree, file, stat.size).is_some() {
+            return Ok(());
+        }
         let record = Record {
             tree: tree.to_string(),
             file: file.to_string(),
