@@ -2,14 +2,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::auto_base::{self, Choice};
-use super::rev::{self, check_name, HEADS};
+use super::auto_base::{BaseError, Choice, ResolvedBase};
+use super::rev::{check_name, HEADS};
 use super::{progress, Repository};
 use std::sync::Mutex;
 
 use crate::model::encode::{self, check_header, encode_file, is_safetensors, Base, KnownChunks};
 use crate::model::manifest::{FileEntry, SnapshotMeta, META_FORMAT, META_PATH};
-use crate::model::rebuild::{self, Rebuilder};
 use crate::model::source::{self, SourceFile};
 use crate::model::Options;
 use crate::store::cas::Key;
@@ -69,12 +68,8 @@ pub enum Error {
     Name(String),
     #[error(transparent)]
     Source(#[from] source::Error),
-    #[error("base {rev:?}: {source}")]
-    Base { rev: String, source: rev::Error },
-    #[error("base {rev:?}: {source}")]
-    BaseSnapshot { rev: String, source: Box<rebuild::Error> },
-    #[error("--base auto: {0}")]
-    Auto(#[from] auto_base::Error),
+    #[error(transparent)]
+    Base(#[from] BaseError),
     #[error(transparent)]
     Encode(#[from] encode::Error),
     #[error("{path}: {source}")]
@@ -105,26 +100,11 @@ impl Repository {
         check_name(name).map_err(Error::Name)?;
         let files = source::resolve(source)?;
         let _lock = self.lock()?;
-        let mut base_choice = None;
-        let asked = match base {
-            Some(AUTO) => {
-                let choice = self.choose_base(&files, opts)?;
-                let commit = choice.commit();
-                base_choice = Some(choice);
-                commit
-            }
-            Some(rev) => Some(self.resolve(rev).map_err(|source| Error::Base {
-                rev: rev.into(),
-                source,
-            })?),
-            None => None,
-        };
-        let rebuilder = Rebuilder::new(&self.history, &self.cas, asked)
-            .map_err(|source| Error::BaseSnapshot {
-                rev: base.unwrap_or_default().into(),
-                source: Box::new(source),
-            })?
-            .with_copies(&Copies::new(&self.layout));
+        let ResolvedBase {
+            commit: asked,
+            choice: base_choice,
+            rebuilder,
+        } = self.resolve_base(base, &files, opts)?;
         // The new snapshot's chain is its base's plus one: past the bound, take the nearest
         // ancestor of the base that keeps it within.
         let chain = rebuilder.chain();

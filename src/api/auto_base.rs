@@ -7,7 +7,8 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 
-use super::rev::HEADS;
+use super::add::AUTO;
+use super::rev::{self, HEADS};
 use super::Repository;
 use crate::model::encode::{self, Base};
 use crate::model::rebuild::{self, Rebuilder};
@@ -62,7 +63,62 @@ impl Choice {
     }
 }
 
+/// Why the base asked for by `add` or `estimate` could not be found or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum BaseError {
+    #[error("base {rev:?}: {source}")]
+    Rev { rev: String, source: Box<rev::Error> },
+    #[error("base {rev:?}: {source}")]
+    Snapshot { rev: String, source: Box<rebuild::Error> },
+    #[error("--base auto: {0}")]
+    Auto(#[from] Error),
+}
+
+/// The base asked for, resolved.
+pub struct ResolvedBase<'a> {
+    /// Its commit; none when no base was asked for or `auto` chose none.
+    pub commit: Option<ObjectId>,
+    /// What `auto` compared and chose.
+    pub choice: Option<Choice>,
+    /// Loaded with the base's chain and its known copies.
+    pub rebuilder: Rebuilder<'a>,
+}
+
 impl Repository {
+    /// Resolves `--base`: a revision, [`AUTO`] (see [`Repository::choose_base`]) or none.
+    pub fn resolve_base(
+        &self,
+        base: Option<&str>,
+        files: &[SourceFile],
+        opts: &Options,
+    ) -> Result<ResolvedBase<'_>, BaseError> {
+        let mut choice = None;
+        let commit = match base {
+            Some(AUTO) => {
+                let chosen = self.choose_base(files, opts)?;
+                let commit = chosen.commit();
+                choice = Some(chosen);
+                commit
+            }
+            Some(rev) => Some(self.resolve(rev).map_err(|source| BaseError::Rev {
+                rev: rev.into(),
+                source: Box::new(source),
+            })?),
+            None => None,
+        };
+        let rebuilder = Rebuilder::new(&self.history, &self.cas, commit)
+            .map_err(|source| BaseError::Snapshot {
+                rev: base.unwrap_or_default().into(),
+                source: Box::new(source),
+            })?
+            .with_copies(&Copies::new(&self.layout));
+        Ok(ResolvedBase {
+            commit,
+            choice,
+            rebuilder,
+        })
+    }
+
     /// Chooses the base for `files` among the tips of all names.
     pub fn choose_base(&self, files: &[SourceFile], opts: &Options) -> Result<Choice, Error> {
         let copies = Copies::new(&self.layout);

@@ -2,15 +2,12 @@
 
 use serde::Serialize;
 
-use super::add::AUTO;
-use super::auto_base::{self, Choice};
-use super::{rev, Repository};
+use super::auto_base::{BaseError, Choice, ResolvedBase};
+use super::Repository;
 use crate::model::encode::{self, Base};
-use crate::model::rebuild::{self, Rebuilder};
 use crate::model::sample::{self, Estimate, SampleSize};
 use crate::model::source;
 use crate::model::Options;
-use crate::store::copies::Copies;
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -28,12 +25,8 @@ pub struct Report {
 pub enum Error {
     #[error(transparent)]
     Source(#[from] source::Error),
-    #[error("base {rev:?}: {source}")]
-    Base { rev: String, source: rev::Error },
-    #[error("base {rev:?}: {source}")]
-    BaseSnapshot { rev: String, source: Box<rebuild::Error> },
-    #[error("--base auto: {0}")]
-    Auto(#[from] auto_base::Error),
+    #[error(transparent)]
+    Base(#[from] BaseError),
     #[error(transparent)]
     Sample(#[from] encode::Error),
 }
@@ -49,26 +42,11 @@ impl Repository {
     ) -> Result<Report, Error> {
         let started = std::time::Instant::now();
         let files = source::resolve(source)?;
-        let mut base_choice = None;
-        let commit = match base {
-            Some(AUTO) => {
-                let choice = self.choose_base(&files, opts)?;
-                let commit = choice.commit();
-                base_choice = Some(choice);
-                commit
-            }
-            Some(rev) => Some(self.resolve(rev).map_err(|source| Error::Base {
-                rev: rev.into(),
-                source,
-            })?),
-            None => None,
-        };
-        let rebuilder = Rebuilder::new(&self.history, &self.cas, commit)
-            .map_err(|source| Error::BaseSnapshot {
-                rev: base.unwrap_or_default().into(),
-                source: Box::new(source),
-            })?
-            .with_copies(&Copies::new(&self.layout));
+        let ResolvedBase {
+            commit,
+            choice: base_choice,
+            rebuilder,
+        } = self.resolve_base(base, &files, opts)?;
         let base_ref = commit.map(|id| Base {
             snapshot: rebuilder.base(&id).expect("the rebuilder loaded its base"),
             rebuilder: &rebuilder,
