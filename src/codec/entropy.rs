@@ -49,15 +49,6 @@ pub fn compress(plane: &[u8], level: i32, out: &mut Vec<u8>) -> Mode {
     let bits = rans::entropy_bits(&rans::histogram(plane));
     let at = out.len();
     let mut best = (Mode::Raw, plane.len());
-    if rans::worth_trying(plane.len(), bits, rans::MARGIN * 8) {
-        rans::encode(plane, out);
-        let size = out.len() - at;
-        if size < best.1 {
-            best = (Mode::Rans, size);
-        } else {
-            out.truncate(at);
-        }
-    }
     if bits <= RANDOM_BITS {
         COMPRESSOR.with_borrow_mut(|slot| {
             if slot.as_ref().is_none_or(|(l, _, _)| *l != level) {
@@ -76,12 +67,24 @@ pub fn compress(plane: &[u8], level: i32, out: &mut Vec<u8>) -> Mode {
             let written = compressor
                 .compress_to_buffer(plane, buf)
                 .expect("the buffer holds zstd's compress bound");
-            if written < best.1 && written + plane.len() / rans::MARGIN < plane.len() {
-                out.truncate(at);
+            if written + plane.len() / rans::MARGIN < plane.len() {
                 out.extend_from_slice(buf);
                 best = (Mode::Zstd, written);
             }
         });
+    }
+    // rANS's size is known from byte counts before coding: code only when it wins.
+    if rans::worth_trying(plane.len(), bits, rans::MARGIN * 8) {
+        let plan = rans::Plan::new(plane);
+        if plan.bytes() < best.1 {
+            let mut coded = Vec::with_capacity(plan.bytes() + 64);
+            plan.encode(plane, &mut coded);
+            if coded.len() < best.1 {
+                out.truncate(at);
+                out.extend_from_slice(&coded);
+                best = (Mode::Rans, coded.len());
+            }
+        }
     }
     if best.0 == Mode::Raw {
         out.truncate(at);

@@ -291,31 +291,91 @@ fn starts(freq: &[u32; 256]) -> [u32; 256] {
 /// Codes `plane` and appends it to `out`, with the block size of [`BLOCK_LOGS`] that the byte
 /// counts say is smallest.
 pub fn encode(plane: &[u8], out: &mut Vec<u8>) {
-    let first = BLOCK_LOGS[0];
-    let pieces: Vec<[u32; 256]> = plane.chunks(1 << first).map(histogram).collect();
-    let mut best = (f64::INFINITY, first);
-    let mut counts = Vec::with_capacity(pieces.len());
-    for block_log in BLOCK_LOGS {
-        let per_block = 1 << (block_log - first);
-        counts.clear();
-        counts.extend(pieces.chunks(per_block).map(|p| {
-            let mut sum = [0u32; 256];
-            for h in p {
-                for (s, &c) in sum.iter_mut().zip(h) {
-                    *s += c;
+    Plan::new(plane).encode(plane, out);
+}
+
+/// How a plane will be coded: its block size and each block's choice, from byte counts alone.
+pub struct Plan {
+    block_log: u8,
+    choices: Vec<Choice>,
+    bits: f64,
+}
+
+impl Plan {
+    /// The block size of [`BLOCK_LOGS`] whose plan is smallest, and that plan.
+    pub fn new(plane: &[u8]) -> Plan {
+        let first = BLOCK_LOGS[0];
+        let pieces: Vec<[u32; 256]> = plane.chunks(1 << first).map(histogram).collect();
+        let mut best: Option<Plan> = None;
+        let mut counts = Vec::with_capacity(pieces.len());
+        for block_log in BLOCK_LOGS {
+            let per_block = 1 << (block_log - first);
+            counts.clear();
+            counts.extend(pieces.chunks(per_block).map(|p| {
+                let mut sum = [0u32; 256];
+                for h in p {
+                    for (s, &c) in sum.iter_mut().zip(h) {
+                        *s += c;
+                    }
                 }
+                sum
+            }));
+            let (bits, choices) = plan(&counts);
+            if best.as_ref().is_none_or(|b| bits < b.bits) {
+                best = Some(Plan {
+                    block_log,
+                    choices,
+                    bits,
+                });
             }
-            sum
-        }));
-        let (bits, _) = plan(&counts);
-        if bits < best.0 {
-            best = (bits, block_log);
+            if pieces.len() <= per_block {
+                break; // one block already: larger blocks are the same plane
+            }
         }
-        if pieces.len() <= per_block {
-            break; // one block already: larger blocks are the same plane
+        best.expect("at least one block size")
+    }
+
+    /// The plan for blocks of `2^block_log` bytes.
+    fn with_block_log(plane: &[u8], block_log: u8) -> Plan {
+        let counts: Vec<[u32; 256]> = plane.chunks(1 << block_log).map(histogram).collect();
+        let (bits, choices) = plan(&counts);
+        Plan {
+            block_log,
+            choices,
+            bits,
         }
     }
-    encode_with(plane, best.1, out);
+
+    /// The size the coded plane will have, in bytes (within a few bytes of padding).
+    pub fn bytes(&self) -> usize {
+        (self.bits / 8.0).ceil() as usize
+    }
+
+    /// Codes `plane`, which this plan was made for, and appends it to `out`.
+    pub fn encode(&self, plane: &[u8], out: &mut Vec<u8>) {
+        out.push(self.block_log);
+        let mut symbols = Box::new([EncSymbol::default(); 256]);
+        let mut words = Vec::new();
+        for (block, choice) in plane.chunks(1 << self.block_log).zip(&self.choices) {
+            match choice {
+                Choice::Raw => {
+                    out.push(RAW);
+                    out.extend_from_slice(block);
+                    continue;
+                }
+                Choice::New(freq) => {
+                    out.push(NEW);
+                    write_table(freq, out);
+                    let start = starts(freq);
+                    for (sym, (&f, &st)) in symbols.iter_mut().zip(freq.iter().zip(&start)) {
+                        *sym = EncSymbol::new(st, f);
+                    }
+                }
+                Choice::Previous => out.push(PREVIOUS),
+            }
+            encode_block(block, &symbols, &mut words, out);
+        }
+    }
 }
 
 /// The block sizes [`encode`] chooses from. On the real fp32 model and its fine-tune, the
@@ -369,46 +429,59 @@ pub fn encode_with(plane: &[u8], block_log: u8, out: &mut Vec<u8>) {
         (MIN_BLOCK_LOG..=MAX_BLOCK_LOG).contains(&block_log),
         "block_log in {MIN_BLOCK_LOG}..={MAX_BLOCK_LOG}"
     );
-    out.push(block_log);
-    let counts: Vec<[u32; 256]> = plane.chunks(1 << block_log).map(histogram).collect();
-    let (_, choices) = plan(&counts);
-    let mut current = [0u32; 256];
-    let mut words = Vec::new();
-    for (block, choice) in plane.chunks(1 << block_log).zip(choices) {
-        match choice {
-            Choice::Raw => {
-                out.push(RAW);
-                out.extend_from_slice(block);
-                continue;
-            }
-            Choice::New(freq) => {
-                out.push(NEW);
-                write_table(&freq, out);
-                current = *freq;
-            }
-            Choice::Previous => out.push(PREVIOUS),
+    Plan::with_block_log(plane, block_log).encode(plane, out);
+}
+
+/// What coding one byte value needs, with the division by its frequency replaced by a
+/// multiplication: for every 32-bit state x and frequency f >= 2, `x / f` is the high 64 bits
+/// of `x * (floor(2^64 / f) + 1)` (Lemire, Kaser and Kurz, "Faster remainder by direct
+/// computation", 2019).
+#[derive(Debug, Clone, Copy, Default)]
+struct EncSymbol {
+    /// A state at or above this sheds 16 bits before the byte is coded.
+    bound: u64,
+    magic: u64,
+    freq: u32,
+    start: u32,
+}
+
+impl EncSymbol {
+    fn new(start: u32, freq: u32) -> EncSymbol {
+        EncSymbol {
+            bound: (u64::from(LOW >> SCALE) << 16) * u64::from(freq),
+            magic: match freq {
+                0 | 1 => 0,
+                f => u64::MAX / u64::from(f) + 1,
+            },
+            freq,
+            start,
         }
-        encode_block(block, &current, &mut words, out);
+    }
+
+    /// The state after coding this byte into `x` (renormalized: `x < bound`, so `x / freq`
+    /// is below 2^20 and the result fits 32 bits).
+    #[inline(always)]
+    fn put(&self, x: u32) -> u32 {
+        let q = match self.freq {
+            1 => x,
+            _ => ((u128::from(x) * u128::from(self.magic)) >> 64) as u32,
+        };
+        (q << SCALE) + (x - q * self.freq) + self.start
     }
 }
 
-fn encode_block(block: &[u8], freq: &[u32; 256], words: &mut Vec<u16>, out: &mut Vec<u8>) {
-    let start = starts(freq);
-    // The bound above which a state must shed 16 bits before coding a byte of frequency f is
-    // (LOW >> SCALE << 16) * f; u64 because f may be TOTAL.
-    let bound: [u64; 256] = std::array::from_fn(|s| (u64::from(LOW >> SCALE) << 16) * u64::from(freq[s]));
+fn encode_block(block: &[u8], symbols: &[EncSymbol; 256], words: &mut Vec<u16>, out: &mut Vec<u8>) {
     let mut x = [LOW; LANES];
     words.clear();
     for (i, &b) in block.iter().enumerate().rev() {
-        let s = b as usize;
+        let sym = &symbols[b as usize];
         let lane = &mut x[i % LANES];
         let mut v = *lane;
-        if u64::from(v) >= bound[s] {
+        if u64::from(v) >= sym.bound {
             words.push(v as u16);
             v >>= 16;
         }
-        let f = freq[s];
-        *lane = ((v / f) << SCALE) + v % f + start[s];
+        *lane = sym.put(v);
     }
     for v in x {
         out.extend_from_slice(&v.to_le_bytes());
@@ -557,6 +630,26 @@ fn decode_checked(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reciprocal_divides_exactly_at_every_frequency() {
+        let mut seed = 7u64;
+        for freq in (1..=TOTAL).filter(|f| f % 97 == 1 || *f < 70 || *f > TOTAL - 70) {
+            let start = 5.min(TOTAL - freq); // a byte's slots end within the table
+            let sym = EncSymbol::new(start, freq);
+            let top = sym.bound.min(1 << 32) - 1;
+            let mut xs = vec![LOW, LOW + 1, top as u32, (top - 1) as u32, (top / 2) as u32];
+            for _ in 0..200 {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                xs.push((LOW as u64 + (seed >> 11) % (top - LOW as u64)) as u32);
+            }
+            for x in xs {
+                let exact =
+                    ((u64::from(x) / u64::from(freq)) << SCALE) + u64::from(x) % u64::from(freq) + u64::from(start);
+                assert_eq!(u64::from(sym.put(x)), exact, "x {x}, freq {freq}");
+            }
+        }
+    }
 
     /// A small deterministic generator (xorshift), so tests need no dependency.
     fn noise(seed: u64, n: usize) -> Vec<u8> {
