@@ -451,6 +451,8 @@ impl Repository {
         let (ma, mb) = (a.snap.manifests.get(path), b.snap.manifests.get(path));
         match (ma, mb) {
             (None, None) => Ok(a.snap.blobs[path] == b.snap.blobs[path]),
+            // Bytes copied from a base have no chunks of their own: compare the bytes.
+            (Some(ma), Some(mb)) if copies(ma) || copies(mb) => same_bytes(a, b, path, ma.size, mb.size),
             (Some(ma), Some(mb)) => same_manifest(a, ma, mb, path),
             // Kept verbatim on one side only (another small-file threshold): hash the verbatim
             // content the way the manifest's chunks cut it.
@@ -469,6 +471,34 @@ impl Repository {
             }
         }
     }
+}
+
+fn copies(m: &Manifest) -> bool {
+    m.segments.iter().any(|s| s.copy.is_some())
+}
+
+/// Whether file `path` has the same bytes on both sides, read in windows of a few MiB.
+fn same_bytes(a: &Loaded, b: &Loaded, path: &str, size_a: u64, size_b: u64) -> Result<bool, Error> {
+    const WINDOW: u64 = 4 << 20;
+    if size_a != size_b {
+        return Ok(false);
+    }
+    let mut at = 0;
+    while at < size_a {
+        let n = WINDOW.min(size_a - at) as usize;
+        let (mut x, mut y) = (vec![0u8; n], vec![0u8; n]);
+        a.rebuilder
+            .read_range(&a.snap, path, at, &mut x)
+            .map_err(a.rebuild_err())?;
+        b.rebuilder
+            .read_range(&b.snap, path, at, &mut y)
+            .map_err(b.rebuild_err())?;
+        if x != y {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
 }
 
 /// Whether two manifests describe the same bytes. The segments are cut from the content

@@ -108,6 +108,20 @@ impl Repository {
                 .and_then(Option::as_ref);
             for (path, m) in &snap.manifests {
                 for seg in &m.segments {
+                    if let Some(c) = &seg.copy {
+                        let fits = base
+                            .and_then(|b| b.manifests.get(&c.file))
+                            .is_some_and(|bm| c.offset.checked_add(seg.len).is_some_and(|end| end <= bm.size));
+                        if !fits {
+                            errors.push(format!(
+                                "commit {id}: {path}: bytes {}..{} copy {:?} at {}, which its base does not have",
+                                seg.offset,
+                                seg.offset + seg.len,
+                                c.file,
+                                c.offset
+                            ));
+                        }
+                    }
                     let Some(p) = &seg.parent else { continue };
                     let found = base.and_then(|b| b.find(p)).map(|(pm, i)| &pm.segments[i]);
                     let fits = found.is_some_and(|ps| {

@@ -14,6 +14,7 @@ pub mod delta;
 pub mod entropy;
 pub mod planes;
 pub mod rans;
+pub mod rows;
 
 pub use choose::{encode_best, Encoded};
 pub use chunk::{decode, encode, Transform};

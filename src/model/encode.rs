@@ -11,12 +11,15 @@ use std::sync::Mutex;
 use memmap2::{Mmap, UncheckedAdvice};
 use rayon::prelude::*;
 
-use super::manifest::{Chunk, Manifest, ParentRef, Segment, TensorMeta, MANIFEST_FORMAT};
+use super::manifest::{
+    Chunk, CopyRef, Manifest, ParentRef, Segment, TensorMeta, MANIFEST_FORMAT, MANIFEST_FORMAT_COPIES,
+};
 use super::rebuild::{self, Rebuilder};
 use super::safetensors::{self, dtype_name, plane_width, HeaderError};
 use super::snapshot::Snapshot;
 use super::source::SourceFile;
 use super::Options;
+use crate::codec::rows::{self, Piece, Records};
 use crate::codec::{self, Codec};
 use crate::store::cas::{self, Cas, Compress, Key};
 use crate::store::index::BlobSizes;
@@ -126,6 +129,8 @@ pub fn encode_file(
     let (kind, mut segments) = if is_safetensors(file) {
         let header = safetensors::parse(&file.abs, bytes)?;
         ("safetensors", plan_safetensors(&header, opts, base))
+    } else if let Some(segments) = plan_records(file, bytes, opts, base)? {
+        ("file", segments)
     } else {
         ("file", vec![plain(0, file.size, 1, opts, None, None)])
     };
@@ -133,7 +138,7 @@ pub fn encode_file(
     let jobs: Vec<(usize, usize)> = segments
         .iter()
         .enumerate()
-        .flat_map(|(s, seg)| (0..Segment::chunk_count(seg.len, seg.chunk_size)).map(move |c| (s, c)))
+        .flat_map(|(s, seg)| (0..seg.coded_chunks()).map(move |c| (s, c)))
         .collect();
     let coded: Vec<(Chunk, Option<StoredBlob>)> = jobs
         .par_iter()
@@ -246,7 +251,7 @@ pub fn encode_file(
     let mut new_bytes = 0;
     let mut coded = coded.into_iter();
     for seg in &mut segments {
-        for _ in 0..Segment::chunk_count(seg.len, seg.chunk_size) {
+        for _ in 0..seg.coded_chunks() {
             let (chunk, blob) = coded.next().expect("one result per job");
             if let Some(b) = blob {
                 new_bytes += if b.new { b.sizes.stored } else { 0 };
@@ -259,7 +264,10 @@ pub fn encode_file(
         }
     }
     let manifest = Manifest {
-        format: MANIFEST_FORMAT.into(),
+        format: match segments.iter().any(|s| s.copy.is_some()) {
+            true => MANIFEST_FORMAT_COPIES.into(),
+            false => MANIFEST_FORMAT.into(),
+        },
         kind: kind.into(),
         size: file.size,
         segments,
@@ -300,6 +308,76 @@ pub fn plan_safetensors(header: &safetensors::Header, opts: &Options, base: Opti
     segments
 }
 
+/// Segments of a text file whose base has a file at the same path: runs of records found in
+/// the base's file, byte for byte, become copies of its bytes, and the rest is coded as plain
+/// bytes ([`codec::rows`]). None when the file is not text or is mostly new.
+fn plan_records(
+    file: &SourceFile,
+    bytes: &[u8],
+    opts: &Options,
+    base: Option<&Base<'_>>,
+) -> Result<Option<Vec<Segment>>, Error> {
+    let Some(b) = base else { return Ok(None) };
+    let Some(parent) = b.snapshot.manifests.get(&file.path) else {
+        return Ok(None);
+    };
+    if !rows::is_text(bytes) {
+        return Ok(None);
+    }
+    // The parent's bytes, whole: a text file's records are compared with all of them.
+    let mut old = vec![0u8; parent.size as usize];
+    let found = b
+        .rebuilder
+        .read_range(b.snapshot, &file.path, 0, &mut old)
+        .map_err(|e| Error::Parent {
+            path: file.abs.clone(),
+            source: Box::new(e),
+        })?;
+    if !found || !rows::is_text(&old) {
+        return Ok(None);
+    }
+    let pieces = rows::diff(bytes, &old, Records::for_path(&file.path));
+    let copied: u64 = pieces
+        .iter()
+        .map(|p| match p {
+            Piece::Copy { len, .. } => *len,
+            Piece::New { .. } => 0,
+        })
+        .sum();
+    if copied * 2 < bytes.len() as u64 {
+        return Ok(None);
+    }
+    let chunk_size = opts.chunk_size.max(1);
+    let mut segments = Vec::new();
+    let mut at = 0u64;
+    for p in pieces {
+        match p {
+            Piece::Copy { from, len } => {
+                // At most a chunk per segment: checkout holds one segment in memory at a time.
+                let mut done = 0;
+                while done < len {
+                    let n = (len - done).min(chunk_size);
+                    let src = (from + done) as usize..(from + done + n) as usize;
+                    let mut seg = plain(at + done, n, 1, opts, None, None);
+                    seg.copy = Some(CopyRef {
+                        file: file.path.clone(),
+                        offset: from + done,
+                        hash: Key::of(&old[src]),
+                    });
+                    segments.push(seg);
+                    done += n;
+                }
+                at += len;
+            }
+            Piece::New { len } => {
+                segments.push(plain(at, len, 1, opts, None, None));
+                at += len;
+            }
+        }
+    }
+    Ok(Some(segments))
+}
+
 /// A segment with no chunks yet; its chunk size is the parent's, or the option's rounded to
 /// whole elements.
 fn plain(
@@ -322,6 +400,7 @@ fn plain(
         chunk_size,
         tensor,
         parent,
+        copy: None,
         chunks: Vec::new(),
     }
 }

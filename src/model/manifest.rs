@@ -11,6 +11,8 @@ use crate::store::cas::Key;
 pub const META_PATH: &str = ".sparse.json";
 pub const META_FORMAT: &str = "sparse-snapshot/1";
 pub const MANIFEST_FORMAT: &str = "sparse-manifest/1";
+/// The format of a manifest with [`CopyRef`] segments, which readers of version 1 cannot rebuild.
+pub const MANIFEST_FORMAT_COPIES: &str = "sparse-manifest/2";
 
 /// What a snapshot is, where its delta parent is, and which of its files are manifests.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -55,6 +57,9 @@ pub struct Segment {
     /// The tensor of the snapshot's base this one is coded against, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<ParentRef>,
+    /// Bytes copied from a file of the snapshot's base: then the segment has no chunks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<CopyRef>,
     pub chunks: Vec<Chunk>,
 }
 
@@ -70,6 +75,15 @@ pub struct TensorMeta {
 pub struct ParentRef {
     pub file: String,
     pub tensor: String,
+}
+
+/// A segment's bytes are the bytes of `file` in the base snapshot at `offset`, `len` of them
+/// (the segment's length), whose blake3 is `hash`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CopyRef {
+    pub file: String,
+    pub offset: u64,
+    pub hash: Key,
 }
 
 /// One chunk: how it is coded, the blake3 of its decoded bytes, and the blob holding the code.
@@ -98,6 +112,14 @@ impl Segment {
 
     pub fn stored(&self) -> u64 {
         self.chunks.iter().map(|c| c.stored).sum()
+    }
+
+    /// How many chunks coding this segment makes: none for bytes copied from the base.
+    pub fn coded_chunks(&self) -> usize {
+        match self.copy {
+            Some(_) => 0,
+            None => Segment::chunk_count(self.len, self.chunk_size),
+        }
     }
 
     /// The codec of the segment: the one all chunks share, or `mixed`.

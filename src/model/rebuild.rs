@@ -39,6 +39,15 @@ pub enum Error {
     },
     #[error("{file}: {what} has a delta parent but its snapshot has no base")]
     NoBase { file: String, what: String },
+    #[error("{file}: {what} copies bytes {offset}..{end} of {from:?} in base {base}, which has no such bytes")]
+    MissingCopy {
+        file: String,
+        what: String,
+        from: String,
+        offset: u64,
+        end: u64,
+        base: String,
+    },
     #[error("{file}: {what}, chunk {chunk} (blob {blob}): {source}")]
     Decode {
         file: String,
@@ -178,12 +187,92 @@ impl<'a> Rebuilder<'a> {
     /// yields a wrong chunk here, which the check catches. Only then is the chain decoded again
     /// with every level checked, to name the damaged blob.
     pub fn chunk(&self, snap: &Snapshot, file: &str, seg: usize, i: usize, out: &mut [u8]) -> Result<(), Error> {
+        if snap.manifests[file].segments[seg].copy.is_some() {
+            return self.copied(snap, file, seg, out);
+        }
         match self.decode(snap, file, seg, i, out, Check::This) {
             Err(Error::Hash { .. }) if snap.manifests[file].segments[seg].chunks[i].codec.needs_parent() => {
                 self.decode(snap, file, seg, i, out, Check::All)
             }
             result => result,
         }
+    }
+
+    /// The bytes of segment `seg` of `file`, copied from a file of the snapshot's base, checked
+    /// against the hash the segment records.
+    fn copied(&self, snap: &Snapshot, file: &str, seg: usize, out: &mut [u8]) -> Result<(), Error> {
+        let manifest = &snap.manifests[file];
+        let segment = &manifest.segments[seg];
+        let copy = segment.copy.as_ref().expect("a copied segment");
+        let what = || segment_name(manifest, seg);
+        let base_id = snap.base()?.ok_or_else(|| Error::NoBase {
+            file: file.to_string(),
+            what: what(),
+        })?;
+        let missing = || Error::MissingCopy {
+            file: file.to_string(),
+            what: what(),
+            from: copy.file.clone(),
+            offset: copy.offset,
+            end: copy.offset + segment.len,
+            base: base_id.to_string(),
+        };
+        let base = self.bases.get(&base_id).ok_or_else(missing)?;
+        if !self.read_range(base, &copy.file, copy.offset, out)? {
+            return Err(missing());
+        }
+        let found = Key::of(out);
+        if found != copy.hash {
+            return Err(Error::Hash {
+                file: file.to_string(),
+                what: what(),
+                chunk: 0,
+                mismatch: Box::new(Mismatch {
+                    blob: None,
+                    found,
+                    expected: copy.hash,
+                }),
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads `out.len()` bytes of `file` in `snap` from `offset`, decoding (and checking) the
+    /// chunks that hold them. False if the file has no such bytes.
+    pub fn read_range(&self, snap: &Snapshot, file: &str, offset: u64, out: &mut [u8]) -> Result<bool, Error> {
+        let Some(manifest) = snap.manifests.get(file) else {
+            return Ok(false);
+        };
+        let end = offset + out.len() as u64;
+        if end > manifest.size {
+            return Ok(false);
+        }
+        for (si, seg) in manifest.segments.iter().enumerate() {
+            let (lo, hi) = (seg.offset.max(offset), (seg.offset + seg.len).min(end));
+            if lo >= hi {
+                continue;
+            }
+            let n = if seg.copy.is_some() { 1 } else { seg.chunks.len() };
+            for c in 0..n {
+                let (cs, ce) = seg.chunk_range(c);
+                let (clo, chi) = ((seg.offset + cs).max(lo), (seg.offset + ce).min(hi));
+                if clo >= chi {
+                    continue;
+                }
+                let dst = &mut out[(clo - offset) as usize..(chi - offset) as usize];
+                let from = (clo - seg.offset - cs) as usize;
+                let id = ChunkId {
+                    tree: snap.tree,
+                    file: file.to_string(),
+                    seg: si,
+                    chunk: c,
+                };
+                cached_chunk(id, (ce - cs) as usize, dst, from, |buf| {
+                    self.chunk(snap, file, si, c, buf)
+                })?;
+            }
+        }
+        Ok(true)
     }
 
     /// Decodes a chunk into `out`, checking the hashes `check` asks for.
@@ -311,7 +400,10 @@ impl<'a> Rebuilder<'a> {
             .segments
             .iter()
             .enumerate()
-            .flat_map(|(s, seg)| (0..seg.chunks.len()).map(move |c| (s, c)))
+            .flat_map(|(s, seg)| {
+                let n = if seg.copy.is_some() { 1 } else { seg.chunks.len() };
+                (0..n).map(move |c| (s, c))
+            })
             .collect();
         // Workers decode chunks into pooled buffers and hand them to one writer thread: the
         // kernel takes the file's lock for each write, so parallel writes would only wait on
@@ -352,6 +444,50 @@ impl<'a> Rebuilder<'a> {
 thread_local! {
     /// Chunk-sized buffers reused along chains of parents, by every chunk decoded on this thread.
     static BUFFERS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Which chunk: of segment `seg` of `file` in snapshot `tree`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ChunkId {
+    tree: ObjectId,
+    file: String,
+    seg: usize,
+    chunk: usize,
+}
+
+thread_local! {
+    /// The chunk this thread decoded last for [`Rebuilder::read_range`]: copies of a base's
+    /// records are often many small runs from one chunk.
+    static LAST: RefCell<Option<(ChunkId, Vec<u8>)>> = const { RefCell::new(None) };
+}
+
+/// Copies `dst.len()` bytes from `from` of chunk `id` (`len` bytes, decoded by `decode`) into
+/// `dst`, decoding it only if it is not the one this thread decoded last.
+fn cached_chunk(
+    id: ChunkId,
+    len: usize,
+    dst: &mut [u8],
+    from: usize,
+    decode: impl FnOnce(&mut [u8]) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let hit = LAST.with_borrow(|last| match last {
+        Some((last_id, bytes)) if *last_id == id => {
+            dst.copy_from_slice(&bytes[from..from + dst.len()]);
+            true
+        }
+        _ => false,
+    });
+    if hit {
+        return Ok(());
+    }
+    let mut bytes = LAST
+        .with_borrow_mut(|last| last.take().map(|(_, b)| b))
+        .unwrap_or_default();
+    bytes.resize(len, 0);
+    decode(&mut bytes)?;
+    dst.copy_from_slice(&bytes[from..from + dst.len()]);
+    LAST.with_borrow_mut(|last| *last = Some((id, bytes)));
+    Ok(())
 }
 
 /// Runs `f` on a reused buffer of this thread, whose content is unspecified.

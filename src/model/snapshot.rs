@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 
-use super::manifest::{Manifest, ParentRef, SnapshotMeta, MANIFEST_FORMAT, META_FORMAT, META_PATH};
+use super::manifest::{
+    Manifest, ParentRef, SnapshotMeta, MANIFEST_FORMAT, MANIFEST_FORMAT_COPIES, META_FORMAT, META_PATH,
+};
 use crate::store::history::{self, History, ObjectId};
 
 #[derive(Debug, thiserror::Error)]
@@ -107,7 +109,7 @@ impl Snapshot {
 
 /// Checks that a manifest's segments tile its file and its chunks tile each segment.
 pub fn validate(m: &Manifest, size: u64) -> Result<(), String> {
-    if m.format != MANIFEST_FORMAT {
+    if m.format != MANIFEST_FORMAT && m.format != MANIFEST_FORMAT_COPIES {
         return Err(format!("unknown manifest format {:?}", m.format));
     }
     if m.size != size {
@@ -133,6 +135,15 @@ pub fn validate(m: &Manifest, size: u64) -> Result<(), String> {
         }
         if s.len % s.width as u64 != 0 {
             return Err(format!("segment {i} ({name}) is not whole elements"));
+        }
+        if s.copy.is_some() {
+            if !s.chunks.is_empty() || s.parent.is_some() || s.len > s.chunk_size {
+                return Err(format!(
+                    "segment {i} ({name}) is copied from the base but has chunks, a parent or more than a chunk of bytes"
+                ));
+            }
+            at = at.checked_add(s.len).ok_or("segment lengths overflow")?;
+            continue;
         }
         if s.chunks.len() != super::manifest::Segment::chunk_count(s.len, s.chunk_size) {
             return Err(format!(

