@@ -45,6 +45,49 @@ impl Records {
     }
 }
 
+/// Finds record ends in a stream of bytes fed piece by piece (the quote state of CSV carries
+/// over from one piece to the next).
+#[derive(Debug, Clone)]
+pub struct Splitter {
+    records: Records,
+    quoted: bool,
+}
+
+impl Splitter {
+    pub fn new(records: Records) -> Splitter {
+        Splitter { records, quoted: false }
+    }
+
+    /// Calls `end(i)` for every record that ends in `piece`, with the index just past its last
+    /// byte.
+    pub fn feed(&mut self, piece: &[u8], mut end: impl FnMut(usize)) {
+        match self.records {
+            Records::Lines => {
+                for (i, &b) in piece.iter().enumerate() {
+                    if b == b'\n' {
+                        end(i + 1);
+                    }
+                }
+            }
+            Records::Quoted => {
+                for (i, &b) in piece.iter().enumerate() {
+                    match b {
+                        b'"' => self.quoted = !self.quoted,
+                        b'\n' if !self.quoted => end(i + 1),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The 64-bit hash records are looked up by (equal hashes are then checked byte for byte).
+pub fn record_hash(bytes: &[u8]) -> u64 {
+    let h = blake3::hash(bytes);
+    u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"))
+}
+
 /// A run of a new file's bytes: copied from the parent, or its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Piece {

@@ -11,15 +11,13 @@ use std::sync::Mutex;
 use memmap2::{Mmap, UncheckedAdvice};
 use rayon::prelude::*;
 
-use super::manifest::{
-    Chunk, CopyRef, Manifest, ParentRef, Segment, TensorMeta, MANIFEST_FORMAT, MANIFEST_FORMAT_COPIES,
-};
+use super::manifest::{Chunk, Manifest, ParentRef, Segment, TensorMeta, MANIFEST_FORMAT, MANIFEST_FORMAT_COPIES};
 use super::rebuild::{self, Rebuilder};
+use super::records;
 use super::safetensors::{self, dtype_name, plane_width, HeaderError};
 use super::snapshot::Snapshot;
 use super::source::SourceFile;
 use super::Options;
-use crate::codec::rows::{self, Piece, Records};
 use crate::codec::{self, Codec};
 use crate::store::cas::{self, Cas, Compress, Key};
 use crate::store::index::BlobSizes;
@@ -129,7 +127,7 @@ pub fn encode_file(
     let (kind, mut segments) = if is_safetensors(file) {
         let header = safetensors::parse(&file.abs, bytes)?;
         ("safetensors", plan_safetensors(&header, opts, base))
-    } else if let Some(segments) = plan_records(file, bytes, opts, base)? {
+    } else if let Some(segments) = records::plan(file, bytes, opts, base, &|lo, hi| release(&map, lo, hi))? {
         ("file", segments)
     } else {
         ("file", vec![plain(0, file.size, 1, opts, None, None)])
@@ -236,11 +234,7 @@ pub fn encode_file(
                 Ok(result)
             };
             let result = code();
-            if let Some(map) = &map {
-                // SAFETY: a read-only file mapping: dropped pages are read again from the file
-                // if touched later, so no thread can observe different bytes.
-                let _ = unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, lo, hi - lo) };
-            }
+            release(&map, lo, hi);
             progress(data.len() as u64);
             result
         })
@@ -308,79 +302,20 @@ pub fn plan_safetensors(header: &safetensors::Header, opts: &Options, base: Opti
     segments
 }
 
-/// Segments of a text file whose base has a file at the same path: runs of records found in
-/// the base's file, byte for byte, become copies of its bytes, and the rest is coded as plain
-/// bytes ([`codec::rows`]). None when the file is not text or is mostly new.
-fn plan_records(
-    file: &SourceFile,
-    bytes: &[u8],
-    opts: &Options,
-    base: Option<&Base<'_>>,
-) -> Result<Option<Vec<Segment>>, Error> {
-    let Some(b) = base else { return Ok(None) };
-    let Some(parent) = b.snapshot.manifests.get(&file.path) else {
-        return Ok(None);
-    };
-    if !rows::is_text(bytes) {
-        return Ok(None);
-    }
-    // The parent's bytes, whole: a text file's records are compared with all of them.
-    let mut old = vec![0u8; parent.size as usize];
-    let found = b
-        .rebuilder
-        .read_range(b.snapshot, &file.path, 0, &mut old)
-        .map_err(|e| Error::Parent {
-            path: file.abs.clone(),
-            source: Box::new(e),
-        })?;
-    if !found || !rows::is_text(&old) {
-        return Ok(None);
-    }
-    let pieces = rows::diff(bytes, &old, Records::for_path(&file.path));
-    let copied: u64 = pieces
-        .iter()
-        .map(|p| match p {
-            Piece::Copy { len, .. } => *len,
-            Piece::New { .. } => 0,
-        })
-        .sum();
-    if copied * 2 < bytes.len() as u64 {
-        return Ok(None);
-    }
-    let chunk_size = opts.chunk_size.max(1);
-    let mut segments = Vec::new();
-    let mut at = 0u64;
-    for p in pieces {
-        match p {
-            Piece::Copy { from, len } => {
-                // At most a chunk per segment: checkout holds one segment in memory at a time.
-                let mut done = 0;
-                while done < len {
-                    let n = (len - done).min(chunk_size);
-                    let src = (from + done) as usize..(from + done + n) as usize;
-                    let mut seg = plain(at + done, n, 1, opts, None, None);
-                    seg.copy = Some(CopyRef {
-                        file: file.path.clone(),
-                        offset: from + done,
-                        hash: Key::of(&old[src]),
-                    });
-                    segments.push(seg);
-                    done += n;
-                }
-                at += len;
-            }
-            Piece::New { len } => {
-                segments.push(plain(at, len, 1, opts, None, None));
-                at += len;
-            }
+/// Drops the pages of `lo..hi` of a source's mapping: resident memory stays at what is in use.
+fn release(map: &Option<Mmap>, lo: usize, hi: usize) {
+    if let Some(map) = map {
+        if hi > lo {
+            // SAFETY: a read-only file mapping: dropped pages are read again from the file
+            // if touched later, so no thread can observe different bytes.
+            let _ = unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, lo, hi - lo) };
         }
     }
-    Ok(Some(segments))
 }
 
 /// A segment with no chunks yet; its chunk size is the parent's, or the option's rounded to
 /// whole elements.
-fn plain(
+pub(crate) fn plain(
     offset: u64,
     len: u64,
     width: usize,

@@ -4,6 +4,7 @@
 pub mod encode;
 pub mod manifest;
 pub mod rebuild;
+pub mod records;
 pub mod safetensors;
 pub mod sample;
 pub mod snapshot;
