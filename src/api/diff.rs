@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use super::record_diff::{record_diff, RecordDiff};
 use super::rev;
 use super::Repository;
 use crate::model::manifest::{Manifest, Segment, TensorMeta};
@@ -71,6 +72,9 @@ pub struct FileDiff {
     pub change: Change,
     pub size_a: Option<u64>,
     pub size_b: Option<u64>,
+    /// For a changed text file (lines, CSV, TSV): its records added, removed and modified.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub records: Option<RecordDiff>,
 }
 
 /// Where a tensor is on one side, and what it is.
@@ -141,15 +145,15 @@ pub struct Report {
 }
 
 /// A loaded revision and the rebuilder for its chunks.
-struct Loaded<'r> {
+pub(super) struct Loaded<'r> {
     rev: String,
     commit: history::ObjectId,
-    snap: Snapshot,
-    rebuilder: Rebuilder<'r>,
+    pub(super) snap: Snapshot,
+    pub(super) rebuilder: Rebuilder<'r>,
 }
 
 impl Loaded<'_> {
-    fn rebuild_err(&self) -> impl Fn(rebuild::Error) -> Error + '_ {
+    pub(super) fn rebuild_err(&self) -> impl Fn(rebuild::Error) -> Error + '_ {
         |source| Error::Rebuild {
             rev: self.rev.clone(),
             source: Box::new(source),
@@ -230,7 +234,8 @@ struct Sums {
 impl Repository {
     /// Compares revision `rev_b` with revision `rev_a`. `all` lists unchanged files and tensors
     /// too (they are always counted in the summary).
-    pub fn diff(&self, rev_a: &str, rev_b: &str, all: bool) -> Result<Report, Error> {
+    /// Compares two revisions; `rows` records of each kind are listed for changed text files.
+    pub fn diff(&self, rev_a: &str, rev_b: &str, all: bool, rows: usize) -> Result<Report, Error> {
         let a = self.load(rev_a)?;
         let b = self.load(rev_b)?;
 
@@ -257,18 +262,24 @@ impl Repository {
                 _ => file_counts.changed += 1,
             }
             if all || change != Change::Unchanged {
+                let is_model = |l: &Loaded| l.snap.manifests.get(path).is_some_and(|m| m.kind == "safetensors");
+                let records = match change {
+                    Change::Changed if !is_model(&a) && !is_model(&b) => record_diff(self, &a, &b, path, rows)?,
+                    _ => None,
+                };
                 files.push(FileDiff {
                     path: path.clone(),
                     change,
                     size_a,
                     size_b,
+                    records,
                 });
             }
         }
 
         // Tensors: pair by name, classify, and collect the pairs to compare.
         let names: BTreeSet<&String> = a.snap.tensors.keys().chain(b.snap.tensors.keys()).collect();
-        let mut rows = Vec::new();
+        let mut tensor_rows = Vec::new();
         let mut pairs = Vec::new();
         let describe = |(file, _, t): (&str, usize, &TensorMeta)| TensorSide {
             file: file.to_string(),
@@ -299,7 +310,7 @@ impl Repository {
                         });
                     }
                     pairs.push(Pair {
-                        row: rows.len(),
+                        row: tensor_rows.len(),
                         dtype,
                         a: (fa, ia),
                         b: (fb, ib),
@@ -307,7 +318,7 @@ impl Repository {
                     Change::Changed // until compared
                 }
             };
-            rows.push(TensorDiff {
+            tensor_rows.push(TensorDiff {
                 name: name.clone(),
                 change,
                 a: sa.map(describe),
@@ -367,7 +378,7 @@ impl Repository {
 
         let (mut elements, mut changed_elements) = (0u64, 0u64);
         for (p, pair) in pairs.iter().enumerate() {
-            let row = &mut rows[pair.row];
+            let row = &mut tensor_rows[pair.row];
             let n: u64 = row.a.as_ref().expect("paired").shape.iter().product();
             let float = is_float(pair.dtype);
             let t = totals[p];
@@ -389,7 +400,7 @@ impl Repository {
         }
 
         let mut tensor_counts = TensorCounts::default();
-        for r in &rows {
+        for r in &tensor_rows {
             *match r.change {
                 Change::Added => &mut tensor_counts.added,
                 Change::Removed => &mut tensor_counts.removed,
@@ -400,7 +411,7 @@ impl Repository {
             } += 1;
         }
         if !all {
-            rows.retain(|r| r.change != Change::Unchanged);
+            tensor_rows.retain(|r| r.change != Change::Unchanged);
         }
         Ok(Report {
             a: Revision {
@@ -412,7 +423,7 @@ impl Repository {
                 commit: b.commit.to_string(),
             },
             files,
-            tensors: rows,
+            tensors: tensor_rows,
             summary: Summary {
                 tensors: tensor_counts,
                 files: file_counts,

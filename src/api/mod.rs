@@ -13,6 +13,7 @@ pub mod gc;
 pub mod log;
 pub mod progress;
 pub mod reach;
+pub mod record_diff;
 pub mod refs;
 pub mod rev;
 pub mod status;

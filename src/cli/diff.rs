@@ -14,10 +14,14 @@ pub struct Args {
     /// List unchanged files and tensors too.
     #[arg(long)]
     pub all: bool,
+    /// For changed text files (lines, CSV, TSV), also show the first N records added, removed
+    /// and modified (their counts are always shown).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub rows: usize,
 }
 
 pub fn run(repo: &Repository, args: &Args, out: &Output) -> Result<i32, Error> {
-    let report = repo.diff(&args.rev_a, &args.rev_b, args.all)?;
+    let report = repo.diff(&args.rev_a, &args.rev_b, args.all, args.rows)?;
     out.emit(&report, describe);
     Ok(0)
 }
@@ -65,6 +69,21 @@ fn describe(r: &Report) -> String {
         t.push_str("\nfiles:\n");
         for f in &r.files {
             t.push_str(&format!("  {} {}\n", mark(f.change), f.path));
+            if let Some(d) = &f.records {
+                t.push_str(&format!(
+                    "      records: {} added, {} removed, {} modified, {} unchanged ({} -> {})\n",
+                    d.added, d.removed, d.modified, d.unchanged, d.records_a, d.records_b
+                ));
+                for (m, rows) in [
+                    ("+", &d.examples.added),
+                    ("-", &d.examples.removed),
+                    ("~", &d.examples.modified),
+                ] {
+                    for row in rows {
+                        t.push_str(&format!("      {m} {row}\n"));
+                    }
+                }
+            }
         }
     }
     if !r.tensors.is_empty() {
