@@ -243,9 +243,9 @@ impl Repository {
             .iter()
             .map(|file| {
                 if is_safetensors(file) || file.size >= opts.small_file {
-                    Ok(Content::Coded(encode_file(
+                    Ok(Content::Coded(Box::new(encode_file(
                         file, &self.cas, opts, base, known, written, tick,
-                    )?))
+                    )?)))
                 } else {
                     let bytes = std::fs::read(&file.abs).map_err(|source| Error::Read {
                         path: file.abs.clone(),
@@ -264,5 +264,5 @@ enum Content {
     /// Small files go into git as they are.
     Verbatim(Vec<u8>),
     /// Large files are coded into blobs and described by a manifest.
-    Coded(encode::Encoded),
+    Coded(Box<encode::Encoded>),
 }

@@ -462,7 +462,7 @@ impl Repository {
         let (ma, mb) = (a.snap.manifests.get(path), b.snap.manifests.get(path));
         match (ma, mb) {
             (None, None) => Ok(a.snap.blobs[path] == b.snap.blobs[path]),
-            // Bytes copied from a base have no chunks of their own: compare the bytes.
+            // A records file's segments hold only its new bytes: compare the bytes.
             (Some(ma), Some(mb)) if copies(ma) || copies(mb) => same_bytes(a, b, path, ma.size, mb.size),
             (Some(ma), Some(mb)) => same_manifest(a, ma, mb, path),
             // Kept verbatim on one side only (another small-file threshold): hash the verbatim
@@ -485,7 +485,7 @@ impl Repository {
 }
 
 fn copies(m: &Manifest) -> bool {
-    m.segments.iter().any(|s| s.copy.is_some())
+    m.records.is_some()
 }
 
 /// Whether file `path` has the same bytes on both sides, read in windows of a few MiB.

@@ -148,7 +148,7 @@ impl Builder<'_> {
         let snap = &self.snaps[&id];
         let mut stored = 0;
         for m in snap.manifests.values() {
-            for blob in m.segments.iter().flat_map(|s| s.chunks.iter().filter_map(|c| c.blob)) {
+            for blob in m.blobs() {
                 if self.counted.insert(blob) {
                     stored += self.sizes.get(&blob).copied().unwrap_or(0);
                 }

@@ -107,21 +107,15 @@ impl Repository {
                 .and_then(|b| snapshots.get(&b))
                 .and_then(Option::as_ref);
             for (path, m) in &snap.manifests {
-                for seg in &m.segments {
-                    if let Some(c) = &seg.copy {
-                        let fits = base
-                            .and_then(|b| b.manifests.get(&c.file))
-                            .is_some_and(|bm| c.offset.checked_add(seg.len).is_some_and(|end| end <= bm.size));
-                        if !fits {
-                            errors.push(format!(
-                                "commit {id}: {path}: bytes {}..{} copy {:?} at {}, which its base does not have",
-                                seg.offset,
-                                seg.offset + seg.len,
-                                c.file,
-                                c.offset
-                            ));
-                        }
+                if let Some(r) = &m.records {
+                    if base.and_then(|b| b.manifests.get(&r.base_file)).is_none() {
+                        errors.push(format!(
+                            "commit {id}: {path}: copies records of {:?}, which its base does not have",
+                            r.base_file
+                        ));
                     }
+                }
+                for seg in &m.segments {
                     let Some(p) = &seg.parent else { continue };
                     let found = base.and_then(|b| b.find(p)).map(|(pm, i)| &pm.segments[i]);
                     let fits = found.is_some_and(|ps| {
@@ -168,6 +162,12 @@ impl Repository {
             }
         }
         for (path, m) in &snap.manifests {
+            if let Some(r) = m.records.as_ref().filter(|r| !present.contains(&r.pieces)) {
+                errors.push(format!(
+                    "tree {tree}: {path}: its piece table is blob {}, which is missing",
+                    r.pieces
+                ));
+            }
             for seg in &m.segments {
                 for (i, chunk) in seg.chunks.iter().enumerate() {
                     if let Some(blob) = chunk.blob.filter(|b| !present.contains(b)) {

@@ -99,9 +99,7 @@ impl Repository {
             .extend(self.history.tree_files(tree)?.into_iter().map(|(_, id)| id));
         let snap = self.snapshot_at(tree, from)?;
         for m in snap.manifests.values() {
-            for seg in &m.segments {
-                reach.blobs.extend(seg.chunks.iter().filter_map(|c| c.blob));
-            }
+            reach.blobs.extend(m.blobs());
         }
         snap.base().map_err(|source| Error::Snapshot {
             tree,

@@ -45,6 +45,18 @@ impl Records {
     }
 }
 
+impl Piece {
+    pub fn len(&self) -> u64 {
+        match *self {
+            Piece::Copy { len, .. } | Piece::New { len } => len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Finds record ends in a stream of bytes fed piece by piece (the quote state of CSV carries
 /// over from one piece to the next).
 #[derive(Debug, Clone)]
@@ -95,6 +107,71 @@ pub enum Piece {
     Copy { from: u64, len: u64 },
     /// `len` bytes of the new file, stored.
     New { len: u64 },
+}
+
+/// The piece table of a records manifest (docs/FORMAT.md, "Records"): per piece, a LEB128
+/// varint of `len << 1 | copy`, and for a copy the zigzag varint of how far its `from` lies
+/// from the end of the previous copy (0 when a run of the base simply goes on).
+pub fn encode_pieces(pieces: &[Piece]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(pieces.len() * 4);
+    let mut next = 0u64;
+    for p in pieces {
+        match *p {
+            Piece::Copy { from, len } => {
+                varint(len << 1 | 1, &mut out);
+                let delta = from.wrapping_sub(next) as i64;
+                varint(((delta << 1) ^ (delta >> 63)) as u64, &mut out);
+                next = from + len;
+            }
+            Piece::New { len } => varint(len << 1, &mut out),
+        }
+    }
+    out
+}
+
+/// Decodes a piece table of `count` pieces; None if it is malformed or does not cover exactly
+/// `size` bytes.
+pub fn decode_pieces(bytes: &[u8], count: u64, size: u64) -> Option<Vec<Piece>> {
+    let mut rest = bytes;
+    let mut pieces = Vec::with_capacity(count.min(1 << 24) as usize);
+    let mut next = 0u64;
+    let mut total = 0u64;
+    for _ in 0..count {
+        let head = read_varint(&mut rest)?;
+        let len = head >> 1;
+        total = total.checked_add(len)?;
+        if head & 1 == 1 {
+            let z = read_varint(&mut rest)?;
+            let delta = ((z >> 1) as i64) ^ -((z & 1) as i64);
+            let from = next.wrapping_add(delta as u64);
+            next = from.checked_add(len)?;
+            pieces.push(Piece::Copy { from, len });
+        } else {
+            pieces.push(Piece::New { len });
+        }
+    }
+    (rest.is_empty() && total == size).then_some(pieces)
+}
+
+fn varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn read_varint(rest: &mut &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&b, tail) = rest.split_first()?;
+        *rest = tail;
+        v |= u64::from(b & 0x7f).checked_shl(shift)?;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
 }
 
 /// Whether `bytes` looks like text: no NUL byte in its first 64 KiB.
@@ -163,6 +240,31 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn piece_tables_round_trip_and_refuse_damage() {
+        let pieces = [
+            Piece::Copy { from: 0, len: 4 },
+            Piece::New { len: 2 },
+            Piece::Copy { from: 6, len: 300 },
+            Piece::Copy { from: 2, len: 1 },
+            Piece::New { len: 1 << 40 },
+        ];
+        let size = pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Copy { len, .. } | Piece::New { len } => len,
+            })
+            .sum();
+        let bytes = encode_pieces(&pieces);
+        assert_eq!(decode_pieces(&bytes, 5, size).unwrap(), pieces);
+        assert!(decode_pieces(&bytes, 5, size + 1).is_none(), "wrong size");
+        assert!(decode_pieces(&bytes, 4, size).is_none(), "trailing bytes");
+        for cut in 0..bytes.len() {
+            assert!(decode_pieces(&bytes[..cut], 5, size).is_none(), "cut at {cut}");
+        }
+        assert!(decode_pieces(&[0xff; 12], 1, 0).is_none(), "an endless varint");
     }
 
     #[test]

@@ -11,13 +11,16 @@ use std::sync::Mutex;
 use memmap2::{Mmap, UncheckedAdvice};
 use rayon::prelude::*;
 
-use super::manifest::{Chunk, Manifest, ParentRef, Segment, TensorMeta, MANIFEST_FORMAT, MANIFEST_FORMAT_COPIES};
+use super::manifest::{
+    Chunk, Manifest, ParentRef, RecordsRef, Segment, TensorMeta, MANIFEST_FORMAT, MANIFEST_FORMAT_RECORDS,
+};
 use super::rebuild::{self, Rebuilder};
 use super::records;
 use super::safetensors::{self, dtype_name, plane_width, HeaderError};
 use super::snapshot::Snapshot;
 use super::source::SourceFile;
 use super::Options;
+use crate::codec::rows::{self, Piece};
 use crate::codec::{self, Codec};
 use crate::store::cas::{self, Cas, Compress, Key};
 use crate::store::index::BlobSizes;
@@ -124,19 +127,33 @@ pub fn encode_file(
     let map = map_file(file)?;
     let bytes: &[u8] = map.as_deref().unwrap_or(&[]);
 
+    let mut planned = None;
     let (kind, mut segments) = if is_safetensors(file) {
         let header = safetensors::parse(&file.abs, bytes)?;
         ("safetensors", plan_safetensors(&header, opts, base))
-    } else if let Some(segments) = records::plan(file, bytes, opts, base, &|lo, hi| release(&map, lo, hi))? {
-        ("file", segments)
+    } else if let Some(p) = records::plan(file, bytes, opts, base, &|lo, hi| release(&map, lo, hi))? {
+        let segments = vec![plain(0, p.added, 1, opts, None, None)];
+        planned = Some(p);
+        ("records", segments)
     } else {
         ("file", vec![plain(0, file.size, 1, opts, None, None)])
+    };
+    // A records file codes only its new bytes, gathered into a scratch file first.
+    let added = match &planned {
+        Some(p) => Some(gather_new(file, bytes, &p.pieces, cas, &|lo, hi| {
+            release(&map, lo, hi)
+        })?),
+        None => None,
+    };
+    let (map, bytes): (&Option<Mmap>, &[u8]) = match &added {
+        Some((_, m)) => (m, m.as_deref().unwrap_or(&[])),
+        None => (&map, bytes),
     };
 
     let jobs: Vec<(usize, usize)> = segments
         .iter()
         .enumerate()
-        .flat_map(|(s, seg)| (0..seg.coded_chunks()).map(move |c| (s, c)))
+        .flat_map(|(s, seg)| (0..seg.chunks_needed()).map(move |c| (s, c)))
         .collect();
     let coded: Vec<(Chunk, Option<StoredBlob>)> = jobs
         .par_iter()
@@ -234,7 +251,7 @@ pub fn encode_file(
                 Ok(result)
             };
             let result = code();
-            release(&map, lo, hi);
+            release(map, lo, hi);
             progress(data.len() as u64);
             result
         })
@@ -245,7 +262,7 @@ pub fn encode_file(
     let mut new_bytes = 0;
     let mut coded = coded.into_iter();
     for seg in &mut segments {
-        for _ in 0..seg.coded_chunks() {
+        for _ in 0..seg.chunks_needed() {
             let (chunk, blob) = coded.next().expect("one result per job");
             if let Some(b) = blob {
                 new_bytes += if b.new { b.sizes.stored } else { 0 };
@@ -257,14 +274,38 @@ pub fn encode_file(
             seg.chunks.push(chunk);
         }
     }
+    let records = match planned {
+        Some(p) => {
+            let table = rows::encode_pieces(&p.pieces);
+            let put = cas.put(&table, Compress::Zstd(PIECES_LEVEL))?;
+            if put.new {
+                written.lock().expect("no panics while holding it").push(put.key);
+                new_bytes += put.stored;
+            }
+            let sizes = BlobSizes {
+                decoded: table.len() as u64,
+                stored: put.stored,
+            };
+            blobs.push((put.key, sizes));
+            Some(RecordsRef {
+                base_file: file.path.clone(),
+                pieces: put.key,
+                count: p.pieces.len() as u64,
+                added: p.added,
+                hash: p.hash,
+            })
+        }
+        None => None,
+    };
     let manifest = Manifest {
-        format: match segments.iter().any(|s| s.copy.is_some()) {
-            true => MANIFEST_FORMAT_COPIES.into(),
-            false => MANIFEST_FORMAT.into(),
+        format: match records {
+            Some(_) => MANIFEST_FORMAT_RECORDS.into(),
+            None => MANIFEST_FORMAT.into(),
         },
         kind: kind.into(),
         size: file.size,
         segments,
+        records,
     };
     Ok(Encoded {
         manifest,
@@ -302,6 +343,46 @@ pub fn plan_safetensors(header: &safetensors::Header, opts: &Options, base: Opti
     segments
 }
 
+/// zstd level of piece tables: small, and worth compressing well.
+const PIECES_LEVEL: i32 = 19;
+
+/// Writes the new pieces of `bytes` one after another to a scratch file and maps it, releasing
+/// the source's pages as they are copied.
+fn gather_new(
+    file: &SourceFile,
+    bytes: &[u8],
+    pieces: &[Piece],
+    cas: &Cas,
+    release: &dyn Fn(usize, usize),
+) -> Result<(tempfile::NamedTempFile, Option<Mmap>), Error> {
+    use std::io::Write;
+    let io = |source| Error::Io {
+        path: file.abs.clone(),
+        source,
+    };
+    let mut scratch = cas.scratch().map_err(io)?;
+    let mut at = 0usize;
+    {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, scratch.as_file_mut());
+        for p in pieces {
+            let len = p.len() as usize;
+            if let Piece::New { .. } = p {
+                w.write_all(&bytes[at..at + len]).map_err(io)?;
+                release(at, at + len);
+            }
+            at += len;
+        }
+        w.flush().map_err(io)?;
+    }
+    let len = scratch.as_file().metadata().map_err(io)?.len();
+    let map = match len {
+        0 => None,
+        // SAFETY: a private scratch file, read only, that nothing else writes while mapped.
+        _ => Some(unsafe { Mmap::map(scratch.as_file()) }.map_err(io)?),
+    };
+    Ok((scratch, map))
+}
+
 /// Drops the pages of `lo..hi` of a source's mapping: resident memory stays at what is in use.
 fn release(map: &Option<Mmap>, lo: usize, hi: usize) {
     if let Some(map) = map {
@@ -335,7 +416,6 @@ pub(crate) fn plain(
         chunk_size,
         tensor,
         parent,
-        copy: None,
         chunks: Vec::new(),
     }
 }

@@ -11,8 +11,8 @@ use crate::store::cas::Key;
 pub const META_PATH: &str = ".sparse.json";
 pub const META_FORMAT: &str = "sparse-snapshot/1";
 pub const MANIFEST_FORMAT: &str = "sparse-manifest/1";
-/// The format of a manifest with [`CopyRef`] segments, which readers of version 1 cannot rebuild.
-pub const MANIFEST_FORMAT_COPIES: &str = "sparse-manifest/2";
+/// The format of a `records` manifest ([`RecordsRef`]), which readers of version 1 cannot rebuild.
+pub const MANIFEST_FORMAT_RECORDS: &str = "sparse-manifest/2";
 
 /// What a snapshot is, where its delta parent is, and which of its files are manifests.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -37,10 +37,15 @@ pub struct FileEntry {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
     pub format: String,
-    /// `safetensors` (header segment, then one segment per tensor) or `file` (plain bytes).
+    /// `safetensors` (header segment, then one segment per tensor), `file` (plain bytes) or
+    /// `records` (pieces of the base's file and new bytes, see [`RecordsRef`]).
     pub kind: String,
     pub size: u64,
+    /// The segments that tile the file; for `records`, its new bytes.
     pub segments: Vec<Segment>,
+    /// For kind `records`: how the file is pieced together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records: Option<RecordsRef>,
 }
 
 /// A contiguous run of a file's bytes: the safetensors header, one tensor, or a plain file.
@@ -57,9 +62,6 @@ pub struct Segment {
     /// The tensor of the snapshot's base this one is coded against, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<ParentRef>,
-    /// Bytes copied from a file of the snapshot's base: then the segment has no chunks.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub copy: Option<CopyRef>,
     pub chunks: Vec<Chunk>,
 }
 
@@ -77,12 +79,18 @@ pub struct ParentRef {
     pub tensor: String,
 }
 
-/// A segment's bytes are the bytes of `file` in the base snapshot at `offset`, `len` of them
-/// (the segment's length), whose blake3 is `hash`.
+/// How a `records` file is rebuilt: its bytes are pieces, each copied from `base_file` in the
+/// base snapshot or taken from the file's new bytes, which the manifest's segments tile.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct CopyRef {
-    pub file: String,
-    pub offset: u64,
+pub struct RecordsRef {
+    /// The file of the base snapshot that copies come from.
+    pub base_file: String,
+    /// The blob of the piece table (docs/FORMAT.md, "Records"), and how many pieces it has.
+    pub pieces: Key,
+    pub count: u64,
+    /// Bytes of the new records, in file order: what the segments tile.
+    pub added: u64,
+    /// blake3 of the whole file, checked when it is rebuilt.
     pub hash: Key,
 }
 
@@ -114,12 +122,9 @@ impl Segment {
         self.chunks.iter().map(|c| c.stored).sum()
     }
 
-    /// How many chunks coding this segment makes: none for bytes copied from the base.
-    pub fn coded_chunks(&self) -> usize {
-        match self.copy {
-            Some(_) => 0,
-            None => Segment::chunk_count(self.len, self.chunk_size),
-        }
+    /// How many chunks coding this segment makes.
+    pub fn chunks_needed(&self) -> usize {
+        Segment::chunk_count(self.len, self.chunk_size)
     }
 
     /// The codec of the segment: the one all chunks share, or `mixed`.
@@ -134,6 +139,15 @@ impl Segment {
 }
 
 impl Manifest {
+    /// Every blob the manifest uses: its chunks', and a records file's piece table.
+    pub fn blobs(&self) -> impl Iterator<Item = Key> + '_ {
+        let chunks = self
+            .segments
+            .iter()
+            .flat_map(|s| s.chunks.iter().filter_map(|c| c.blob));
+        chunks.chain(self.records.as_ref().map(|r| r.pieces))
+    }
+
     pub fn stored(&self) -> u64 {
         self.segments.iter().map(Segment::stored).sum()
     }

@@ -6,12 +6,13 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
-use super::manifest::Manifest;
+use super::manifest::{Manifest, RecordsRef};
 use super::snapshot::{self, Snapshot};
+use crate::codec::rows::{self, Piece};
 use crate::codec::{self, Codec};
 use crate::store::cas::{self, Cas, Key};
 use crate::store::copies::Copies;
@@ -39,15 +40,16 @@ pub enum Error {
     },
     #[error("{file}: {what} has a delta parent but its snapshot has no base")]
     NoBase { file: String, what: String },
-    #[error("{file}: {what} copies bytes {offset}..{end} of {from:?} in base {base}, which has no such bytes")]
+    #[error("{file}: copies bytes {offset}..{end} of {from:?} in base {base}, which has no such bytes")]
     MissingCopy {
         file: String,
-        what: String,
         from: String,
         offset: u64,
         end: u64,
         base: String,
     },
+    #[error("{file}: its piece table {why}")]
+    Pieces { file: String, why: String },
     #[error("{file}: {what}, chunk {chunk} (blob {blob}): {source}")]
     Decode {
         file: String,
@@ -100,6 +102,23 @@ enum Check {
     All,
 }
 
+/// Bytes of a records file rebuilt per job.
+const RECORDS_WINDOW: u64 = 4 << 20;
+
+/// blake3 of the first `size` bytes of `file`, read in windows.
+fn hash_file(file: &File, size: u64) -> std::io::Result<Key> {
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; RECORDS_WINDOW.min(size) as usize];
+    let mut at = 0;
+    while at < size {
+        let n = RECORDS_WINDOW.min(size - at) as usize;
+        file.read_exact_at(&mut buf[..n], at)?;
+        hasher.update(&buf[..n]);
+        at += n as u64;
+    }
+    Ok(Key(*hasher.finalize().as_bytes()))
+}
+
 /// Decoded chunks that may wait for the writer: bounds the memory of a checkout.
 const WRITES_QUEUED: usize = 4;
 
@@ -114,6 +133,19 @@ pub struct Rebuilder<'a> {
     chain: Vec<ObjectId>,
     /// Known copies of the bases' files, by tree and path ([`Rebuilder::with_copies`]).
     copies: HashMap<ObjectId, HashMap<String, File>>,
+    /// Piece tables of records files read so far, by tree and path.
+    pieces: Mutex<HashMap<(ObjectId, String), PieceTable>>,
+}
+
+/// A records file's pieces, in file order.
+type PieceTable = Arc<Vec<Placed>>;
+
+/// A piece of a records file, where it starts in the file and, for new bytes, in the new bytes.
+#[derive(Debug, Clone, Copy)]
+struct Placed {
+    start: u64,
+    added_at: u64,
+    piece: Piece,
 }
 
 impl<'a> Rebuilder<'a> {
@@ -140,6 +172,7 @@ impl<'a> Rebuilder<'a> {
             bases,
             chain,
             copies: HashMap::new(),
+            pieces: Mutex::new(HashMap::new()),
         })
     }
 
@@ -187,9 +220,6 @@ impl<'a> Rebuilder<'a> {
     /// yields a wrong chunk here, which the check catches. Only then is the chain decoded again
     /// with every level checked, to name the damaged blob.
     pub fn chunk(&self, snap: &Snapshot, file: &str, seg: usize, i: usize, out: &mut [u8]) -> Result<(), Error> {
-        if snap.manifests[file].segments[seg].copy.is_some() {
-            return self.copied(snap, file, seg, out);
-        }
         match self.decode(snap, file, seg, i, out, Check::This) {
             Err(Error::Hash { .. }) if snap.manifests[file].segments[seg].chunks[i].codec.needs_parent() => {
                 self.decode(snap, file, seg, i, out, Check::All)
@@ -198,53 +228,120 @@ impl<'a> Rebuilder<'a> {
         }
     }
 
-    /// The bytes of segment `seg` of `file`, copied from a file of the snapshot's base, checked
-    /// against the hash the segment records.
-    fn copied(&self, snap: &Snapshot, file: &str, seg: usize, out: &mut [u8]) -> Result<(), Error> {
-        let manifest = &snap.manifests[file];
-        let segment = &manifest.segments[seg];
-        let copy = segment.copy.as_ref().expect("a copied segment");
-        let what = || segment_name(manifest, seg);
-        let base_id = snap.base()?.ok_or_else(|| Error::NoBase {
-            file: file.to_string(),
-            what: what(),
-        })?;
-        let missing = || Error::MissingCopy {
-            file: file.to_string(),
-            what: what(),
-            from: copy.file.clone(),
-            offset: copy.offset,
-            end: copy.offset + segment.len,
-            base: base_id.to_string(),
-        };
-        let base = self.bases.get(&base_id).ok_or_else(missing)?;
-        if !self.read_range(base, &copy.file, copy.offset, out)? {
-            return Err(missing());
-        }
-        let found = Key::of(out);
-        if found != copy.hash {
-            return Err(Error::Hash {
-                file: file.to_string(),
-                what: what(),
-                chunk: 0,
-                mismatch: Box::new(Mismatch {
-                    blob: None,
-                    found,
-                    expected: copy.hash,
-                }),
-            });
-        }
-        Ok(())
-    }
-
     /// Reads `out.len()` bytes of `file` in `snap` from `offset`, decoding (and checking) the
     /// chunks that hold them. False if the file has no such bytes.
     pub fn read_range(&self, snap: &Snapshot, file: &str, offset: u64, out: &mut [u8]) -> Result<bool, Error> {
         let Some(manifest) = snap.manifests.get(file) else {
             return Ok(false);
         };
+        if offset
+            .checked_add(out.len() as u64)
+            .is_none_or(|end| end > manifest.size)
+        {
+            return Ok(false);
+        }
+        match &manifest.records {
+            Some(records) => self.read_records(snap, file, records, offset, out),
+            None => self.read_segments(snap, file, offset, out),
+        }
+    }
+
+    /// [`Rebuilder::read_range`] of a records file: each piece from the base's file or from the
+    /// file's own new bytes.
+    fn read_records(
+        &self,
+        snap: &Snapshot,
+        file: &str,
+        records: &RecordsRef,
+        offset: u64,
+        out: &mut [u8],
+    ) -> Result<bool, Error> {
+        let pieces = self.pieces(snap, file, records)?;
         let end = offset + out.len() as u64;
-        if end > manifest.size {
+        let first = pieces.partition_point(|p| p.start + p.piece.len() <= offset);
+        for p in &pieces[first..] {
+            if p.start >= end {
+                break;
+            }
+            let (lo, hi) = (p.start.max(offset), (p.start + p.piece.len()).min(end));
+            let dst = &mut out[(lo - offset) as usize..(hi - offset) as usize];
+            let found = match p.piece {
+                Piece::Copy { from, .. } => {
+                    let base_id = snap.base()?.ok_or_else(|| Error::NoBase {
+                        file: file.to_string(),
+                        what: "its records".into(),
+                    })?;
+                    let base = self.bases.get(&base_id);
+                    let at = from + (lo - p.start);
+                    match base {
+                        Some(b) => self.read_range(b, &records.base_file, at, dst)?,
+                        None => false,
+                    }
+                    .then_some(())
+                    .ok_or_else(|| Error::MissingCopy {
+                        file: file.to_string(),
+                        from: records.base_file.clone(),
+                        offset: at,
+                        end: at + dst.len() as u64,
+                        base: base_id.to_string(),
+                    })?;
+                    true
+                }
+                Piece::New { .. } => self.read_segments(snap, file, p.added_at + (lo - p.start), dst)?,
+            };
+            if !found {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The piece table of records file `file` in `snap`, read once and checked.
+    fn pieces(&self, snap: &Snapshot, file: &str, records: &RecordsRef) -> Result<PieceTable, Error> {
+        let key = (snap.tree, file.to_string());
+        if let Some(p) = self.pieces.lock().expect("no panics while holding it").get(&key) {
+            return Ok(Arc::clone(p));
+        }
+        let bad = |why: String| Error::Pieces {
+            file: file.to_string(),
+            why,
+        };
+        let bytes = self.cas.get(&records.pieces).map_err(|source| Error::Blob {
+            file: file.to_string(),
+            what: "its piece table".into(),
+            chunk: 0,
+            source: Box::new(source),
+        })?;
+        let size = snap.manifests[file].size;
+        let table = rows::decode_pieces(&bytes, records.count, size)
+            .ok_or_else(|| bad(format!("does not describe {} pieces of {size} bytes", records.count)))?;
+        let (mut start, mut added_at) = (0, 0);
+        let mut placed = Vec::with_capacity(table.len());
+        for piece in table {
+            placed.push(Placed { start, added_at, piece });
+            start += piece.len();
+            if let Piece::New { len } = piece {
+                added_at += len;
+            }
+        }
+        if added_at != records.added {
+            return Err(bad(format!("has {added_at} new bytes, the manifest {}", records.added)));
+        }
+        let placed = Arc::new(placed);
+        self.pieces
+            .lock()
+            .expect("no panics while holding it")
+            .insert(key, Arc::clone(&placed));
+        Ok(placed)
+    }
+
+    /// Reads bytes `offset..` of what the segments of `file` tile (the file, or a records file's
+    /// new bytes). False if the segments end first.
+    fn read_segments(&self, snap: &Snapshot, file: &str, offset: u64, out: &mut [u8]) -> Result<bool, Error> {
+        let manifest = &snap.manifests[file];
+        let end = offset + out.len() as u64;
+        let tiled = manifest.segments.last().map_or(0, |s| s.offset + s.len);
+        if end > tiled {
             return Ok(false);
         }
         for (si, seg) in manifest.segments.iter().enumerate() {
@@ -252,8 +349,7 @@ impl<'a> Rebuilder<'a> {
             if lo >= hi {
                 continue;
             }
-            let n = if seg.copy.is_some() { 1 } else { seg.chunks.len() };
-            for c in 0..n {
+            for c in 0..seg.chunks.len() {
                 let (cs, ce) = seg.chunk_range(c);
                 let (clo, chi) = ((seg.offset + cs).max(lo), (seg.offset + ce).min(hi));
                 if clo >= chi {
@@ -396,15 +492,18 @@ impl<'a> Rebuilder<'a> {
         let tmp = output_file(parent).map_err(io)?;
         tmp.as_file().set_len(manifest.size).map_err(io)?;
         let file: &File = tmp.as_file();
-        let jobs: Vec<(usize, usize)> = manifest
-            .segments
-            .iter()
-            .enumerate()
-            .flat_map(|(s, seg)| {
-                let n = if seg.copy.is_some() { 1 } else { seg.chunks.len() };
-                (0..n).map(move |c| (s, c))
-            })
-            .collect();
+        // Jobs: (segment, chunk), or for a records file (none, window of the file).
+        let jobs: Vec<(Option<usize>, usize)> = match &manifest.records {
+            None => manifest
+                .segments
+                .iter()
+                .enumerate()
+                .flat_map(|(s, seg)| (0..seg.chunks.len()).map(move |c| (Some(s), c)))
+                .collect(),
+            Some(_) => (0..manifest.size.div_ceil(RECORDS_WINDOW) as usize)
+                .map(|w| (None, w))
+                .collect(),
+        };
         // Workers decode chunks into pooled buffers and hand them to one writer thread: the
         // kernel takes the file's lock for each write, so parallel writes would only wait on
         // each other, while the writer lets decoding go on during the copy.
@@ -420,22 +519,57 @@ impl<'a> Rebuilder<'a> {
                 Ok::<(), Error>(())
             });
             let decoded = jobs.par_iter().try_for_each_with(tx, |tx, &(s, c)| {
-                let seg = &manifest.segments[s];
-                let (start, end) = seg.chunk_range(c);
+                let (at, len) = match s {
+                    Some(s) => {
+                        let seg = &manifest.segments[s];
+                        let (start, end) = seg.chunk_range(c);
+                        (seg.offset + start, end - start)
+                    }
+                    None => {
+                        let at = c as u64 * RECORDS_WINDOW;
+                        (at, RECORDS_WINDOW.min(manifest.size - at))
+                    }
+                };
                 let mut buf = pool
                     .lock()
                     .expect("no panics while holding it")
                     .pop()
                     .unwrap_or_default();
-                buf.resize((end - start) as usize, 0);
-                self.chunk(snap, path, s, c, &mut buf)?;
+                buf.resize(len as usize, 0);
+                match s {
+                    Some(s) => self.chunk(snap, path, s, c, &mut buf)?,
+                    None => {
+                        if !self.read_range(snap, path, at, &mut buf)? {
+                            return Err(Error::Pieces {
+                                file: path.to_string(),
+                                why: format!("has no bytes at {at}"),
+                            });
+                        }
+                    }
+                }
                 // A closed channel means the writer failed: stop, and report the writer's error.
-                tx.send((seg.offset + start, buf))
+                tx.send((at, buf))
                     .map_err(|_| io(std::io::ErrorKind::BrokenPipe.into()))
             });
             let written = writer.join().expect("the writer does not panic");
             written.and(decoded)
         })?;
+        if let Some(records) = &manifest.records {
+            // Every piece came from checked chunks; the whole file is checked once more.
+            let found = hash_file(file, manifest.size).map_err(io)?;
+            if found != records.hash {
+                return Err(Error::Hash {
+                    file: path.to_string(),
+                    what: "the whole file".into(),
+                    chunk: 0,
+                    mismatch: Box::new(Mismatch {
+                        blob: None,
+                        found,
+                        expected: records.hash,
+                    }),
+                });
+            }
+        }
         tmp.persist(dest).map_err(|e| io(e.error))?;
         Ok(manifest.size)
     }

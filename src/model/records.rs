@@ -1,12 +1,11 @@
 //! Planning a text file against the file at the same path in its base: runs of records found
-//! in the base's file, byte for byte, become segments that copy its bytes ([`CopyRef`]); the
-//! rest is coded as plain bytes. Both files stream: the base's is read in windows of a chunk
+//! in the base's file, byte for byte, become pieces that copy its bytes; the rest are new
+//! bytes, coded as plain bytes (a `records` manifest, [`crate::model::manifest::RecordsRef`]). Both files stream: the base's is read in windows of a chunk
 //! and indexed by a 64-bit hash of each record (12 bytes a record in memory), the new one is
 //! read from its mapping, whose pages are released as they are passed; every copy is then
 //! checked against the base's bytes, so that a hash collision costs space, never correctness.
 
-use super::encode::{plain, Base, Error};
-use super::manifest::{CopyRef, Segment};
+use super::encode::{Base, Error};
 use super::source::SourceFile;
 use super::Options;
 use crate::codec::rows::{self, record_hash, Piece, Records, Splitter};
@@ -31,7 +30,16 @@ impl Index {
     }
 }
 
-/// Segments for `bytes` (the text file `file`) copying what it shares with its base's file of
+/// A text file as pieces of its base's file and of its own new bytes.
+pub struct Planned {
+    pub pieces: Vec<Piece>,
+    /// Bytes of the new pieces.
+    pub added: u64,
+    /// blake3 of the whole file.
+    pub hash: Key,
+}
+
+/// The pieces of `bytes` (the text file `file`) copying what it shares with its base's file of
 /// the same path; None when there is no such file, either is not text, or most bytes are new.
 /// `release(lo, hi)` is called for each range of `bytes` that planning no longer needs.
 pub fn plan(
@@ -40,7 +48,7 @@ pub fn plan(
     opts: &Options,
     base: Option<&Base<'_>>,
     release: &dyn Fn(usize, usize),
-) -> Result<Option<Vec<Segment>>, Error> {
+) -> Result<Option<Planned>, Error> {
     let Some(b) = base else { return Ok(None) };
     let Some(parent) = b.snapshot.manifests.get(&file.path) else {
         return Ok(None);
@@ -140,10 +148,12 @@ pub fn plan(
         }
     };
     let mut splitter = Splitter::new(records);
+    let mut whole = blake3::Hasher::new();
     let mut last = 0;
     let mut released = 0;
     for lo in (0..bytes.len()).step_by(window) {
         let hi = (lo + window).min(bytes.len());
+        whole.update(&bytes[lo..hi]);
         splitter.feed(&bytes[lo..hi], |end| {
             visit(last, lo + end);
             last = lo + end;
@@ -171,42 +181,52 @@ pub fn plan(
     if copied * 2 < bytes.len() as u64 {
         return Ok(None);
     }
-    let chunk_size = opts.chunk_size.max(1);
-    let mut segments = Vec::new();
+    let mut checked = Vec::with_capacity(pieces.len());
     let mut theirs = Vec::new();
     let mut at = 0u64;
     for p in pieces {
-        match p {
-            Piece::Copy { from, len } => {
-                // At most a chunk per segment: checkout holds one segment in memory at a time.
-                let mut done = 0;
-                while done < len {
-                    let n = (len - done).min(chunk_size);
-                    let (lo, hi) = ((at + done) as usize, (at + done + n) as usize);
-                    let mine = &bytes[lo..hi];
-                    theirs.resize(n as usize, 0);
-                    read(from + done, &mut theirs)?;
-                    let mut seg = plain(at + done, n, 1, opts, None, None);
-                    if mine == theirs.as_slice() {
-                        seg.copy = Some(CopyRef {
-                            file: file.path.clone(),
-                            offset: from + done,
-                            hash: Key::of(mine),
-                        });
-                    }
-                    segments.push(seg);
-                    release(lo / PAGE * PAGE, hi / PAGE * PAGE);
-                    done += n;
-                }
-                at += len;
+        if let Piece::Copy { from, len } = p {
+            // In windows, so that a long run never needs more than a window of memory.
+            let mut done = 0;
+            while done < len {
+                let n = (len - done).min(window as u64);
+                let (lo, hi) = ((at + done) as usize, (at + done + n) as usize);
+                theirs.resize(n as usize, 0);
+                read(from + done, &mut theirs)?;
+                checked.push(match bytes[lo..hi] == theirs[..] {
+                    true => Piece::Copy {
+                        from: from + done,
+                        len: n,
+                    },
+                    false => Piece::New { len: n },
+                });
+                release(lo / PAGE * PAGE, hi / PAGE * PAGE);
+                done += n;
             }
-            Piece::New { len } => {
-                segments.push(plain(at, len, 1, opts, None, None));
-                at += len;
-            }
+        } else {
+            checked.push(p);
+        }
+        at += p.len();
+    }
+    // Pieces split into windows above join again.
+    let mut pieces: Vec<Piece> = Vec::with_capacity(checked.len());
+    for p in checked {
+        match (pieces.last_mut(), p) {
+            (Some(Piece::New { len }), Piece::New { len: more }) => *len += more,
+            (Some(Piece::Copy { from, len }), Piece::Copy { from: f, len: more }) if *from + *len == f => *len += more,
+            _ => pieces.push(p),
         }
     }
-    Ok(Some(segments))
+    let added = pieces
+        .iter()
+        .filter(|p| matches!(p, Piece::New { .. }))
+        .map(Piece::len)
+        .sum();
+    Ok(Some(Planned {
+        pieces,
+        added,
+        hash: Key(*whole.finalize().as_bytes()),
+    }))
 }
 
 /// The unit in which pages of the new file are released.

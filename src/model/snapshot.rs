@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use super::manifest::{
-    Manifest, ParentRef, SnapshotMeta, MANIFEST_FORMAT, MANIFEST_FORMAT_COPIES, META_FORMAT, META_PATH,
+    Manifest, ParentRef, SnapshotMeta, MANIFEST_FORMAT, MANIFEST_FORMAT_RECORDS, META_FORMAT, META_PATH,
 };
 use crate::store::history::{self, History, ObjectId};
 
@@ -109,12 +109,20 @@ impl Snapshot {
 
 /// Checks that a manifest's segments tile its file and its chunks tile each segment.
 pub fn validate(m: &Manifest, size: u64) -> Result<(), String> {
-    if m.format != MANIFEST_FORMAT && m.format != MANIFEST_FORMAT_COPIES {
+    if m.format != MANIFEST_FORMAT && m.format != MANIFEST_FORMAT_RECORDS {
         return Err(format!("unknown manifest format {:?}", m.format));
     }
     if m.size != size {
         return Err(format!("manifest says {} bytes, the record {size}", m.size));
     }
+    // A records file's segments tile its new bytes, not the file.
+    let tiled = match (&m.records, m.kind.as_str(), m.format.as_str()) {
+        (Some(r), "records", MANIFEST_FORMAT_RECORDS) => r.added,
+        (None, "records", _) | (Some(_), _, _) => {
+            return Err("a records manifest needs its piece table, and only it has one".into());
+        }
+        (None, _, _) => size,
+    };
     let mut at = 0u64;
     for (i, s) in m.segments.iter().enumerate() {
         let name = s.tensor.as_ref().map(|t| t.name.as_str()).unwrap_or("(bytes)");
@@ -135,15 +143,6 @@ pub fn validate(m: &Manifest, size: u64) -> Result<(), String> {
         }
         if s.len % s.width as u64 != 0 {
             return Err(format!("segment {i} ({name}) is not whole elements"));
-        }
-        if s.copy.is_some() {
-            if !s.chunks.is_empty() || s.parent.is_some() || s.len > s.chunk_size {
-                return Err(format!(
-                    "segment {i} ({name}) is copied from the base but has chunks, a parent or more than a chunk of bytes"
-                ));
-            }
-            at = at.checked_add(s.len).ok_or("segment lengths overflow")?;
-            continue;
         }
         if s.chunks.len() != super::manifest::Segment::chunk_count(s.len, s.chunk_size) {
             return Err(format!(
@@ -168,8 +167,8 @@ pub fn validate(m: &Manifest, size: u64) -> Result<(), String> {
         }
         at = at.checked_add(s.len).ok_or("segment lengths overflow")?;
     }
-    if at != size {
-        return Err(format!("segments cover {at} of {size} bytes"));
+    if at != tiled {
+        return Err(format!("segments cover {at} of {tiled} bytes"));
     }
     Ok(())
 }

@@ -146,6 +146,12 @@ impl Cas {
         self.put_keyed(key, bytes, compress)
     }
 
+    /// A scratch file in the store's temporary directory, deleted when dropped.
+    pub fn scratch(&self) -> std::io::Result<tempfile::NamedTempFile> {
+        fs::create_dir_all(&self.tmp)?;
+        tempfile::NamedTempFile::new_in(&self.tmp)
+    }
+
     /// Stores `bytes` whose hash the caller already computed as `key`.
     pub fn put_keyed(&self, key: Key, bytes: &[u8], compress: Compress) -> Result<Put, Error> {
         debug_assert_eq!(key, Key::of(bytes));
