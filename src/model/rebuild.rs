@@ -590,13 +590,16 @@ struct ChunkId {
 }
 
 thread_local! {
-    /// The chunk this thread decoded last for [`Rebuilder::read_range`]: copies of a base's
-    /// records are often many small runs from one chunk.
-    static LAST: RefCell<Option<(ChunkId, Vec<u8>)>> = const { RefCell::new(None) };
+    /// The chunks this thread decoded last for [`Rebuilder::read_range`], most recent first:
+    /// a records file reads many small runs, alternately from its base's chunks and its own.
+    static LAST: RefCell<Vec<(ChunkId, Vec<u8>)>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Chunks [`LAST`] keeps per thread.
+const CACHED_CHUNKS: usize = 4;
+
 /// Copies `dst.len()` bytes from `from` of chunk `id` (`len` bytes, decoded by `decode`) into
-/// `dst`, decoding it only if it is not the one this thread decoded last.
+/// `dst`, decoding it only if it is not among the ones this thread decoded last.
 fn cached_chunk(
     id: ChunkId,
     len: usize,
@@ -604,23 +607,25 @@ fn cached_chunk(
     from: usize,
     decode: impl FnOnce(&mut [u8]) -> Result<(), Error>,
 ) -> Result<(), Error> {
-    let hit = LAST.with_borrow(|last| match last {
-        Some((last_id, bytes)) if *last_id == id => {
-            dst.copy_from_slice(&bytes[from..from + dst.len()]);
-            true
-        }
-        _ => false,
+    let hit = LAST.with_borrow_mut(|last| {
+        let i = last.iter().position(|(c, _)| *c == id)?;
+        let entry = last.remove(i);
+        dst.copy_from_slice(&entry.1[from..from + dst.len()]);
+        last.insert(0, entry);
+        Some(())
     });
-    if hit {
+    if hit.is_some() {
         return Ok(());
     }
+    // Reuse the least recent buffer when the cache is full.
     let mut bytes = LAST
-        .with_borrow_mut(|last| last.take().map(|(_, b)| b))
+        .with_borrow_mut(|last| (last.len() >= CACHED_CHUNKS).then(|| last.pop()).flatten())
+        .map(|(_, b)| b)
         .unwrap_or_default();
     bytes.resize(len, 0);
     decode(&mut bytes)?;
     dst.copy_from_slice(&bytes[from..from + dst.len()]);
-    LAST.with_borrow_mut(|last| *last = Some((id, bytes)));
+    LAST.with_borrow_mut(|last| last.insert(0, (id, bytes)));
     Ok(())
 }
 
