@@ -228,3 +228,70 @@ fn diff_of_the_cmudict_versions_agrees_with_counting_lines() {
     assert_eq!(r["unchanged"], b.len() - added.len(), "{r}");
     assert_eq!(r["records_b"], b.len(), "{r}");
 }
+
+#[test]
+fn json_lines_json_arrays_tsv_and_text_round_trip_as_records() {
+    let sb = Sandbox::new().with_env("SPARSE_SMALL_FILE", 0);
+    let jsonl = |n: usize, fix: usize| -> String {
+        (0..n)
+            .map(|i| match i == fix {
+                true => format!("{{\"id\": {i}, \"text\": \"fixed ✓\", \"tags\": [\"a\", {{\"b\": null}}]}}\n"),
+                false => format!("{{\"id\": {i}, \"text\": \"naïve café {i}\", \"tags\": []}}\n"),
+            })
+            .collect()
+    };
+    let array = |n: usize, fix: usize| -> String {
+        let items: Vec<String> = (0..n)
+            .map(|i| match i == fix {
+                true => format!("  {{\n    \"id\": {i},\n    \"bytes\": \"AAEC\"\n  }}"),
+                false => format!("  {{\n    \"id\": {i},\n    \"bytes\": \"{i:08x}\"\n  }}"),
+            })
+            .collect();
+        format!("[\n{}\n]", items.join(",\n"))
+    };
+    let tsv = |n: usize, fix: usize| -> String {
+        let mut t = "id\tword\n".to_string();
+        for i in 0..n {
+            t.push_str(&format!("{i}\t{}\n", if i == fix { "changed" } else { "日本語" }));
+        }
+        t
+    };
+    let text = |n: usize, fix: usize| -> String {
+        (0..n)
+            .map(|i| {
+                if i == fix {
+                    "\n".to_string()
+                } else {
+                    format!("line {i}\r\n")
+                }
+            })
+            .collect()
+    };
+    let write = |dir: &str, fix: usize| {
+        sb.write(&format!("in/{dir}/data.jsonl"), jsonl(300, fix).as_bytes());
+        sb.write(&format!("in/{dir}/data.json"), array(300, fix).as_bytes());
+        sb.write(&format!("in/{dir}/data.tsv"), tsv(300, fix).as_bytes());
+        sb.write(&format!("in/{dir}/notes.txt"), text(300, fix).as_bytes());
+        sb.write(&format!("in/{dir}/empty.csv"), b"");
+        sb.join(&format!("in/{dir}"))
+    };
+    let v1 = write("v1", 1000);
+    sb.add_commit(&v1, "data", None, "v1");
+    let v2 = write("v2", 150);
+    sb.add_commit(&v2, "data", Some("data"), "v2");
+    let show = sb.json(&["show", "data"]);
+    let kinds: Vec<String> = show["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| format!("{}={}", f["path"].as_str().unwrap(), f["kind"].as_str().unwrap()))
+        .collect();
+    for f in ["data.jsonl", "data.json", "data.tsv", "notes.txt"] {
+        assert!(kinds.contains(&format!("{f}=records")), "{f}: {kinds:?}");
+    }
+    let (v1_tree, v2_tree) = (tree_hashes(&v1), tree_hashes(&v2));
+    std::fs::remove_dir_all(&v1).unwrap();
+    assert_eq!(tree_hashes(&sb.checkout("data", "out-v2")), v2_tree);
+    assert_eq!(tree_hashes(&sb.checkout("data~1", "out-v1")), v1_tree);
+    sb.assert_fsck_ok();
+}
