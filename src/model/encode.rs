@@ -291,6 +291,7 @@ pub fn encode_file(
                 base_file: file.path.clone(),
                 pieces: put.key,
                 count: p.pieces.len() as u64,
+                pieces_stored: put.stored,
                 added: p.added,
                 hash: p.hash,
             })

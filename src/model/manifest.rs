@@ -85,9 +85,11 @@ pub struct ParentRef {
 pub struct RecordsRef {
     /// The file of the base snapshot that copies come from.
     pub base_file: String,
-    /// The blob of the piece table (docs/FORMAT.md, "Records"), and how many pieces it has.
+    /// The blob of the piece table (docs/FORMAT.md, "Records"), how many pieces it has, and
+    /// the size of the blob's file.
     pub pieces: Key,
     pub count: u64,
+    pub pieces_stored: u64,
     /// Bytes of the new records, in file order: what the segments tile.
     pub added: u64,
     /// blake3 of the whole file, checked when it is rebuilt.
@@ -149,6 +151,7 @@ impl Manifest {
     }
 
     pub fn stored(&self) -> u64 {
-        self.segments.iter().map(Segment::stored).sum()
+        let table = self.records.as_ref().map_or(0, |r| r.pieces_stored);
+        self.segments.iter().map(Segment::stored).sum::<u64>() + table
     }
 }
