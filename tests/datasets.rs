@@ -317,3 +317,54 @@ fn estimate_of_a_new_table_version_counts_its_new_records_exactly() {
         "alone is most of it: {est}"
     );
 }
+
+/// A store with a two-version text table; returns the sandbox and the second version's manifest.
+fn two_versions(sb: &Sandbox) -> serde_json::Value {
+    let lines: String = (0..500).map(|i| format!("row {i}\n")).collect();
+    let v1 = sb.write("in/v1/t.txt", lines.as_bytes());
+    sb.add_commit(&v1, "t", None, "v1");
+    let v2 = sb.write("in/v2/t.txt", format!("{lines}row 500\n").as_bytes());
+    sb.add_commit(&v2, "t", Some("t"), "v2");
+    std::fs::remove_file(&v1).unwrap();
+    let out = git(&sb.store(), &["show", "t:t.txt"]);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn a_damaged_piece_table_is_named_by_checkout_and_fsck() {
+    let sb = Sandbox::new().with_env("SPARSE_SMALL_FILE", 0);
+    let manifest = two_versions(&sb);
+    let key = manifest["records"]["pieces"].as_str().unwrap().to_string();
+    let path = sb.store().join("cas").join(&key);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    let out = sb.join("refused");
+    let err = sb
+        .run(&["checkout", "t", "-o", out.to_str().unwrap()])
+        .failed()
+        .to_string();
+    assert!(err.contains(&key) && err.contains("t.txt"), "{err}");
+    assert!(!out.join("t.txt").exists(), "no partial file");
+    fsck_fails_naming(&sb, &[&key]);
+    // The first version does not need it.
+    sb.checkout("t~1", "v1-still-fine");
+}
+
+#[test]
+fn a_missing_piece_table_is_caught_by_fsck_and_kept_by_gc() {
+    let sb = Sandbox::new().with_env("SPARSE_SMALL_FILE", 0);
+    let manifest = two_versions(&sb);
+    let key = manifest["records"]["pieces"].as_str().unwrap().to_string();
+    let report = sb.json(&["gc"]);
+    assert_eq!(report["blobs_removed"], 0, "gc keeps the piece table: {report}");
+    std::fs::remove_file(sb.store().join("cas").join(&key)).unwrap();
+    fsck_fails_naming(&sb, &[&key, "piece table"]);
+    let out = sb.join("refused");
+    let err = sb
+        .run(&["checkout", "t", "-o", out.to_str().unwrap()])
+        .failed()
+        .to_string();
+    assert!(err.contains(&key), "{err}");
+}
