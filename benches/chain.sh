@@ -21,8 +21,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=$(mktemp -d /tmp/sparse-chain.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 SPARSE=$WORK/sparse
-cp "$ROOT/target/release/sparse" "$SPARSE"
-GEN=$ROOT/target/release/examples/gen_model
+cp "${CARGO_TARGET_DIR:-$ROOT/target}/release/sparse" "$SPARSE"
+GEN=${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/gen_model
 # shellcheck source=benches/lib.sh
 source "$ROOT/benches/lib.sh"
 

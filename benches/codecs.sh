@@ -90,7 +90,7 @@ mkdir "$WORK/data" "$WORK/tmp" "$WORK/bin"
 # Build, then copy the binaries and note the revision at once: a rebuild in the tree while this
 # runs must not change what is measured.
 (cd "$ROOT" && cargo build --release --quiet --bin sparse --example gen_model --example to_bf16)
-cp "$ROOT/target/release/sparse" "$ROOT/target/release/examples/gen_model" "$ROOT/target/release/examples/to_bf16" "$WORK/bin/"
+cp "${CARGO_TARGET_DIR:-$ROOT/target}/release/sparse" "${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/gen_model" "${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/to_bf16" "$WORK/bin/"
 commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 dirty=$(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null | head -1)
 if [[ -n ${SPARSE_BIN:-} ]]; then

@@ -32,7 +32,7 @@ command -v zstd >/dev/null || {
 }
 
 (cd "$ROOT" && cargo build --release --quiet --bin sparse)
-SPARSE=$ROOT/target/release/sparse
+SPARSE=${CARGO_TARGET_DIR:-$ROOT/target}/release/sparse
 
 WORK=$(mktemp -d /tmp/sparse-compare.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT

@@ -16,8 +16,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=$(mktemp -d /tmp/sparse-dataset.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 SPARSE=$WORK/sparse
-cp "$ROOT/target/release/sparse" "$SPARSE"
-GEN=$ROOT/target/release/examples/gen_table
+cp "${CARGO_TARGET_DIR:-$ROOT/target}/release/sparse" "$SPARSE"
+GEN=${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/gen_table
 
 mkdir -p "$WORK/v1" "$WORK/v2"
 "$GEN" --out "$WORK/v1/table.csv" --rows "$ROWS"

@@ -28,8 +28,8 @@ if [[ ! -x /usr/bin/time ]]; then
 fi
 
 (cd "$ROOT" && cargo build --release --quiet --bin sparse --example gen_model)
-SPARSE=$ROOT/target/release/sparse
-GEN=$ROOT/target/release/examples/gen_model
+SPARSE=${CARGO_TARGET_DIR:-$ROOT/target}/release/sparse
+GEN=${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/gen_model
 
 WORK=$(mktemp -d /tmp/sparse-memory.XXXXXX)
 cleanup() {

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked --quiet
-SPARSE=$PWD/target/release/sparse
+SPARSE=${CARGO_TARGET_DIR:-$PWD/target}/release/sparse
 
 if [[ $# -eq 2 ]]; then
   BASE=$1 TUNE=$2
