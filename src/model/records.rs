@@ -1,7 +1,7 @@
 //! Planning a text file against the file at the same path in its base: runs of records found
 //! in the base's file, byte for byte, become pieces that copy its bytes; the rest are new
 //! bytes, coded as plain bytes (a `records` manifest, [`crate::model::manifest::RecordsRef`]). Both files stream: the base's is read in windows of a chunk
-//! and indexed by a 64-bit hash of each record (12 bytes a record in memory), the new one is
+//! and indexed by a 64-bit hash of each record (20 bytes a record in memory), the new one is
 //! read from its mapping, whose pages are released as they are passed; every copy is then
 //! checked against the base's bytes, so that a hash collision costs space, never correctness.
 
