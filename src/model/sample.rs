@@ -97,7 +97,12 @@ pub fn estimate(
                 let bytes = map.as_deref().unwrap_or(&[]);
                 // A text table with a counterpart in the base: its records are all compared
                 // (exact, and the bulk of the time), and a sample of its new bytes is coded.
-                if let Some(planned) = records::plan(file, bytes, opts, base, &|_, _| {})? {
+                // Not when nothing is to be coded (the quick count `--base auto` makes).
+                let planned = match size.tensors {
+                    0 => None,
+                    _ => records::plan(file, bytes, opts, base, &|_, _| {})?,
+                };
+                if let Some(planned) = planned {
                     est.record_files += 1;
                     est.record_bytes += file.size;
                     est.new_record_bytes += planned.added;
