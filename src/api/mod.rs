@@ -15,6 +15,7 @@ pub mod progress;
 pub mod reach;
 pub mod record_diff;
 pub mod refs;
+pub mod remote;
 pub mod rev;
 pub mod status;
 

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use super::add::Staged;
-use super::rev::{HEADS, TAGS};
+use super::rev::{HEADS, REMOTES, TAGS};
 use super::Repository;
 use crate::model::snapshot::{self, Snapshot};
 use crate::store::cas::Key;
@@ -38,11 +38,12 @@ pub struct Reachable {
 }
 
 impl Repository {
-    /// Walks every name, tag and staged snapshot. Fails rather than guess when anything on
-    /// the way cannot be read, so that nothing is ever taken for unreachable by mistake.
+    /// Walks every name, tag, remote-tracking name and staged snapshot. Fails rather than
+    /// guess when anything on the way cannot be read, so that nothing is ever taken for
+    /// unreachable by mistake.
     pub fn reachable(&self) -> Result<Reachable, Error> {
         let mut todo: Vec<(ObjectId, String)> = Vec::new();
-        for prefix in [HEADS, TAGS] {
+        for prefix in [HEADS, TAGS, REMOTES] {
             todo.extend(
                 self.history
                     .refs(prefix)?
@@ -69,6 +70,19 @@ impl Repository {
                 todo.push((base, format!("base of staged {name}")));
             }
         }
+        self.walk(todo, &mut reach)?;
+        Ok(reach)
+    }
+
+    /// What the commits `roots` (commit, where it came from) reach through history parents
+    /// and delta bases: what a push or fetch of those commits must send.
+    pub fn reachable_from(&self, roots: Vec<(ObjectId, String)>) -> Result<Reachable, Error> {
+        let mut reach = Reachable::default();
+        self.walk(roots, &mut reach)?;
+        Ok(reach)
+    }
+
+    fn walk(&self, mut todo: Vec<(ObjectId, String)>, reach: &mut Reachable) -> Result<(), Error> {
         while let Some((id, from)) = todo.pop() {
             if !reach.commits.insert(id) {
                 continue;
@@ -76,11 +90,11 @@ impl Repository {
             reach.objects.insert(id);
             let info = self.history.commit_info(id)?;
             todo.extend(info.parents.iter().map(|p| (*p, format!("parent of {id}"))));
-            if let Some(base) = self.visit_tree(info.tree, &from, &mut reach)? {
+            if let Some(base) = self.visit_tree(info.tree, &from, reach)? {
                 todo.push((base, format!("base of {id}")));
             }
         }
-        Ok(reach)
+        Ok(())
     }
 
     /// Adds a snapshot's git objects and blobs; returns its delta base.

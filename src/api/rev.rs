@@ -7,6 +7,8 @@ use crate::store::history::{self, ObjectId};
 
 pub const HEADS: &str = "refs/heads/";
 pub const TAGS: &str = "refs/tags/";
+/// Remote-tracking names: `refs/remotes/REMOTE/NAME`, the tips a fetch last saw.
+pub const REMOTES: &str = "refs/remotes/";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -2,17 +2,22 @@
 
 mod add;
 mod checkout;
+mod clone;
 mod commit;
 mod diff;
 mod estimate;
 mod family;
+mod fetch;
 mod fsck;
 mod gc;
 mod init;
 mod log;
 mod output;
 mod progress;
+mod pull;
+mod push;
 mod refs;
+mod remote;
 mod show;
 mod status;
 
@@ -56,6 +61,11 @@ pub enum Command {
     /// Re-hash every blob and check every reference of every snapshot.
     Fsck,
     Gc(gc::Args),
+    Remote(remote::Args),
+    Push(push::Args),
+    Fetch(fetch::Args),
+    Pull(pull::Args),
+    Clone(clone::Args),
 }
 
 /// What a verb failed with: any error of the library, shown with its causes.
@@ -84,9 +94,12 @@ fn run(cli: &Cli) -> Result<i32, Error> {
     if let Command::Init(args) = &cli.command {
         return init::run(&start, args, &out);
     }
+    if let Command::Clone(args) = &cli.command {
+        return clone::run(&start, args, &out);
+    }
     let repo = Repository::discover(&start)?;
     match &cli.command {
-        Command::Init(_) => unreachable!("handled above"),
+        Command::Init(_) | Command::Clone(_) => unreachable!("handled above"),
         Command::Add(args) => add::run(&repo, args, &out),
         Command::Commit(args) => commit::run(&repo, args, &out),
         Command::Checkout(args) => checkout::run(&repo, args, &out),
@@ -100,5 +113,9 @@ fn run(cli: &Cli) -> Result<i32, Error> {
         Command::Tag(args) => refs::tag(&repo, args, &out),
         Command::Fsck => fsck::run(&repo, &out),
         Command::Gc(args) => gc::run(&repo, args, &out),
+        Command::Remote(args) => remote::run(&repo, args, &out),
+        Command::Push(args) => push::run(&repo, args, &out),
+        Command::Fetch(args) => fetch::run(&repo, args, &out),
+        Command::Pull(args) => pull::run(&repo, args, &out),
     }
 }

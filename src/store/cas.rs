@@ -16,6 +16,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use super::index::BlobSizes;
 use super::Layout;
 
 const MAGIC: &[u8; 4] = b"SPB1";
@@ -195,6 +196,83 @@ impl Cas {
             stored: (HEADER + body.len()) as u64,
             new: true,
         })
+    }
+
+    /// The blob file of `key` as it lies on disk (compressed or not), for a transfer to
+    /// another store, after decoding it and checking that its content hashes to `key`.
+    /// Returns the file and the blob's sizes.
+    pub fn read_file_verified(&self, key: &Key) -> Result<(Vec<u8>, BlobSizes), Error> {
+        let path = self.path(key);
+        let file = fs::read(&path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => Error::Missing {
+                key: *key,
+                path: path.clone(),
+            },
+            _ => Error::Read {
+                key: *key,
+                path: path.clone(),
+                source,
+            },
+        })?;
+        let corrupt = |why: String| Error::Corrupt {
+            key: *key,
+            path: path.clone(),
+            why,
+        };
+        let mut decoded = file.clone();
+        let body = decode_body(&mut decoded).map_err(corrupt)?;
+        let actual = Key::of(&decoded[body.clone()]);
+        if actual != *key {
+            return Err(corrupt(format!("its content hashes to {actual}")));
+        }
+        let sizes = BlobSizes {
+            decoded: body.len() as u64,
+            stored: file.len() as u64,
+        };
+        Ok((file, sizes))
+    }
+
+    /// Stores a blob file that [`Cas::read_file_verified`] read from another store, as it is,
+    /// by temporary file and rename. Nothing is written when the blob is present.
+    pub fn put_file(&self, key: Key, file: &[u8]) -> Result<(), Error> {
+        let path = self.path(&key);
+        if path.is_file() {
+            return Ok(());
+        }
+        let write_err = |source| Error::Write {
+            key,
+            path: path.clone(),
+            source,
+        };
+        fs::create_dir_all(&self.tmp).map_err(write_err)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.tmp).map_err(write_err)?;
+        tmp.write_all(file).map_err(write_err)?;
+        tmp.persist(&path).map_err(|e| write_err(e.error))?;
+        Ok(())
+    }
+
+    /// The sizes of a stored blob, from its file's header.
+    pub fn sizes(&self, key: &Key) -> Result<BlobSizes, Error> {
+        use std::io::Read;
+        let path = self.path(key);
+        let read_err = |source| Error::Read {
+            key: *key,
+            path: path.clone(),
+            source,
+        };
+        let mut f = fs::File::open(&path).map_err(read_err)?;
+        let stored = f.metadata().map_err(read_err)?.len();
+        let mut header = [0u8; HEADER];
+        f.read_exact(&mut header).map_err(read_err)?;
+        if &header[..4] != MAGIC {
+            return Err(Error::Corrupt {
+                key: *key,
+                path: path.clone(),
+                why: "not a blob file (bad magic)".into(),
+            });
+        }
+        let decoded = u64::from_le_bytes(header[5..HEADER].try_into().expect("8 bytes"));
+        Ok(BlobSizes { decoded, stored })
     }
 
     /// Reads, decodes and verifies a blob.

@@ -251,6 +251,36 @@ impl History {
         Ok(())
     }
 
+    /// Object `id` as (kind, content), re-hashed and checked against `id`: what a transfer
+    /// reads from the sending store.
+    pub fn read_verified(&self, id: ObjectId) -> Result<(gix::objs::Kind, Vec<u8>), Error> {
+        let object = self
+            .repo
+            .find_object(id)
+            .map_err(|e| self.err(format!("read object {id}"), e))?;
+        let actual = gix::objs::compute_hash(self.repo.object_hash(), object.kind, &object.data)
+            .map_err(|e| self.err(format!("hash object {id}"), e))?;
+        if actual != id {
+            return Err(self.err(format!("verify object {id}"), format!("its content hashes to {actual}")));
+        }
+        let kind = object.kind;
+        Ok((kind, object.detach().data))
+    }
+
+    /// Writes an object read from another store and checks that it is stored as `id`.
+    pub fn write_raw(&self, id: ObjectId, kind: gix::objs::Kind, data: &[u8]) -> Result<(), Error> {
+        use gix::objs::Write as _;
+        let written = self
+            .repo
+            .objects
+            .write_buf(kind, data)
+            .map_err(|e| self.err(format!("write object {id}"), e))?;
+        if written != id {
+            return Err(self.err(format!("write object {id}"), format!("it was stored as {written}")));
+        }
+        Ok(())
+    }
+
     pub fn has_object(&self, id: ObjectId) -> bool {
         self.repo.has_object(id)
     }

@@ -138,6 +138,23 @@ impl Index {
         txn.commit().map_err(|e| self.err(e))
     }
 
+    /// Records the sizes of blobs received from another store (push, fetch).
+    pub fn add_blobs(&self, blobs: &[(Key, BlobSizes)]) -> Result<(), Error> {
+        let Db::Write(db) = &self.db else {
+            panic!("records are written through an index opened with Index::open");
+        };
+        let txn = db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut table = txn.open_table(BLOBS).map_err(|e| self.err(e))?;
+            for (key, sizes) in blobs {
+                table
+                    .insert(key.0, (sizes.decoded, sizes.stored))
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.err(e))
+    }
+
     /// Forgets blobs that were deleted (gc): their sizes and the chunks they held.
     pub fn forget(&self, keys: &[Key]) -> Result<(), Error> {
         let Db::Write(db) = &self.db else {

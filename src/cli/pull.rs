@@ -1,0 +1,21 @@
+use super::output::Output;
+use super::Error;
+use crate::api::Repository;
+
+/// Fetch from a remote, then move local names to its tips (fast-forward only).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A remote's name, or the path of a store.
+    pub remote: String,
+    /// The names to update (default: every name of the remote).
+    pub names: Vec<String>,
+    /// Move local names even where that is not a fast-forward.
+    #[arg(long, short)]
+    pub force: bool,
+}
+
+pub fn run(repo: &Repository, args: &Args, out: &Output) -> Result<i32, Error> {
+    let report = repo.pull(&args.remote, &args.names, args.force)?;
+    out.emit(&report, super::push::text);
+    Ok(0)
+}
