@@ -255,3 +255,36 @@ fn a_corrupt_blob_is_refused_and_not_written() {
     let tmp: Vec<_> = std::fs::read_dir(remote.store().join("sparse/tmp")).unwrap().collect();
     assert!(tmp.is_empty(), "no temporary file left");
 }
+
+#[test]
+fn a_clone_refers_to_the_chunks_it_received_when_it_adds_them_again() {
+    // Default chunks: the manifest stays small beside the tensor.
+    let origin = Sandbox::new();
+    let t = Tensor::random("w", "F32", &[256, 256], 3);
+    let a = origin.write("in/a/model.safetensors", &safetensors_bytes(&[t.clone()], &[]));
+    let c = origin.write(
+        "in/c/model.safetensors",
+        &safetensors_bytes(&[t.finetuned(0.3, 4)], &[]),
+    );
+    origin.add_commit(&a, "a", None, "a");
+    origin.add_commit(&c, "c", None, "c");
+    let other = Sandbox::new();
+    let dir = other.join("clone");
+    other.run(&["clone", path(&origin.store()), path(&dir)]).ok();
+    // In the clone, `a`'s bytes again, coded against `c`: a delta would cost something, a
+    // reference to the chunks the clone received (its `full` table) nothing.
+    let b = other.write("in/b/model.safetensors", &safetensors_bytes(&[t.clone()], &[]));
+    let report = sbjson_in(&other, &dir, &["add", path(&b), "--name", "b", "--base", "c"]);
+    let raw = report["raw_bytes"].as_u64().unwrap();
+    assert!(
+        report["stored_bytes"].as_u64().unwrap() * 50 < raw,
+        "the clone knows these chunks: {report}"
+    );
+}
+
+/// `sparse --json ARGS` run in `dir` with `sb`'s environment.
+fn sbjson_in(sb: &Sandbox, dir: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    run_in(dir, &all, &sb.env).ok().json()
+}

@@ -443,7 +443,7 @@ fn apply(dst: &Repository, moves: Vec<Move>) -> Result<Vec<RefUpdate>, SyncError
 }
 
 /// Copies what `roots` reach in `src` and `dst` lacks: blobs, then git objects, then the
-/// blobs' sizes in `dst`'s index. The caller holds `dst`'s write lock and moves refs after.
+/// blobs' sizes and the chunks stored whole in `dst`'s index. The caller holds `dst`'s write lock and moves refs after.
 fn transfer(src: &Repository, dst: &Repository, roots: &[(String, ObjectId)]) -> Result<SyncReport, SyncError> {
     let reach = src.reachable_from(roots.iter().map(|(name, id)| (*id, name.clone())).collect())?;
     let mut report = SyncReport::default();
@@ -496,7 +496,17 @@ fn transfer(src: &Repository, dst: &Repository, roots: &[(String, ObjectId)]) ->
         report.bytes_sent += dst.history.loose_size(id)?;
     }
     if !sizes.is_empty() {
-        dst.index()?.add_blobs(&sizes)?;
+        // The chunks stored whole among the blobs recorded: a later add on the receiver refers
+        // to them rather than storing them again (index table `full`).
+        let recorded: HashSet<Key> = sizes.iter().map(|(k, _)| *k).collect();
+        let full: Vec<(Key, Key)> = src
+            .index_read()?
+            .full_chunks()?
+            .into_iter()
+            .filter(|(_, (blob, _))| recorded.contains(blob))
+            .map(|(chunk, (blob, _))| (chunk, blob))
+            .collect();
+        dst.index()?.add_blobs(&sizes, &full)?;
     }
     Ok(report)
 }

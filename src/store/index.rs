@@ -139,7 +139,7 @@ impl Index {
     }
 
     /// Records the sizes of blobs received from another store (push, fetch).
-    pub fn add_blobs(&self, blobs: &[(Key, BlobSizes)]) -> Result<(), Error> {
+    pub fn add_blobs(&self, blobs: &[(Key, BlobSizes)], full: &[(Key, Key)]) -> Result<(), Error> {
         let Db::Write(db) = &self.db else {
             panic!("records are written through an index opened with Index::open");
         };
@@ -150,6 +150,10 @@ impl Index {
                 table
                     .insert(key.0, (sizes.decoded, sizes.stored))
                     .map_err(|e| self.err(e))?;
+            }
+            let mut table = txn.open_table(FULL).map_err(|e| self.err(e))?;
+            for (chunk, blob) in full {
+                table.insert(chunk.0, blob.0).map_err(|e| self.err(e))?;
             }
         }
         txn.commit().map_err(|e| self.err(e))
