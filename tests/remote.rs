@@ -261,7 +261,10 @@ fn a_clone_refers_to_the_chunks_it_received_when_it_adds_them_again() {
     // Default chunks: the manifest stays small beside the tensor.
     let origin = Sandbox::new();
     let t = Tensor::random("w", "F32", &[256, 256], 3);
-    let a = origin.write("in/a/model.safetensors", &safetensors_bytes(&[t.clone()], &[]));
+    let a = origin.write(
+        "in/a/model.safetensors",
+        &safetensors_bytes(std::slice::from_ref(&t), &[]),
+    );
     let c = origin.write(
         "in/c/model.safetensors",
         &safetensors_bytes(&[t.finetuned(0.3, 4)], &[]),
@@ -273,7 +276,10 @@ fn a_clone_refers_to_the_chunks_it_received_when_it_adds_them_again() {
     other.run(&["clone", path(&origin.store()), path(&dir)]).ok();
     // In the clone, `a`'s bytes again, coded against `c`: a delta would cost something, a
     // reference to the chunks the clone received (its `full` table) nothing.
-    let b = other.write("in/b/model.safetensors", &safetensors_bytes(&[t.clone()], &[]));
+    let b = other.write(
+        "in/b/model.safetensors",
+        &safetensors_bytes(std::slice::from_ref(&t), &[]),
+    );
     let report = sbjson_in(&other, &dir, &["add", path(&b), "--name", "b", "--base", "c"]);
     let raw = report["raw_bytes"].as_u64().unwrap();
     assert!(
