@@ -294,3 +294,26 @@ fn sbjson_in(sb: &Sandbox, dir: &std::path::Path, args: &[&str]) -> serde_json::
     all.extend_from_slice(args);
     run_in(dir, &all, &sb.env).ok().json()
 }
+
+#[test]
+fn pushes_between_two_stores_in_both_directions_at_once_both_finish() {
+    let a = sandbox();
+    let b = sandbox();
+    let [base, _, _] = sources(&a);
+    a.add_commit(&base, "from-a", None, "a's model");
+    let other = b.write("in/other/model.safetensors", &safetensors_bytes(&model(40), &[]));
+    b.add_commit(&other, "from-b", None, "b's model");
+    // Each push holds both stores' locks; taken in one order, neither waits on the other.
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            let ab = s.spawn(|| a.run(&["push", path(&b.store()), "from-a"]));
+            let ba = s.spawn(|| b.run(&["push", path(&a.store()), "from-b"]));
+            ab.join().unwrap().ok();
+            ba.join().unwrap().ok();
+        }
+    });
+    assert_bit_exact(&a, "from-b", &sha256_file(&other));
+    assert_bit_exact(&b, "from-a", &sha256_file(&base));
+    a.assert_fsck_ok();
+    b.assert_fsck_ok();
+}

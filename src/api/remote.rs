@@ -221,7 +221,7 @@ impl Repository {
     /// moves the remote's names: fast-forwards only, unless `force`.
     pub fn push(&self, remote: &str, names: &[String], force: bool) -> Result<SyncReport, SyncError> {
         let dst = self.open_remote(remote)?;
-        let _lock = dst.lock()?;
+        let _locks = lock_both(self, &dst)?;
         let mut wanted: Vec<(String, ObjectId)> = Vec::new();
         if names.is_empty() {
             for prefix in [HEADS, TAGS] {
@@ -255,7 +255,7 @@ impl Repository {
     /// names as `refs/remotes/REMOTE/NAME` and creates the tags this store lacks.
     pub fn fetch(&self, remote: &str) -> Result<SyncReport, SyncError> {
         let src = self.open_remote(remote)?;
-        let _lock = self.lock()?;
+        let _locks = lock_both(self, &src)?;
         self.fetch_locked(&src, remote)
     }
 
@@ -299,7 +299,7 @@ impl Repository {
     /// to the remote's tips: fast-forwards only, unless `force`.
     pub fn pull(&self, remote: &str, names: &[String], force: bool) -> Result<SyncReport, SyncError> {
         let src = self.open_remote(remote)?;
-        let _lock = self.lock()?;
+        let _locks = lock_both(self, &src)?;
         let heads: BTreeMap<String, ObjectId> = src.history.refs(HEADS)?.into_iter().collect();
         let names: Vec<String> = if names.is_empty() {
             heads.keys().cloned().collect()
@@ -336,7 +336,7 @@ impl Repository {
         let repo = Repository::init(dir).map_err(SyncError::Init)?;
         repo.remote_add("origin", &store)?;
         let report = {
-            let _lock = repo.lock()?;
+            let _locks = lock_both(&repo, &src)?;
             let mut report = repo.fetch_locked(&src, "origin")?;
             let mut moves = Vec::new();
             for (name, id) in src.history.refs(HEADS)? {
@@ -440,6 +440,20 @@ fn apply(dst: &Repository, moves: Vec<Move>) -> Result<Vec<RefUpdate>, SyncError
         });
     }
     Ok(out)
+}
+
+/// The write locks of both stores of a transfer, so that neither a gc nor a ref change on the
+/// sending side can pull objects away mid-transfer. Taken in the order of their paths, so that
+/// two transfers between the same stores in opposite directions cannot wait on each other.
+fn lock_both(a: &Repository, b: &Repository) -> Result<Vec<lock::WriteLock>, SyncError> {
+    let path = |r: &Repository| std::fs::canonicalize(&r.layout.root).unwrap_or_else(|_| r.layout.root.clone());
+    let (pa, pb) = (path(a), path(b));
+    if pa == pb {
+        return Ok(vec![a.lock()?]);
+    }
+    let (first, second) = if pa < pb { (a, b) } else { (b, a) };
+    let held = first.lock()?;
+    Ok(vec![held, second.lock()?])
 }
 
 /// Copies what `roots` reach in `src` and `dst` lacks: blobs, then git objects, then the
