@@ -6,21 +6,8 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::*;
-
-fn model(seed: u64) -> Vec<Tensor> {
-    vec![
-        Tensor::random("embed.weight", "F32", &[256, 32], seed),
-        Tensor::random("norm.weight", "BF16", &[32], seed + 1),
-        Tensor::random("head.weight", "F16", &[64, 32], seed + 2),
-    ]
-}
-
-fn tuned(seed: u64) -> Vec<Tensor> {
-    model(1).iter().map(|t| t.finetuned(0.4, seed)).collect()
-}
 
 fn sandbox() -> Sandbox {
     Sandbox::new().with_env("SPARSE_CHUNK_SIZE", 4096)
@@ -29,21 +16,20 @@ fn sandbox() -> Sandbox {
 /// A sandbox with sources for a base and two fine-tunes of it.
 fn sources(sb: &Sandbox) -> [PathBuf; 3] {
     [
-        sb.write("in/base/model.safetensors", &safetensors_bytes(&model(1), &[])),
-        sb.write("in/tuned/model.safetensors", &safetensors_bytes(&tuned(5), &[])),
-        sb.write("in/tuned2/model.safetensors", &safetensors_bytes(&tuned(9), &[])),
+        sb.write("in/base/model.safetensors", &safetensors_bytes(&small_model(1), &[])),
+        sb.write(
+            "in/tuned/model.safetensors",
+            &safetensors_bytes(&small_finetune(5), &[]),
+        ),
+        sb.write(
+            "in/tuned2/model.safetensors",
+            &safetensors_bytes(&small_finetune(9), &[]),
+        ),
     ]
 }
 
 fn path(p: &std::path::Path) -> &str {
     p.to_str().expect("UTF-8 paths")
-}
-
-#[track_caller]
-fn assert_bit_exact(sb: &Sandbox, rev: &str, sha256: &str) {
-    static OUTPUTS: AtomicUsize = AtomicUsize::new(0);
-    let out = sb.checkout(rev, &format!("out-{}", OUTPUTS.fetch_add(1, Ordering::Relaxed)));
-    assert_eq!(sha256_file(&out.join("model.safetensors")), sha256, "{rev}");
 }
 
 fn blob_names(sb: &Sandbox) -> BTreeSet<String> {
@@ -301,7 +287,7 @@ fn pushes_between_two_stores_in_both_directions_at_once_both_finish() {
     let b = sandbox();
     let [base, _, _] = sources(&a);
     a.add_commit(&base, "from-a", None, "a's model");
-    let other = b.write("in/other/model.safetensors", &safetensors_bytes(&model(40), &[]));
+    let other = b.write("in/other/model.safetensors", &safetensors_bytes(&small_model(40), &[]));
     b.add_commit(&other, "from-b", None, "b's model");
     // Each push holds both stores' locks; taken in one order, neither waits on the other.
     std::thread::scope(|s| {

@@ -203,23 +203,16 @@ impl Cas {
     /// Returns the file and the blob's sizes.
     pub fn read_file_verified(&self, key: &Key) -> Result<(Vec<u8>, BlobSizes), Error> {
         let path = self.path(key);
-        let file = fs::read(&path).map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotFound => Error::Missing {
-                key: *key,
-                path: path.clone(),
-            },
-            _ => Error::Read {
-                key: *key,
-                path: path.clone(),
-                source,
-            },
-        })?;
+        let mut file = fs::read(&path).map_err(read_error(key, &path))?;
         let corrupt = |why: String| Error::Corrupt {
             key: *key,
             path: path.clone(),
             why,
         };
-        let mut decoded = file.clone();
+        let stored = file.len() as u64;
+        // A raw body is checked where it lies; only a compressed one is decoded into a copy.
+        let raw = file.get(4) == Some(&0);
+        let mut decoded = if raw { std::mem::take(&mut file) } else { file.clone() };
         let body = decode_body(&mut decoded).map_err(corrupt)?;
         let actual = Key::of(&decoded[body.clone()]);
         if actual != *key {
@@ -227,9 +220,9 @@ impl Cas {
         }
         let sizes = BlobSizes {
             decoded: body.len() as u64,
-            stored: file.len() as u64,
+            stored,
         };
-        Ok((file, sizes))
+        Ok((if raw { decoded } else { file }, sizes))
     }
 
     /// Stores a blob file that [`Cas::read_file_verified`] read from another store, as it is,
@@ -277,8 +270,9 @@ impl Cas {
 
     /// Reads, decodes and verifies a blob.
     pub fn get(&self, key: &Key) -> Result<Vec<u8>, Error> {
-        let bytes = self.get_unverified(key)?;
-        let actual = Key::of(&bytes);
+        let mut buf = Vec::new();
+        let body = self.read_unverified(key, &mut buf)?;
+        let actual = Key::of(&buf[body.clone()]);
         if actual != *key {
             return Err(Error::Corrupt {
                 key: *key,
@@ -286,36 +280,19 @@ impl Cas {
                 why: format!("its content hashes to {actual}"),
             });
         }
-        Ok(bytes)
-    }
-
-    /// Reads and decodes a blob, checking its framing but not its hash: for callers that
-    /// verify what they make of it (a rebuilt chunk is checked against its own blake3, which
-    /// a damaged blob cannot pass), so that checkout hashes each byte once.
-    pub fn get_unverified(&self, key: &Key) -> Result<Vec<u8>, Error> {
-        let mut buf = Vec::new();
-        let body = self.read_unverified(key, &mut buf)?;
-        buf.copy_within(body.clone(), 0);
-        buf.truncate(body.len());
+        buf.truncate(body.end);
+        buf.drain(..body.start);
         Ok(buf)
     }
 
-    /// [`Cas::get_unverified`] into a buffer the caller reuses: returns where in `buf` the
-    /// blob's content lies. `buf` is overwritten.
+    /// Reads and decodes a blob into a buffer the caller reuses, checking its framing but not
+    /// its hash: for callers that verify what they make of it (a rebuilt chunk is checked
+    /// against its own blake3, which a damaged blob cannot pass), so that checkout hashes each
+    /// byte once. Returns where in `buf` the blob's content lies; `buf` is overwritten.
     pub fn read_unverified(&self, key: &Key, buf: &mut Vec<u8>) -> Result<std::ops::Range<usize>, Error> {
         use std::io::Read;
         let path = self.path(key);
-        let read_err = |source: std::io::Error| match source.kind() {
-            std::io::ErrorKind::NotFound => Error::Missing {
-                key: *key,
-                path: path.clone(),
-            },
-            _ => Error::Read {
-                key: *key,
-                path: path.clone(),
-                source,
-            },
-        };
+        let read_err = read_error(key, &path);
         buf.clear();
         // read_to_end fills the spare capacity without zeroing it first.
         fs::File::open(&path)
@@ -347,6 +324,21 @@ impl Cas {
     /// Removes a blob's file (for gc).
     pub fn remove(&self, key: &Key) -> std::io::Result<()> {
         fs::remove_file(self.path(key))
+    }
+}
+
+/// Maps an error reading blob `key`'s file at `path`: a missing file is a missing blob.
+fn read_error<'a>(key: &'a Key, path: &'a std::path::Path) -> impl Fn(std::io::Error) -> Error + 'a {
+    move |source| match source.kind() {
+        std::io::ErrorKind::NotFound => Error::Missing {
+            key: *key,
+            path: path.to_owned(),
+        },
+        _ => Error::Read {
+            key: *key,
+            path: path.to_owned(),
+            source,
+        },
     }
 }
 

@@ -239,16 +239,7 @@ impl History {
 
     /// Re-hashes object `id` and checks the result is `id`.
     pub fn verify(&self, id: ObjectId) -> Result<(), Error> {
-        let object = self
-            .repo
-            .find_object(id)
-            .map_err(|e| self.err(format!("read object {id}"), e))?;
-        let actual = gix::objs::compute_hash(self.repo.object_hash(), object.kind, &object.data)
-            .map_err(|e| self.err(format!("hash object {id}"), e))?;
-        if actual != id {
-            return Err(self.err(format!("verify object {id}"), format!("its content hashes to {actual}")));
-        }
-        Ok(())
+        self.read_verified(id).map(drop)
     }
 
     /// Object `id` as (kind, content), re-hashed and checked against `id`: what a transfer

@@ -118,16 +118,7 @@ impl Index {
         };
         let txn = db.begin_write().map_err(|e| self.err(e))?;
         {
-            let mut table = txn.open_table(BLOBS).map_err(|e| self.err(e))?;
-            for (key, sizes) in blobs {
-                table
-                    .insert(key.0, (sizes.decoded, sizes.stored))
-                    .map_err(|e| self.err(e))?;
-            }
-            let mut table = txn.open_table(FULL).map_err(|e| self.err(e))?;
-            for (chunk, blob) in full {
-                table.insert(chunk.0, blob.0).map_err(|e| self.err(e))?;
-            }
+            self.insert_blobs(&txn, blobs, full)?;
             let mut table = txn.open_table(STAGED).map_err(|e| self.err(e))?;
             match staged {
                 Some(bytes) => table.insert(name, bytes).map(drop),
@@ -138,6 +129,26 @@ impl Index {
         txn.commit().map_err(|e| self.err(e))
     }
 
+    /// Writes blob sizes and chunks stored whole in transaction `txn`.
+    fn insert_blobs(
+        &self,
+        txn: &redb::WriteTransaction,
+        blobs: &[(Key, BlobSizes)],
+        full: &[(Key, Key)],
+    ) -> Result<(), Error> {
+        let mut table = txn.open_table(BLOBS).map_err(|e| self.err(e))?;
+        for (key, sizes) in blobs {
+            table
+                .insert(key.0, (sizes.decoded, sizes.stored))
+                .map_err(|e| self.err(e))?;
+        }
+        let mut table = txn.open_table(FULL).map_err(|e| self.err(e))?;
+        for (chunk, blob) in full {
+            table.insert(chunk.0, blob.0).map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
     /// Records the sizes of blobs received from another store (push, fetch).
     pub fn add_blobs(&self, blobs: &[(Key, BlobSizes)], full: &[(Key, Key)]) -> Result<(), Error> {
         let Db::Write(db) = &self.db else {
@@ -145,16 +156,7 @@ impl Index {
         };
         let txn = db.begin_write().map_err(|e| self.err(e))?;
         {
-            let mut table = txn.open_table(BLOBS).map_err(|e| self.err(e))?;
-            for (key, sizes) in blobs {
-                table
-                    .insert(key.0, (sizes.decoded, sizes.stored))
-                    .map_err(|e| self.err(e))?;
-            }
-            let mut table = txn.open_table(FULL).map_err(|e| self.err(e))?;
-            for (chunk, blob) in full {
-                table.insert(chunk.0, blob.0).map_err(|e| self.err(e))?;
-            }
+            self.insert_blobs(&txn, blobs, full)?;
         }
         txn.commit().map_err(|e| self.err(e))
     }

@@ -715,3 +715,26 @@ pub fn fsck_fails_naming(sb: &Sandbox, mentions: &[&str]) {
     assert_eq!(text.status.code(), Some(1), "{}", text.stdout);
     assert!(text.stdout.contains("FAILED"), "{}", text.stdout);
 }
+
+/// A small model of three tensors (F32, BF16, F16), seeded.
+pub fn small_model(seed: u64) -> Vec<Tensor> {
+    vec![
+        Tensor::random("embed.weight", "F32", &[256, 32], seed),
+        Tensor::random("norm.weight", "BF16", &[32], seed + 1),
+        Tensor::random("head.weight", "F16", &[64, 32], seed + 2),
+    ]
+}
+
+/// A fine-tune of `small_model(1)`: 40% of its elements moved, seeded.
+pub fn small_finetune(seed: u64) -> Vec<Tensor> {
+    small_model(1).iter().map(|t| t.finetuned(0.4, seed)).collect()
+}
+
+/// Checks `rev` out into a fresh directory and compares its `model.safetensors` with `sha256`.
+#[track_caller]
+pub fn assert_bit_exact(sb: &Sandbox, rev: &str, sha256: &str) {
+    static OUTPUTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = OUTPUTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let out = sb.checkout(rev, &format!("out-{n}"));
+    assert_eq!(sha256_file(&out.join("model.safetensors")), sha256, "{rev}");
+}
