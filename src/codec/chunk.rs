@@ -69,7 +69,12 @@ impl Transform {
             (0, 0) => Ok(Transform::Full),
             (1, 0) => Ok(Transform::Xor),
             (2, 0) => Ok(Transform::Sub),
-            (3, b) if matches!(width, 2 | 4 | 8) && (1..=context::MAX_BITS).contains(&u32::from(b)) => {
+            // The context bits follow the sign bit, so they fit in an element.
+            (3, b)
+                if matches!(width, 2 | 4 | 8)
+                    && (1..=context::MAX_BITS).contains(&u32::from(b))
+                    && u32::from(b) < 8 * width as u32 =>
+            {
                 Ok(Transform::SubCtx { bits: b })
             }
             _ => Err(Error::Transform(t)),
@@ -124,10 +129,16 @@ pub fn encode(transform: Transform, data: &[u8], parent: Option<&[u8]>, width: u
     });
     out
 }
-/// Decodes a coded chunk into `out` (its exact decoded length), using `parent` for deltas.
-/// Returns the chunk's codec. Every length is checked against `out` before anything is
-/// decompressed, so a hostile chunk cannot make this allocate more than `out`.
-pub fn decode(coded: &[u8], parent: Option<&[u8]>, width: usize, out: &mut [u8]) -> Result<Codec, Error> {
+/// A coded chunk's header, checked, and its stored planes.
+struct Parsed<'a> {
+    transform: Transform,
+    /// Each plane's mode and stored bytes.
+    planes: Vec<(entropy::Mode, &'a [u8])>,
+}
+
+/// Checks the header of `coded` against the element `width` and the decoded length `n`, and
+/// finds its planes. Every length is checked before anything is decompressed.
+fn parse(coded: &[u8], width: usize, n: usize) -> Result<Parsed<'_>, Error> {
     let header = coded.get(..HEADER).ok_or(Error::Truncated)?;
     if header[0] != VERSION {
         return Err(Error::Version(header[0]));
@@ -139,14 +150,40 @@ pub fn decode(coded: &[u8], parent: Option<&[u8]>, width: usize, out: &mut [u8])
         });
     }
     let transform = Transform::from_bytes(header[1], header[3], width)?;
-    let codec = transform.codec();
-    let n = u64::from_le_bytes(header[4..12].try_into().expect("8 bytes"));
-    if n != out.len() as u64 || !out.len().is_multiple_of(width) {
-        return Err(Error::Length {
-            found: n,
-            expected: out.len(),
-        });
+    let found = u64::from_le_bytes(header[4..12].try_into().expect("8 bytes"));
+    if found != n as u64 || !n.is_multiple_of(width) {
+        return Err(Error::Length { found, expected: n });
     }
+    let mut planes = Vec::with_capacity(width);
+    let mut rest = &coded[HEADER..];
+    for _ in 0..width {
+        if rest.len() < 9 {
+            return Err(Error::Truncated);
+        }
+        let mode = entropy::Mode::from_byte(rest[0])?;
+        let m = u64::from_le_bytes(rest[1..9].try_into().expect("8 bytes"));
+        let m = usize::try_from(m)
+            .ok()
+            .filter(|&m| m <= rest.len() - 9)
+            .ok_or(Error::Truncated)?;
+        planes.push((mode, &rest[9..9 + m]));
+        rest = &rest[9 + m..];
+    }
+    if !rest.is_empty() {
+        return Err(Error::Trailing(rest.len()));
+    }
+    Ok(Parsed { transform, planes })
+}
+
+/// Decodes a coded chunk into `out` (its exact decoded length), using `parent` for deltas.
+/// Returns the chunk's codec. Every length is checked against `out` before anything is
+/// decompressed, so a hostile chunk cannot make this allocate more than `out`.
+pub fn decode(coded: &[u8], parent: Option<&[u8]>, width: usize, out: &mut [u8]) -> Result<Codec, Error> {
+    let Parsed {
+        transform,
+        planes: stored,
+    } = parse(coded, width, out.len())?;
+    let codec = transform.codec();
     let parent = match (codec.needs_parent(), parent) {
         (false, _) => None,
         (true, Some(p)) if p.len() == out.len() => Some(p),
@@ -161,25 +198,7 @@ pub fn decode(coded: &[u8], parent: Option<&[u8]>, width: usize, out: &mut [u8])
 
     let plane_len = out.len() / width;
     SCRATCH.with_borrow_mut(|(grouped, split)| {
-        // Raw planes are read where they lie in `coded`; zstd planes are decoded into `split`.
-        let mut stored = Vec::with_capacity(width);
-        let mut rest = &coded[HEADER..];
-        for _ in 0..width {
-            if rest.len() < 9 {
-                return Err(Error::Truncated);
-            }
-            let mode = entropy::Mode::from_byte(rest[0])?;
-            let m = u64::from_le_bytes(rest[1..9].try_into().expect("8 bytes"));
-            let m = usize::try_from(m)
-                .ok()
-                .filter(|&m| m <= rest.len() - 9)
-                .ok_or(Error::Truncated)?;
-            stored.push((mode, &rest[9..9 + m]));
-            rest = &rest[9 + m..];
-        }
-        if !rest.is_empty() {
-            return Err(Error::Trailing(rest.len()));
-        }
+        // Raw planes are read where they lie in `coded`; the others are decoded into `split`.
         let split = at_least(split, out.len());
         let mut decoded = split.chunks_mut(plane_len.max(1));
         let mut planes: Vec<&[u8]> = Vec::with_capacity(width);
@@ -215,6 +234,21 @@ pub fn decode(coded: &[u8], parent: Option<&[u8]>, width: usize, out: &mut [u8])
     Ok(codec)
 }
 
+/// The entropy stage of [`decode`] alone: writes the chunk's byte planes, one after another,
+/// into `planes` (the chunk's exact decoded length) and returns the transform that turns them
+/// back into the chunk given its parent. This is what a device applies on its side.
+pub fn decode_planes(coded: &[u8], width: usize, planes: &mut [u8]) -> Result<Transform, Error> {
+    let Parsed {
+        transform,
+        planes: stored,
+    } = parse(coded, width, planes.len())?;
+    let plane_len = planes.len() / width;
+    for ((mode, bytes), plane) in stored.into_iter().zip(planes.chunks_mut(plane_len.max(1))) {
+        entropy::decompress(mode, bytes, plane)?;
+    }
+    Ok(transform)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +282,23 @@ mod tests {
     }
 
     #[test]
+    fn planes_are_what_the_transform_splits() {
+        let old = floats(2, 300);
+        let new = floats(3, 300);
+        let t = Transform::SubCtx { bits: 8 };
+        let coded = encode(t, &new, Some(&old), 4, 3);
+        let mut planes = vec![0; new.len()];
+        assert_eq!(decode_planes(&coded, 4, &mut planes).unwrap(), t);
+        let mut grouped = vec![0; new.len()];
+        context::group_sub(&new, &old, 4, 8, &mut grouped);
+        let mut expected = vec![0; new.len()];
+        planes::split(&grouped, 4, &mut expected);
+        assert_eq!(planes, expected);
+        let mut short = vec![0; new.len() - 4];
+        assert!(decode_planes(&coded, 4, &mut short).is_err(), "wrong length");
+    }
+
+    #[test]
     fn empty_chunk_round_trips() {
         let coded = encode(Transform::Full, &[], None, 2, 3);
         let mut out = [];
@@ -268,6 +319,14 @@ mod tests {
         assert!(decode(&coded, None, 2, &mut out).is_err(), "wrong width");
         let mut short = vec![0; data.len() - 4];
         assert!(decode(&coded, None, 4, &mut short).is_err(), "wrong length");
+        // A context wider than the bits after a 2-byte element's sign.
+        let mut wide = encode(Transform::SubCtx { bits: 8 }, &data[..400], Some(&data[400..800]), 2, 3);
+        wide[3] = 16;
+        let mut out2 = vec![0; 400];
+        assert!(matches!(
+            decode(&wide, Some(&data[400..800]), 2, &mut out2),
+            Err(Error::Transform(3))
+        ));
         let delta = encode(Transform::Sub, &data, Some(&data), 4, 3);
         assert!(matches!(decode(&delta, None, 4, &mut out), Err(Error::MissingParent)));
     }
