@@ -21,10 +21,14 @@
 //! base's directory when there is one.
 //!
 //! Memory stays bounded whatever the size: tensors are generated or read and written in blocks
-//! of `BLOCK` elements; nothing holds a whole tensor.
+//! of `BLOCK` elements; nothing holds a whole tensor. Tensors are made in parallel, each from
+//! its own stream and written at its offset, so the output does not depend on the thread count.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -332,32 +336,43 @@ fn generate(args: &Args) -> Result<(), Error> {
     let shape = Shape::for_target(target, esize);
     let tensors = shape.tensors();
     let path = args.out.join("model.safetensors");
-    let mut w = BufWriter::with_capacity(IO_BUF, File::create(&path)?);
     let header = header_bytes(&tensors, args.dtype);
-    w.write_all(&header)?;
-
-    let mut values = Vec::with_capacity(BLOCK);
-    let mut bytes = Vec::with_capacity(BLOCK * 4);
+    let file = File::create(&path)?;
+    file.write_all_at(&header, 0)?;
+    // Each tensor from its own stream, in parallel, written at its offset.
+    let mut placed = Vec::with_capacity(tensors.len());
     let mut total = header.len() as u64;
     for (name, dims) in &tensors {
-        let mut rng = Rng::for_tensor(args.seed, name);
-        let norm = dims.len() == 1;
-        let mut left = dims.iter().product::<u64>() as usize;
-        while left > 0 {
-            let n = left.min(BLOCK);
-            values.clear();
-            values.extend((0..n).map(|_| {
-                let v = 0.02 * rng.normal();
-                (if norm { 1.0 + v } else { v }) as f32
-            }));
-            bytes.clear();
-            args.dtype.encode(&values, &mut bytes);
-            w.write_all(&bytes)?;
-            total += bytes.len() as u64;
-            left -= n;
-        }
+        placed.push((name, dims, total));
+        total += dims.iter().product::<u64>() * esize;
     }
-    w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    file.set_len(total)?;
+    placed
+        .par_iter()
+        .try_for_each(|&(name, dims, offset)| -> Result<(), String> {
+            let mut rng = Rng::for_tensor(args.seed, name);
+            let norm = dims.len() == 1;
+            let mut left = dims.iter().product::<u64>() as usize;
+            let mut at = offset;
+            let mut values = Vec::with_capacity(BLOCK);
+            let mut bytes = Vec::with_capacity(BLOCK * 4);
+            while left > 0 {
+                let n = left.min(BLOCK);
+                values.clear();
+                values.extend((0..n).map(|_| {
+                    let v = 0.02 * rng.normal();
+                    (if norm { 1.0 + v } else { v }) as f32
+                }));
+                bytes.clear();
+                args.dtype.encode(&values, &mut bytes);
+                file.write_all_at(&bytes, at)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                at += bytes.len() as u64;
+                left -= n;
+            }
+            Ok(())
+        })?;
+    file.sync_all()?;
 
     let config = serde_json::json!({
         "architectures": ["LlamaForCausalLM"],
@@ -406,35 +421,37 @@ fn base_file(base: &Path) -> Result<PathBuf, Error> {
     }
 }
 
-/// Copies `n` bytes from `r` to `w` through a bounded buffer.
-fn copy_exact(r: &mut impl Read, w: &mut impl Write, n: u64) -> Result<(), Error> {
-    let copied = std::io::copy(&mut r.take(n), w)?;
-    if copied != n {
-        return Err("base file ends early".into());
-    }
-    Ok(())
-}
-
 fn finetune(base: &Path, args: &Args) -> Result<(), Error> {
     let src = base_file(base)?;
     // The library's reader validates the header: known dtypes, sizes that match the shapes,
     // and tensors that tile the data section exactly, in file order.
     let (header, header_bytes) = read(&src)?;
-    let mut r = BufReader::with_capacity(IO_BUF, File::open(&src)?);
-    copy_exact(&mut r, &mut std::io::sink(), header.len)?;
-
+    let input = File::open(&src)?;
     let path = args.out.join("model.safetensors");
-    let mut w = BufWriter::with_capacity(IO_BUF, File::create(&path)?);
-    w.write_all(&header_bytes)?;
-
-    let mut raw = Vec::with_capacity(BLOCK * 4);
-    let mut values = Vec::with_capacity(BLOCK);
-    let mut out = Vec::with_capacity(BLOCK * 4);
-    let (mut changed, mut elements) = (0u64, 0u64);
+    let file = File::create(&path)?;
+    file.write_all_at(&header_bytes, 0)?;
+    file.set_len(input.metadata()?.len())?;
+    // Tensors tile the data section in file order; each is transformed on its own, in parallel.
+    let mut placed = Vec::with_capacity(header.tensors.len());
+    let mut offset = header.len;
     for t in &header.tensors {
+        placed.push((t, offset));
+        offset += t.len();
+    }
+    let changed = AtomicU64::new(0);
+    let elements = AtomicU64::new(0);
+    let io = |e: std::io::Error| format!("{}: {e}", src.display());
+    placed.par_iter().try_for_each(|&(t, offset)| -> Result<(), String> {
         let Some(dtype) = Dtype::from_safetensors(&dtype_name(t.dtype)) else {
-            copy_exact(&mut r, &mut w, t.len())?;
-            continue;
+            let mut buf = vec![0; IO_BUF];
+            let mut at = 0;
+            while at < t.len() {
+                let n = (t.len() - at).min(IO_BUF as u64) as usize;
+                input.read_exact_at(&mut buf[..n], offset + at).map_err(io)?;
+                file.write_all_at(&buf[..n], offset + at).map_err(io)?;
+                at += n as u64;
+            }
+            return Ok(());
         };
         let esize = dtype.size() as u64;
         let count = t.shape.iter().product::<u64>();
@@ -442,10 +459,14 @@ fn finetune(base: &Path, args: &Args) -> Result<(), Error> {
         let mut rng = Rng::for_tensor(args.seed, &t.name);
         let mut scale = 1.0f64;
         let mut i = 0u64;
+        let mut raw = Vec::with_capacity(BLOCK * 4);
+        let mut values = Vec::with_capacity(BLOCK);
+        let mut out = Vec::with_capacity(BLOCK * 4);
         while i < count {
             let n = (count - i).min(BLOCK as u64);
+            let at = offset + i * esize;
             raw.resize((n * esize) as usize, 0);
-            r.read_exact(&mut raw)?;
+            input.read_exact_at(&mut raw, at).map_err(io)?;
             values.clear();
             dtype.decode(&raw, &mut values);
             for v in values.iter_mut() {
@@ -461,16 +482,19 @@ fn finetune(base: &Path, args: &Args) -> Result<(), Error> {
             }
             out.clear();
             dtype.encode(&values, &mut out);
-            changed += raw
+            let differ = raw
                 .chunks_exact(esize as usize)
                 .zip(out.chunks_exact(esize as usize))
                 .filter(|(a, b)| a != b)
                 .count() as u64;
-            elements += n;
-            w.write_all(&out)?;
+            changed.fetch_add(differ, Ordering::Relaxed);
+            elements.fetch_add(n, Ordering::Relaxed);
+            file.write_all_at(&out, at).map_err(io)?;
         }
-    }
-    w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        Ok(())
+    })?;
+    file.sync_all()?;
+    let (changed, elements) = (changed.into_inner(), elements.into_inner());
 
     let config = src.with_file_name("config.json");
     if config.is_file() {
