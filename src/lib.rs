@@ -7,5 +7,7 @@
 pub mod api;
 pub mod cli;
 pub mod codec;
+#[cfg(feature = "cuda")]
+pub mod gpu;
 pub mod model;
 pub mod store;

@@ -112,7 +112,7 @@ impl Repository {
     }
 }
 
-fn write_atomically(dest: &Path, content: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomically(dest: &Path, content: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut tmp = rebuild::output_file(dest.parent().expect("inside dir"))?;
     tmp.write_all(content)?;

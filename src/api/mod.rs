@@ -5,6 +5,8 @@ pub mod add;
 pub mod auto_base;
 pub mod checkout;
 pub mod commit;
+#[cfg(feature = "cuda")]
+pub mod device;
 pub mod diff;
 pub mod estimate;
 pub mod family;

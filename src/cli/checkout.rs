@@ -4,22 +4,59 @@ use super::output::{bytes, short, Output};
 use super::{progress, Error};
 use crate::api::Repository;
 
-/// Write the full model of a revision into a directory, every file byte-identical.
+/// Write the full model of a revision into a directory, every file byte-identical; or rebuild
+/// its tensors in GPU memory (`--device cuda`).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// NAME, NAME~N, a tag, or a commit id prefix.
     pub rev: String,
-    /// The output directory (created; must be empty unless --force).
+    /// The output directory (created; must be empty unless --force). Needed on the CPU; with
+    /// --device cuda the files are written from the device's tensors.
     #[arg(long, short)]
-    pub output: PathBuf,
+    pub output: Option<PathBuf>,
     /// Write into a directory that is not empty, replacing files of the same names.
     #[arg(long)]
     pub force: bool,
+    /// Where to rebuild: `cpu`, or `cuda[:N]` (tensors rebuilt and checked in the memory of
+    /// GPU N; needs a build with the `cuda` feature, a CUDA driver and NVRTC, else the CPU is used).
+    #[arg(long, default_value = "cpu")]
+    pub device: Target,
+}
+
+/// Where a checkout runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Cpu,
+    Cuda(usize),
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(Target::Cpu),
+            "cuda" => Ok(Target::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Target::Cuda)
+                .ok_or_else(|| format!("unknown device {s:?}: expected cpu, cuda or cuda:N")),
+        }
+    }
 }
 
 pub fn run(repo: &Repository, args: &Args, out: &Output) -> Result<i32, Error> {
+    if let Target::Cuda(ordinal) = args.device {
+        match on_device(repo, args, ordinal, out)? {
+            Some(code) => return Ok(code),
+            None => eprintln!("checking out on the CPU instead"),
+        }
+    }
+    let Some(dir) = &args.output else {
+        return Err("checkout on the CPU needs an output directory (-o DIR)".into());
+    };
     let bar = progress::bytes("checkout", out.json);
-    let report = repo.checkout(&args.rev, &args.output, args.force, &progress::callback(&bar))?;
+    let report = repo.checkout(&args.rev, dir, args.force, &progress::callback(&bar))?;
     bar.finish_and_clear();
     out.emit(&report, |r| {
         format!(
@@ -32,4 +69,42 @@ pub fn run(repo: &Repository, args: &Args, out: &Output) -> Result<i32, Error> {
         )
     });
     Ok(0)
+}
+
+/// Checks out on GPU `ordinal`; None (after saying why) when there is no usable device.
+#[cfg(feature = "cuda")]
+fn on_device(repo: &Repository, args: &Args, ordinal: usize, out: &Output) -> Result<Option<i32>, Error> {
+    let device = match crate::gpu::Device::open(ordinal) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("cannot use cuda:{ordinal}: {e}");
+            return Ok(None);
+        }
+    };
+    let (_, report) = repo.checkout_device(&args.rev, &device, args.output.as_deref(), args.force)?;
+    out.emit(&report, |r| {
+        let s = &r.seconds;
+        let place = match &r.dir {
+            Some(d) => format!(", {} files written to {}", r.files, d.display()),
+            None => String::new(),
+        };
+        format!(
+            "rebuilt {} ({}) on {}: {} tensors, {}, every chunk verified{place}\nrebuild {:.3} s (kernels {:.4} s), read back and check {:.3} s",
+            args.rev,
+            short(&r.commit),
+            r.device,
+            r.tensors,
+            bytes(r.bytes),
+            s.rebuild,
+            s.kernels,
+            s.verify
+        )
+    });
+    Ok(Some(0))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn on_device(_: &Repository, _: &Args, ordinal: usize, _: &Output) -> Result<Option<i32>, Error> {
+    eprintln!("cannot use cuda:{ordinal}: this sparse was built without GPU support (cargo feature `cuda`)");
+    Ok(None)
 }

@@ -1,6 +1,8 @@
 //! Models: safetensors files and the other files of a model directory, turned into snapshot
 //! manifests ([`encode`]) and back into files ([`rebuild`]).
 
+#[cfg(feature = "cuda")]
+pub mod device;
 pub mod encode;
 pub mod manifest;
 pub mod rebuild;

@@ -1,0 +1,241 @@
+//! GPU checkout benchmark (feature `cuda`; run by benches/gpu.sh on a machine with a GPU).
+//!
+//! ```text
+//! gpu_bench --store DIR --base REV --finetune REV [--runs 5] [--cpu-out DIR]
+//! ```
+//!
+//! On one device, in one run, medians of `--runs` (min–max):
+//! - the floors: pinned host-to-device copy and device-to-device copy of the fine-tune's size;
+//! - swap of the fine-tune on a resident base: the device-side apply (kernel time), the whole
+//!   swap from the store (host page cache), and the same with every chunk read back and checked;
+//! - checkout of the fine-tune to device memory with no base resident (rebuilt down the chain),
+//!   checked;
+//! - checkout of the fine-tune on the CPU into `--cpu-out` (the base's copy known, as after a
+//!   checkout of the base), for comparison.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use sparse::api::Repository;
+use sparse::gpu::Device;
+
+type Error = Box<dyn std::error::Error>;
+
+struct Args {
+    store: PathBuf,
+    base: String,
+    finetune: String,
+    runs: usize,
+    cpu_out: Option<PathBuf>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        store: PathBuf::from("."),
+        base: String::new(),
+        finetune: String::new(),
+        runs: 5,
+        cpu_out: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = || it.next().ok_or(format!("{a} needs a value"));
+        match a.as_str() {
+            "--store" => args.store = value()?.into(),
+            "--base" => args.base = value()?,
+            "--finetune" => args.finetune = value()?,
+            "--runs" => args.runs = value()?.parse().map_err(|e| format!("--runs: {e}"))?,
+            "--cpu-out" => args.cpu_out = Some(value()?.into()),
+            _ => return Err(format!("unknown argument {a}")),
+        }
+    }
+    if args.base.is_empty() || args.finetune.is_empty() {
+        return Err("usage: gpu_bench --store DIR --base REV --finetune REV [--runs N] [--cpu-out DIR]".into());
+    }
+    Ok(args)
+}
+
+/// Median, min and max of `xs` in seconds.
+fn stats(xs: &[f64]) -> String {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let med = match v.len() {
+        0 => return "-".into(),
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    };
+    format!("{:.4} ({:.4}–{:.4})", med, v[0], v[v.len() - 1])
+}
+
+fn time(f: impl FnOnce() -> Result<(), Error>) -> Result<f64, Error> {
+    let t = Instant::now();
+    f()?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
+fn run(args: &Args) -> Result<(), Error> {
+    let repo = Repository::discover(&args.store)?;
+    let device = Device::open(0)?;
+    let runs = args.runs.max(1);
+    println!("device: {}", device.describe());
+
+    // The fine-tune once, to learn its size and warm everything up.
+    let (model, first) = repo.checkout_device(&args.finetune, &device, None, false)?;
+    let bytes = model.bytes() as usize;
+    drop(model);
+    println!(
+        "fine-tune {}: {} tensors, {:.3} GB; first device checkout {:.3} s",
+        args.finetune,
+        first.tensors,
+        bytes as f64 / 1e9,
+        first.seconds.rebuild + first.seconds.verify
+    );
+
+    // Floors: pinned host-to-device and device-to-device copies of `bytes`.
+    let mut stage = device.stage(256 << 20)?;
+    let piece = stage.capacity();
+    let target = device.alloc(piece)?;
+    let (mut h2d, mut d2d) = (Vec::new(), Vec::new());
+    {
+        let whole_a = device.alloc(bytes)?;
+        let whole_b = device.alloc(bytes)?;
+        for _ in 0..runs {
+            let host = stage.host()?;
+            let mut left = bytes;
+            let t = time(|| {
+                while left > 0 {
+                    let n = left.min(piece);
+                    device.write(&target, 0, &host[..n])?;
+                    left -= n;
+                }
+                Ok(())
+            })?;
+            h2d.push(t);
+            let t = time(|| {
+                device.copy(&whole_a, &whole_b, bytes)?;
+                device.synchronize()?;
+                Ok(())
+            })?;
+            d2d.push(t);
+        }
+    }
+    drop(target);
+    drop(stage);
+
+    // Resident base, swaps.
+    let mut resident = repo.resident(&args.base, &device)?;
+    println!(
+        "resident base {}: loaded in {:.3} s",
+        args.base,
+        resident.loaded.seconds.rebuild + resident.loaded.seconds.verify
+    );
+    let (mut apply, mut swap, mut swap_checked, mut swap_out) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut decode, mut wait) = (Vec::new(), Vec::new());
+    // One unmeasured swap allocates the second set of buffers.
+    resident.swap_in(&repo, &args.finetune, false)?;
+    for _ in 0..runs {
+        swap_out.push(time(|| {
+            resident.swap_out();
+            Ok(())
+        })?);
+        let s = resident.swap_in(&repo, &args.finetune, false)?;
+        apply.push(s.seconds.kernels);
+        swap.push(s.seconds.rebuild);
+        decode.push(s.seconds.decode);
+        wait.push(s.seconds.wait);
+        resident.swap_out();
+        let s = resident.swap_in(&repo, &args.finetune, true)?;
+        swap_checked.push(s.seconds.rebuild + s.seconds.verify);
+    }
+    drop(resident);
+
+    // Checkout to the device, no base resident.
+    let mut to_device = Vec::new();
+    for _ in 0..runs {
+        let (model, r) = repo.checkout_device(&args.finetune, &device, None, false)?;
+        drop(model);
+        to_device.push(r.seconds.rebuild + r.seconds.verify);
+    }
+
+    // The CPU checkout, for comparison.
+    let mut cpu = Vec::new();
+    if let Some(dir) = &args.cpu_out {
+        let base_dir = dir.join("base");
+        repo.checkout(&args.base, &base_dir, true, &|_, _| {})?;
+        for _ in 0..runs {
+            let out = dir.join("finetune");
+            let _ = std::fs::remove_dir_all(&out);
+            cpu.push(time(|| {
+                repo.checkout(&args.finetune, &out, true, &|_, _| {})?;
+                Ok(())
+            })?);
+        }
+    }
+
+    let gbps = |xs: &[f64]| {
+        let mut v = xs.to_vec();
+        v.sort_by(f64::total_cmp);
+        bytes as f64 / v[v.len() / 2] / 1e9
+    };
+    println!();
+    println!(
+        "| what ({:.2} GB bf16 fine-tune, {} runs) | seconds: median (min–max) |",
+        bytes as f64 / 1e9,
+        runs
+    );
+    println!("|---|---|");
+    println!(
+        "| floor: pinned host-to-device copy ({:.1} GB/s) | {} |",
+        gbps(&h2d),
+        stats(&h2d)
+    );
+    println!(
+        "| floor: device-to-device copy ({:.0} GB/s) | {} |",
+        gbps(&d2d),
+        stats(&d2d)
+    );
+    println!(
+        "| swap on the resident base: device-side apply (kernels) | {} |",
+        stats(&apply)
+    );
+    println!(
+        "| swap on the resident base: whole swap from the store | {} |",
+        stats(&swap)
+    );
+    println!("| of which the host decoding planes (all cores) | {} |", stats(&decode));
+    println!("| of which the host waiting for the device | {} |", stats(&wait));
+    println!(
+        "| swap on the resident base, every chunk read back and checked | {} |",
+        stats(&swap_checked)
+    );
+    println!("| swap out (back to the base) | {} |", stats(&swap_out));
+    println!(
+        "| checkout to device memory, no base resident, checked | {} |",
+        stats(&to_device)
+    );
+    if !cpu.is_empty() {
+        println!(
+            "| checkout on the CPU to a file (base's copy known) | {} |",
+            stats(&cpu)
+        );
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gpu_bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

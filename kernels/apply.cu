@@ -1,0 +1,241 @@
+// Applying decoded chunks on the device (src/gpu). Compiled at run time by NVRTC.
+//
+// The host decodes each chunk's entropy stage into its byte planes (codec::chunk::decode_planes)
+// and copies them to the device; these kernels do the rest of codec::chunk::decode there: join
+// the planes into elements, undo the transform against the parent chunk (already on the
+// device), and write the chunk into place. One launch of each kernel covers a whole batch of
+// chunks, described by a table of jobs; one warp works on one tile of TILE elements of a chunk.
+//
+// A job is JOB_WORDS 64-bit words:
+//   0 out       device address of the chunk's first byte in its tensor
+//   1 parent    device address of the parent's chunk (0 when the transform needs none)
+//   2 planes    device address of plane 0; plane k starts at planes + k * n
+//   3 counts    device address of the job's u32 context counts, keys x tiles (SUBCTX only)
+//   4 n         elements in the chunk
+//   5 width | transform << 8 | bits << 16  (width 1, 2, 4 or 8)
+//   6 tiles     ceil(n / TILE)
+//   7 first     the batch's warp number of the job's first tile (jobs are in warp order)
+//
+// Transforms (codec::chunk): 0 full, 1 xor, 2 sub (zigzag integer difference), 3 sub with the
+// differences grouped stably by `bits` bits after the sign of the parent's elements, 4 same.
+//
+// Grouped chunks (3) take three launches: `ctx_count` counts each tile's parent keys,
+// `ctx_scan` turns the counts of a chunk, in key-major order, into each (key, tile)'s first
+// slot in the grouped order, and `apply` walks each tile in order and takes each element's
+// difference from the next slot of its key. Within a warp, lanes with equal keys are ranked
+// with __match_any_sync, so the walk keeps the host's stable order. (A ballot per key bit
+// instead measured slower on an H200, docs/PERFORMANCE.md.)
+
+typedef unsigned char u8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef unsigned long long u64;
+
+#define JOB_WORDS 8
+#define TILE 16384
+#define WARPS_PER_BLOCK 4
+// Keys counted in shared memory per warp, at most; larger contexts count in global memory.
+// Each launch gives every warp 2^shared_bits counters (`shared_bits` <= SHARED_BITS, the
+// largest context of its jobs that fits), so small contexts leave room for more warps.
+#define SHARED_BITS 11
+#define FULL_MASK 0xffffffffu
+
+struct Job {
+    u8 *out;
+    const u8 *parent;
+    const u8 *planes;
+    u32 *counts;
+    u64 n;
+    u32 width, transform, bits;
+    u32 tiles;
+    u64 first;
+};
+
+__device__ Job load_job(const u64 *jobs, u32 j) {
+    const u64 *w = jobs + (u64)j * JOB_WORDS;
+    Job job;
+    job.out = (u8 *)w[0];
+    job.parent = (const u8 *)w[1];
+    job.planes = (const u8 *)w[2];
+    job.counts = (u32 *)w[3];
+    job.n = w[4];
+    job.width = (u32)(w[5] & 0xff);
+    job.transform = (u32)((w[5] >> 8) & 0xff);
+    job.bits = (u32)((w[5] >> 16) & 0xff);
+    job.tiles = (u32)w[6];
+    job.first = w[7];
+    return job;
+}
+
+// The job holding warp `warp` of the batch: the last job whose first warp is at most `warp`.
+__device__ u32 find_job(const u64 *jobs, u32 njobs, u64 warp) {
+    u32 lo = 0, hi = njobs;
+    while (hi - lo > 1) {
+        u32 mid = (lo + hi) / 2;
+        if (jobs[(u64)mid * JOB_WORDS + 7] <= warp) lo = mid; else hi = mid;
+    }
+    return lo;
+}
+
+template <typename T>
+__device__ T load(const u8 *p, u64 i) { return ((const T *)p)[i]; }
+
+template <typename T>
+__device__ void store(u8 *p, u64 i, T v) { ((T *)p)[i] = v; }
+
+// Element `i` of the chunk, put together from its byte planes.
+template <typename T>
+__device__ T joined(const u8 *planes, u64 n, u64 i) {
+    T v = 0;
+#pragma unroll
+    for (u32 k = 0; k < sizeof(T); k++) v |= (T)planes[k * n + i] << (8 * k);
+    return v;
+}
+
+template <typename T>
+__device__ T unzigzag(T v) { return (v >> 1) ^ (T)(0 - (v & 1)); }
+
+template <typename T>
+__device__ u32 key_of(T parent, u32 bits) {
+    return (u32)(((u64)parent >> (8 * sizeof(T) - 1 - bits)) & ((1ull << bits) - 1));
+}
+
+// Walks tile `t` of a grouped job 32 elements at a time, in element order. For each element,
+// `visit(i, parent, slot)` gets the slot of its difference in the grouped order, where the
+// slot of key k counts from ctr[k * stride]; the counters advance past the walked elements.
+template <typename T, typename F>
+__device__ void walk(const Job &job, u32 t, volatile u32 *ctr, u32 stride, F visit) {
+    u32 lane = threadIdx.x & 31;
+    u64 start = (u64)t * TILE;
+    u64 end = min(job.n, start + TILE);
+    T next = start + lane < end ? load<T>(job.parent, start + lane) : 0;
+    for (u64 at = start; at < end; at += 32) {
+        u64 i = at + lane;
+        bool valid = i < end;
+        T p = next;
+        // The next step's parent element, loaded while this step works.
+        if (i + 32 < end) next = load<T>(job.parent, i + 32);
+        u32 active = __ballot_sync(FULL_MASK, valid);
+        if (valid) {
+            u32 key = key_of<T>(p, job.bits);
+            u32 peers = __match_any_sync(active, key);
+            u32 leader = __ffs(peers) - 1;
+            u32 rank = __popc(peers & ((1u << lane) - 1));
+            u32 first = 0;
+            if (lane == leader) first = ctr[(u64)key * stride];
+            first = __shfl_sync(active, first, leader);
+            visit(i, p, first + rank);
+            if (lane == leader) ctr[(u64)key * stride] = first + __popc(peers);
+        }
+        __syncwarp();
+    }
+}
+
+// Counts the parent keys of tile `t` (in any order: shared or global atomics).
+template <typename T>
+__device__ void count_tile(const Job &job, u32 t, u32 *shared, u32 shared_bits) {
+    u32 lane = threadIdx.x & 31;
+    u64 keys = 1ull << job.bits;
+    u64 start = (u64)t * TILE;
+    u64 end = min(job.n, start + TILE);
+    if (job.bits <= shared_bits) {
+        for (u64 k = lane; k < keys; k += 32) shared[k] = 0;
+        __syncwarp();
+        for (u64 i = start + lane; i < end; i += 32) atomicAdd(&shared[key_of<T>(load<T>(job.parent, i), job.bits)], 1u);
+        __syncwarp();
+        for (u64 k = lane; k < keys; k += 32) job.counts[k * job.tiles + t] = shared[k];
+    } else {
+        // The counts were zeroed by the host.
+        for (u64 i = start + lane; i < end; i += 32)
+            atomicAdd(&job.counts[(u64)key_of<T>(load<T>(job.parent, i), job.bits) * job.tiles + t], 1u);
+    }
+}
+
+extern "C" __global__ void ctx_count(const u64 *jobs, u32 njobs, u64 warps, u32 shared_bits) {
+    extern __shared__ u32 shared_counts[];
+    u64 warp = ((u64)blockIdx.x * blockDim.x + threadIdx.x) / 32;
+    if (warp >= warps) return;
+    u32 *shared = shared_counts + (threadIdx.x / 32) * (1u << shared_bits);
+    Job job = load_job(jobs, find_job(jobs, njobs, warp));
+    if (job.transform != 3) return;
+    u32 t = (u32)(warp - job.first);
+    switch (job.width) {
+        case 2: count_tile<u16>(job, t, shared, shared_bits); break;
+        case 4: count_tile<u32>(job, t, shared, shared_bits); break;
+        case 8: count_tile<u64>(job, t, shared, shared_bits); break;
+    }
+}
+
+// One block per job: an exclusive prefix sum of the job's counts, in place.
+extern "C" __global__ void ctx_scan(const u64 *jobs, u32 njobs) {
+    __shared__ u32 sums[1024];
+    if (blockIdx.x >= njobs) return;
+    Job job = load_job(jobs, blockIdx.x);
+    if (job.transform != 3) return;
+    u64 entries = (u64)job.tiles << job.bits;
+    u64 per = (entries + blockDim.x - 1) / blockDim.x;
+    u64 lo = min(entries, per * threadIdx.x), hi = min(entries, lo + per);
+    u32 sum = 0;
+    for (u64 e = lo; e < hi; e++) sum += job.counts[e];
+    sums[threadIdx.x] = sum;
+    __syncthreads();
+    // Hillis-Steele inclusive scan of the per-thread sums.
+    for (u32 d = 1; d < blockDim.x; d *= 2) {
+        u32 v = threadIdx.x >= d ? sums[threadIdx.x - d] : 0;
+        __syncthreads();
+        sums[threadIdx.x] += v;
+        __syncthreads();
+    }
+    u32 run = sums[threadIdx.x] - sum;
+    for (u64 e = lo; e < hi; e++) {
+        u32 c = job.counts[e];
+        job.counts[e] = run;
+        run += c;
+    }
+}
+
+template <typename T>
+__device__ void apply_tile(const Job &job, u32 t, u32 *shared, u32 shared_bits) {
+    u32 lane = threadIdx.x & 31;
+    if (job.transform == 3) {
+        auto put = [&](u64 i, T p, u32 slot) {
+            store<T>(job.out, i, p + unzigzag<T>(joined<T>(job.planes, job.n, slot)));
+        };
+        u64 keys = 1ull << job.bits;
+        if (job.bits <= shared_bits) {
+            for (u64 k = lane; k < keys; k += 32) shared[k] = job.counts[k * job.tiles + t];
+            __syncwarp();
+            walk<T>(job, t, shared, 1, put);
+        } else {
+            walk<T>(job, t, job.counts + t, job.tiles, put);
+        }
+        return;
+    }
+    u64 start = (u64)t * TILE;
+    u64 end = min(job.n, start + TILE);
+    for (u64 i = start + lane; i < end; i += 32) {
+        T v;
+        switch (job.transform) {
+            case 0: v = joined<T>(job.planes, job.n, i); break;
+            case 1: v = load<T>(job.parent, i) ^ joined<T>(job.planes, job.n, i); break;
+            case 2: v = load<T>(job.parent, i) + unzigzag<T>(joined<T>(job.planes, job.n, i)); break;
+            default: v = load<T>(job.parent, i); break;
+        }
+        store<T>(job.out, i, v);
+    }
+}
+
+extern "C" __global__ void apply(const u64 *jobs, u32 njobs, u64 warps, u32 shared_bits) {
+    extern __shared__ u32 shared_counts[];
+    u64 warp = ((u64)blockIdx.x * blockDim.x + threadIdx.x) / 32;
+    if (warp >= warps) return;
+    u32 *shared = shared_counts + (threadIdx.x / 32) * (1u << shared_bits);
+    Job job = load_job(jobs, find_job(jobs, njobs, warp));
+    u32 t = (u32)(warp - job.first);
+    switch (job.width) {
+        case 1: apply_tile<u8>(job, t, shared, shared_bits); break;
+        case 2: apply_tile<u16>(job, t, shared, shared_bits); break;
+        case 4: apply_tile<u32>(job, t, shared, shared_bits); break;
+        case 8: apply_tile<u64>(job, t, shared, shared_bits); break;
+    }
+}

@@ -1,0 +1,466 @@
+//! One CUDA device: its context and stream, the compiled kernels, device buffers, and batches
+//! of decoded chunks ([`Stage`]) applied by [`Device::submit`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cudarc::driver::sys::{CUdeviceptr, CUevent_flags};
+use cudarc::driver::{
+    result, CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
+};
+
+use super::{driver, kernels, Error};
+
+/// Elements per tile: one warp's share of a chunk (`TILE` in kernels/apply.cu).
+const TILE: u64 = 16384;
+/// Warps per block of `ctx_count` and `apply` (`WARPS_PER_BLOCK`).
+const WARPS_PER_BLOCK: u32 = 4;
+/// Most context bits counted in shared memory (`SHARED_BITS`): 2^11 u32 counters per warp.
+const SHARED_BITS: u32 = 11;
+/// u64 words per job (`JOB_WORDS`).
+const JOB_WORDS: usize = 8;
+
+/// What a job does with its planes: the chunk transforms of `codec::chunk`, and `Same`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Full,
+    Xor,
+    Sub,
+    SubCtx {
+        bits: u8,
+    },
+    /// The parent's chunk, unchanged (no planes).
+    Same,
+}
+
+impl Op {
+    fn code(self) -> (u64, u64) {
+        match self {
+            Op::Full => (0, 0),
+            Op::Xor => (1, 0),
+            Op::Sub => (2, 0),
+            Op::SubCtx { bits } => (3, u64::from(bits)),
+            Op::Same => (4, 0),
+        }
+    }
+
+    pub fn needs_parent(self) -> bool {
+        self != Op::Full
+    }
+}
+
+/// One chunk to rebuild on the device: `len` bytes at device address `out`, from the planes at
+/// `planes` bytes into the stage (none for [`Op::Same`]) and the parent's chunk at `parent`.
+#[derive(Debug, Clone, Copy)]
+pub struct Job {
+    pub op: Op,
+    pub width: usize,
+    pub len: usize,
+    pub out: u64,
+    pub parent: u64,
+    pub planes: usize,
+}
+
+/// Device memory holding one tensor (or any bytes).
+pub struct Buffer {
+    /// Owns the memory: freed when the buffer is dropped.
+    _slice: CudaSlice<u8>,
+    addr: u64,
+    /// Bytes asked for (the allocation holds at least one).
+    len: usize,
+}
+
+impl Buffer {
+    /// The device address of byte `offset`.
+    pub fn addr(&self, offset: u64) -> u64 {
+        self.addr + offset
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Page-locked host memory for decoded planes, with the device memory they are copied to.
+pub struct Stage {
+    host: *mut u8,
+    capacity: usize,
+    /// Page-locked memory for the job table, `table_words` u64 long.
+    table: *mut u64,
+    table_words: usize,
+    planes: CudaSlice<u8>,
+    jobs: CudaSlice<u64>,
+    counts: CudaSlice<u32>,
+    /// Recorded after the last use of `host` by the device; waited on before refilling it.
+    done: CudaEvent,
+    ctx: Arc<CudaContext>,
+}
+
+// SAFETY: the host pointer is owned by the stage (freed on drop) and only reached through
+// `&mut self`, so a stage moves between threads like a Vec.
+unsafe impl Send for Stage {}
+
+impl Stage {
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The host memory, once the device no longer reads it.
+    pub fn host(&mut self) -> Result<&mut [u8], Error> {
+        self.done.synchronize().map_err(driver("waiting for a copy"))?;
+        // SAFETY: `host` points to `capacity` bytes allocated by cuMemHostAlloc, owned by the
+        // stage, and no device operation uses them any more.
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.host, self.capacity) })
+    }
+}
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        let _ = self.done.synchronize();
+        let _ = self.ctx.bind_to_thread();
+        // SAFETY: allocated by cuMemHostAlloc in `Device::stage` and not used after this.
+        let _ = unsafe { result::free_host(self.host.cast()) };
+        // SAFETY: as above, allocated in `Device::stage` or `Device::submit`.
+        let _ = unsafe { result::free_host(self.table.cast()) };
+    }
+}
+
+/// Time the device spent in the kernels of the batches submitted since the last reset.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Timing {
+    pub kernels: Duration,
+    pub batches: usize,
+}
+
+/// An opened CUDA device with the kernels loaded.
+pub struct Device {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    count: CudaFunction,
+    scan: CudaFunction,
+    apply: CudaFunction,
+    ordinal: usize,
+    name: String,
+    /// (start, end) events of each submitted batch's kernels, read by [`Device::timing`].
+    events: std::sync::Mutex<Vec<(CudaEvent, CudaEvent)>>,
+}
+
+impl Device {
+    /// Opens device `ordinal`: loads the driver, compiles the kernels for it with NVRTC.
+    pub fn open(ordinal: usize) -> Result<Device, Error> {
+        // SAFETY: only tries to open the library by its usual names.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(Error::NoDriver);
+        }
+        if !kernels::nvrtc_present() {
+            return Err(Error::NoNvrtc);
+        }
+        let count = CudaContext::device_count().map_err(driver("listing devices"))?;
+        if ordinal >= count.max(0) as usize {
+            return Err(Error::NoSuchDevice { ordinal, count });
+        }
+        let ctx = CudaContext::new(ordinal).map_err(driver("creating a context"))?;
+        // One stream orders everything: no cross-stream event tracking needed.
+        // SAFETY: every device buffer of this context is used on `stream` only.
+        unsafe { ctx.disable_event_tracking() };
+        let (major, minor) = ctx
+            .compute_capability()
+            .map_err(driver("reading the compute capability"))?;
+        let ptx = kernels::compile(major, minor)?;
+        let module = ctx.load_module(ptx).map_err(driver("loading the kernels"))?;
+        let function = |name| module.load_function(name).map_err(driver("finding a kernel"));
+        let name = ctx.name().unwrap_or_else(|_| "unknown device".into());
+        Ok(Device {
+            stream: ctx.default_stream(),
+            count: function("ctx_count")?,
+            scan: function("ctx_scan")?,
+            apply: function("apply")?,
+            ctx,
+            ordinal,
+            name,
+            events: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    /// `cuda:N (name)`.
+    pub fn describe(&self) -> String {
+        format!("cuda:{} ({})", self.ordinal, self.name)
+    }
+
+    /// Device memory of `len` bytes, contents unspecified.
+    pub fn alloc(&self, len: usize) -> Result<Buffer, Error> {
+        // SAFETY: u8 has no invalid bit patterns; every byte is written before it is read.
+        let slice = unsafe { self.stream.alloc::<u8>(len.max(1)) }.map_err(driver("allocating device memory"))?;
+        let addr = slice.device_ptr(&self.stream).0;
+        Ok(Buffer {
+            _slice: slice,
+            addr,
+            len,
+        })
+    }
+
+    /// A stage of `capacity` bytes of page-locked host memory.
+    pub fn stage(&self, capacity: usize) -> Result<Stage, Error> {
+        self.ctx.bind_to_thread().map_err(driver("binding the context"))?;
+        // SAFETY: plain page-locked allocation, freed by the stage.
+        let host = unsafe { result::malloc_host(capacity.max(1), 0) }.map_err(driver("allocating pinned memory"))?;
+        let table_words = 4096 * JOB_WORDS;
+        // SAFETY: as above.
+        let table = unsafe { result::malloc_host(table_words * 8, 0) }.map_err(driver("allocating pinned memory"))?;
+        let alloc = |what| driver(what);
+        Ok(Stage {
+            host: host.cast(),
+            capacity,
+            table: table.cast(),
+            table_words,
+            // SAFETY: written by the copies of `submit` before the kernels read them.
+            planes: unsafe { self.stream.alloc::<u8>(capacity.max(1)) }.map_err(alloc("allocating planes"))?,
+            jobs: unsafe { self.stream.alloc::<u64>(JOB_WORDS) }.map_err(alloc("allocating jobs"))?,
+            counts: unsafe { self.stream.alloc::<u32>(1) }.map_err(alloc("allocating counts"))?,
+            done: self
+                .ctx
+                .new_event(Some(CUevent_flags::CU_EVENT_BLOCKING_SYNC))
+                .map_err(driver("creating an event"))?,
+            ctx: Arc::clone(&self.ctx),
+        })
+    }
+
+    /// Copies the first `used` bytes of `stage`'s host memory to the device and applies `jobs`
+    /// (each job's planes at its offset in them), asynchronously: [`Device::synchronize`] or
+    /// the next [`Stage::host`] waits for it.
+    pub fn submit(&self, stage: &mut Stage, used: usize, jobs: &[Job]) -> Result<(), Error> {
+        let jobs: Vec<&Job> = jobs.iter().filter(|j| j.len > 0).collect();
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        self.ctx.bind_to_thread().map_err(driver("binding the context"))?;
+        let planes_addr = stage.planes.device_ptr(&self.stream).0;
+        // The job table, and where each grouped job's counts go.
+        let mut words = Vec::with_capacity(jobs.len() * JOB_WORDS);
+        let mut warps = 0u64;
+        let mut counts = 0u64;
+        let mut count_at = Vec::with_capacity(jobs.len());
+        for job in &jobs {
+            match (job.op, job.width) {
+                (Op::SubCtx { bits }, 2 | 4 | 8) if (1..=16).contains(&bits) => {}
+                (Op::SubCtx { .. }, _) | (_, 3 | 5..=7 | 9..) | (_, 0) => {
+                    return Err(Error::Unsupported {
+                        width: job.width,
+                        op: job.op,
+                    })
+                }
+                _ => {}
+            }
+            let n = (job.len / job.width) as u64;
+            let tiles = n.div_ceil(TILE);
+            count_at.push(counts);
+            if let Op::SubCtx { bits } = job.op {
+                counts += tiles << bits;
+            }
+            let (transform, bits) = job.op.code();
+            words.extend_from_slice(&[
+                job.out,
+                job.parent,
+                planes_addr + job.planes as u64,
+                0,
+                n,
+                job.width as u64 | transform << 8 | bits << 16,
+                tiles,
+                warps,
+            ]);
+            warps += tiles;
+        }
+        if stage.counts.len() < counts as usize {
+            // SAFETY: zeroed or written by `ctx_count` before `ctx_scan` reads them.
+            stage.counts = unsafe { self.stream.alloc::<u32>(counts as usize) }.map_err(driver("allocating counts"))?;
+        }
+        let counts_addr = stage.counts.device_ptr(&self.stream).0;
+        for (j, at) in count_at.iter().enumerate() {
+            words[j * JOB_WORDS + 3] = counts_addr + at * 4;
+        }
+        if stage.jobs.len() < words.len() {
+            // SAFETY: written by the copy below before any kernel reads it.
+            stage.jobs = unsafe { self.stream.alloc::<u64>(words.len()) }.map_err(driver("allocating jobs"))?;
+        }
+        let stream = self.stream.cu_stream();
+        let jobs_addr: CUdeviceptr = stage.jobs.device_ptr(&self.stream).0;
+        // The table goes through page-locked memory, so that its copy is as asynchronous as
+        // the planes' (a copy from pageable memory waits for the stream first).
+        stage.done.synchronize().map_err(driver("waiting for a copy"))?;
+        if stage.table_words < words.len() {
+            // SAFETY: the old table is no longer used (`done` completed); the new one is
+            // owned by the stage.
+            unsafe {
+                result::free_host(stage.table.cast()).map_err(driver("freeing pinned memory"))?;
+                stage.table = result::malloc_host(words.len() * 8, 0)
+                    .map_err(driver("allocating pinned memory"))?
+                    .cast();
+            }
+            stage.table_words = words.len();
+        }
+        // SAFETY: `host` holds `capacity` >= `used` bytes and `table` holds `table_words` >=
+        // `words.len()` words, both untouched until `done` (recorded below) completes.
+        unsafe {
+            let host = std::slice::from_raw_parts(stage.host, used.min(stage.capacity));
+            if !host.is_empty() {
+                result::memcpy_htod_async(planes_addr, host, stream).map_err(driver("copying planes"))?;
+            }
+            let table = std::slice::from_raw_parts_mut(stage.table, words.len());
+            table.copy_from_slice(&words);
+            result::memcpy_htod_async(jobs_addr, table, stream).map_err(driver("copying jobs"))?;
+            if counts > 0 {
+                result::memset_d8_async(counts_addr, 0, counts as usize * 4, stream)
+                    .map_err(driver("zeroing counts"))?;
+            }
+        }
+        stage.done.record(&self.stream).map_err(driver("recording an event"))?;
+        let start = self.event()?;
+        let njobs = jobs.len() as u32;
+        let threads = 32 * WARPS_PER_BLOCK;
+        // Per-warp counters for the largest context that fits in shared memory.
+        let shared_bits = jobs
+            .iter()
+            .filter_map(|j| match j.op {
+                Op::SubCtx { bits } if u32::from(bits) <= SHARED_BITS => Some(u32::from(bits)),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        let tiles = LaunchConfig {
+            grid_dim: (warps.div_ceil(u64::from(WARPS_PER_BLOCK)) as u32, 1, 1),
+            block_dim: (threads, 1, 1),
+            shared_mem_bytes: WARPS_PER_BLOCK * (4 << shared_bits),
+        };
+        // SAFETY: the kernels read the job table just written, whose addresses point into
+        // live buffers (the stage's planes and counts, and the caller's `out` and `parent`
+        // buffers, which the caller keeps alive until the device is synchronized).
+        unsafe {
+            if counts > 0 {
+                self.stream
+                    .launch_builder(&self.count)
+                    .arg(&stage.jobs)
+                    .arg(&njobs)
+                    .arg(&warps)
+                    .arg(&shared_bits)
+                    .launch(tiles)
+                    .map_err(driver("launching ctx_count"))?;
+                let per_job = LaunchConfig {
+                    grid_dim: (njobs, 1, 1),
+                    block_dim: (1024, 1, 1),
+                    shared_mem_bytes: 0,
+                };
+                self.stream
+                    .launch_builder(&self.scan)
+                    .arg(&stage.jobs)
+                    .arg(&njobs)
+                    .launch(per_job)
+                    .map_err(driver("launching ctx_scan"))?;
+            }
+            self.stream
+                .launch_builder(&self.apply)
+                .arg(&stage.jobs)
+                .arg(&njobs)
+                .arg(&warps)
+                .arg(&shared_bits)
+                .launch(tiles)
+                .map_err(driver("launching apply"))?;
+        }
+        let end = self.event()?;
+        self.events
+            .lock()
+            .expect("no panics while holding it")
+            .push((start, end));
+        Ok(())
+    }
+
+    fn event(&self) -> Result<CudaEvent, Error> {
+        self.stream
+            .record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+            .map_err(driver("recording an event"))
+    }
+
+    /// Waits for everything submitted, and returns the kernel time of the batches since the
+    /// last call.
+    pub fn synchronize(&self) -> Result<Timing, Error> {
+        self.stream.synchronize().map_err(driver("synchronizing"))?;
+        let events = std::mem::take(&mut *self.events.lock().expect("no panics while holding it"));
+        let mut timing = Timing {
+            batches: events.len(),
+            ..Timing::default()
+        };
+        for (start, end) in events {
+            let ms = start.elapsed_ms(&end).map_err(driver("reading an event"))?;
+            timing.kernels += Duration::from_secs_f64(f64::from(ms.max(0.0)) / 1e3);
+        }
+        Ok(timing)
+    }
+
+    /// Copies `out.len()` bytes of `buffer` from `offset` into host memory and waits for them.
+    pub fn read(&self, buffer: &Buffer, offset: usize, out: &mut [u8]) -> Result<(), Error> {
+        assert!(offset + out.len() <= buffer.len(), "a read inside the buffer");
+        if out.is_empty() {
+            return Ok(());
+        }
+        self.ctx.bind_to_thread().map_err(driver("binding the context"))?;
+        // SAFETY: the source range lies inside the buffer; the copy completes before return.
+        unsafe {
+            result::memcpy_dtoh_async(out, buffer.addr(offset as u64), self.stream.cu_stream())
+                .map_err(driver("copying to the host"))?;
+        }
+        self.stream.synchronize().map_err(driver("synchronizing"))
+    }
+
+    /// Copies `bytes` into `buffer` at `offset` and waits for the copy.
+    pub fn write(&self, buffer: &Buffer, offset: usize, bytes: &[u8]) -> Result<(), Error> {
+        assert!(offset + bytes.len() <= buffer.len(), "a write inside the buffer");
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.ctx.bind_to_thread().map_err(driver("binding the context"))?;
+        // SAFETY: the destination range lies inside the buffer; the copy completes before return.
+        unsafe {
+            result::memcpy_htod_async(buffer.addr(offset as u64), bytes, self.stream.cu_stream())
+                .map_err(driver("copying to the device"))?;
+        }
+        self.stream.synchronize().map_err(driver("synchronizing"))
+    }
+
+    /// Copies `len` bytes of `buffer` from `offset` into `stage`'s host memory at `at`,
+    /// asynchronously: the next [`Stage::host`] waits for them.
+    pub fn read_into(
+        &self,
+        buffer: &Buffer,
+        offset: usize,
+        stage: &mut Stage,
+        at: usize,
+        len: usize,
+    ) -> Result<(), Error> {
+        assert!(
+            at + len <= stage.capacity && offset + len <= buffer.len(),
+            "a read inside both"
+        );
+        if len == 0 {
+            return Ok(());
+        }
+        self.ctx.bind_to_thread().map_err(driver("binding the context"))?;
+        // SAFETY: `host` holds `capacity` >= `at + len` bytes, not touched until `done` completes.
+        unsafe {
+            let host = std::slice::from_raw_parts_mut(stage.host.add(at), len);
+            result::memcpy_dtoh_async(host, buffer.addr(offset as u64), self.stream.cu_stream())
+                .map_err(driver("copying to the host"))?;
+        }
+        stage.done.record(&self.stream).map_err(driver("recording an event"))
+    }
+
+    /// Copies `len` bytes between device buffers, asynchronously.
+    pub fn copy(&self, from: &Buffer, to: &Buffer, len: usize) -> Result<(), Error> {
+        assert!(len <= from.len() && len <= to.len(), "a copy inside both");
+        // SAFETY: both ranges lie inside live buffers.
+        unsafe { result::memcpy_dtod_async(to.addr(0), from.addr(0), len, self.stream.cu_stream()) }
+            .map_err(driver("copying on the device"))
+    }
+}

@@ -1,0 +1,231 @@
+//! GPU checkout (feature `cuda`). The kernels are compiled with NVRTC wherever its library
+//! loads (the PyPI wheel nvidia-cuda-nvrtc provides it without a GPU); the tests that run them
+//! need a CUDA device and say so when there is none.
+#![cfg(feature = "cuda")]
+
+mod common;
+
+use sparse::gpu::{kernels, Device};
+
+#[test]
+fn every_kernel_compiles_with_nvrtc() {
+    if !kernels::nvrtc_present() {
+        eprintln!("NVRTC not found (put libnvrtc on LD_LIBRARY_PATH): kernels not compiled");
+        return;
+    }
+    for (major, minor) in [(7, 5), (8, 0), (9, 0)] {
+        let ptx = kernels::compile(major, minor).unwrap_or_else(|e| panic!("compute_{major}{minor}: {e}"));
+        let text = ptx.to_src();
+        for f in kernels::FUNCTIONS {
+            assert!(
+                text.contains(&format!(".entry {f}")),
+                "compute_{major}{minor} lacks {f}"
+            );
+        }
+    }
+}
+
+/// The device to test on, or none (with a notice) where there is no usable CUDA device.
+fn device() -> Option<Device> {
+    match Device::open(0) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            eprintln!("no CUDA device ({e}): device test skipped");
+            None
+        }
+    }
+}
+
+#[test]
+fn opening_without_a_driver_is_an_error_not_a_panic() {
+    // Either a device opens, or a clear error names what is missing.
+    if let Err(e) = Device::open(0) {
+        assert!(!e.to_string().is_empty());
+    }
+    let _ = device();
+}
+
+/// Every transform, element width and context size, on chunks of awkward lengths (a partial
+/// last tile, fewer elements than a warp), several jobs per batch: the device's result equals
+/// the host decoder's, byte for byte.
+#[test]
+fn kernels_apply_every_transform_like_the_host() {
+    use sparse::codec::chunk::{decode, decode_planes, encode, Transform};
+    use sparse::gpu::{Job, Op};
+    let Some(dev) = device() else { return };
+    let mut rng = common::Lcg::new(7);
+    let mut cases = Vec::new();
+    for width in [1usize, 2, 4, 8] {
+        let mut transforms = vec![Transform::Full, Transform::Xor, Transform::Sub];
+        if width > 1 {
+            for bits in [1u8, 8, 11, 12, 15] {
+                transforms.push(Transform::SubCtx { bits });
+            }
+        }
+        for t in transforms {
+            for elements in [1usize, 31, 33, 16384, 40000] {
+                let dtype = match width {
+                    1 => "U8",
+                    2 => "BF16",
+                    4 => "F32",
+                    _ => "F64",
+                };
+                let parent = common::Tensor::random("p", dtype, &[elements as u64], rng.next_u64()).data;
+                let data = common::finetune_bytes(&parent, width, 0.5, rng.next_u64());
+                cases.push((t, width, parent, data));
+            }
+        }
+    }
+    let mut stage = dev.stage(64 << 20).unwrap();
+    for batch in cases.chunks(9) {
+        let mut jobs = Vec::new();
+        let mut buffers = Vec::new();
+        let host = stage.host().unwrap();
+        let mut at = 0;
+        for (t, width, parent, data) in batch {
+            let coded = encode(*t, data, Some(parent), *width, 3);
+            let got = decode_planes(&coded, *width, &mut host[at..at + data.len()]).unwrap();
+            assert_eq!(got, *t);
+            let p = dev.alloc(parent.len()).unwrap();
+            dev.write(&p, 0, parent).unwrap();
+            let out = dev.alloc(data.len()).unwrap();
+            let op = match t {
+                Transform::Full => Op::Full,
+                Transform::Xor => Op::Xor,
+                Transform::Sub => Op::Sub,
+                Transform::SubCtx { bits } => Op::SubCtx { bits: *bits },
+            };
+            jobs.push(Job {
+                op,
+                width: *width,
+                len: data.len(),
+                out: out.addr(0),
+                parent: p.addr(0),
+                planes: at,
+            });
+            at += data.len();
+            buffers.push((p, out));
+        }
+        dev.submit(&mut stage, at, &jobs).unwrap();
+        dev.synchronize().unwrap();
+        for ((t, width, parent, data), (_, out)) in batch.iter().zip(&buffers) {
+            let mut back = vec![0; data.len()];
+            dev.read(out, 0, &mut back).unwrap();
+            let mut host_decoded = vec![0; data.len()];
+            decode(
+                &encode(*t, data, Some(parent), *width, 3),
+                Some(parent),
+                *width,
+                &mut host_decoded,
+            )
+            .unwrap();
+            assert_eq!(host_decoded, *data);
+            assert!(
+                back == *data,
+                "{t:?}, width {width}, {} bytes: the device's result differs",
+                data.len()
+            );
+        }
+    }
+}
+
+/// A family with every dtype, odd shapes, an empty tensor, unchanged and unrelated tensors, a
+/// chain of two fine-tunes and chunks small enough to cut tensors mid-element-run: every
+/// revision checked out on the device equals the CPU checkout, file by file; without -o it is
+/// rebuilt and checked in device memory.
+#[test]
+fn device_checkout_equals_cpu_checkout() {
+    if device().is_none() {
+        return;
+    }
+    let sb = common::Sandbox::new().with_env("SPARSE_CHUNK_SIZE", 4096);
+    let dtypes = [
+        "F32", "F64", "BF16", "F16", "I64", "I32", "I16", "I8", "U8", "U16", "U32", "U64", "BOOL",
+    ];
+    let mut base: Vec<common::Tensor> = dtypes
+        .iter()
+        .enumerate()
+        .map(|(i, d)| common::Tensor::random(&format!("t{i}.{d}"), d, &[37, 29 + i as u64], i as u64))
+        .collect();
+    base.push(common::Tensor::random("empty", "F32", &[0, 8], 99));
+    base.push(common::Tensor::random("kept", "BF16", &[3000], 98));
+    let tune = |from: &[common::Tensor], seed: u64| -> Vec<common::Tensor> {
+        from.iter()
+            .map(|t| match t.name.as_str() {
+                "kept" => t.clone(),
+                "t0.F32" if seed == 2 => common::Tensor::random(&t.name, "F32", &t.shape, 1234),
+                _ => t.finetuned(0.3, seed),
+            })
+            .collect()
+    };
+    let ft1 = tune(&base, 1);
+    let ft2 = tune(&ft1, 2);
+    let mut revs = Vec::new();
+    for (name, tensors, parent) in [
+        ("base", &base, None),
+        ("ft1", &ft1, Some("base")),
+        ("ft2", &ft2, Some("ft1")),
+    ] {
+        let file = sb.write(
+            &format!("{name}/model.safetensors"),
+            &common::safetensors_bytes(tensors, &[]),
+        );
+        sb.write(&format!("{name}/config.json"), b"{\"hidden\": 8}");
+        sb.add_commit(file.parent().unwrap(), name, parent, name);
+        revs.push(name);
+    }
+    for rev in revs {
+        let cpu = sb.checkout(rev, &format!("cpu-{rev}"));
+        let gpu = sb.join(&format!("gpu-{rev}"));
+        let run = sb.run(&["checkout", rev, "--device", "cuda", "-o", gpu.to_str().unwrap()]);
+        run.ok();
+        assert!(run.stdout.contains("every chunk verified"), "{}", run.stdout);
+        assert_eq!(common::tree_hashes(&gpu), common::tree_hashes(&cpu), "{rev}");
+        let report = sb.json(&["checkout", rev, "--device", "cuda:0"]);
+        assert_eq!(report["verified"], true, "{report}");
+        assert_eq!(report["tensors"], base.len(), "{report}");
+    }
+}
+
+/// A resident base: fine-tunes swap in (down a chain too) and out again, the base's memory
+/// untouched; what is on the device always equals the CPU checkout.
+#[test]
+fn resident_base_swaps_fine_tunes_in_and_out() {
+    let Some(dev) = device() else { return };
+    let sb = common::Sandbox::new().with_env("SPARSE_CHUNK_SIZE", 8192);
+    let base = common::small_model(1);
+    let ft1 = common::small_finetune(2);
+    let ft2: Vec<_> = ft1.iter().map(|t| t.finetuned(0.2, 3)).collect();
+    for (name, tensors, parent) in [
+        ("base", &base, None),
+        ("ft1", &ft1, Some("base")),
+        ("ft2", &ft2, Some("ft1")),
+    ] {
+        let file = sb.write(&format!("{name}.safetensors"), &common::safetensors_bytes(tensors, &[]));
+        sb.add_commit(&file, name, parent, name);
+    }
+    let repo = sparse::api::Repository::discover(sb.path()).unwrap();
+    let mut resident = repo.resident("base", &dev).unwrap();
+    let on_device = |model: &sparse::model::device::DeviceModel, name: &str| -> Vec<u8> {
+        let t = &model.tensors[name];
+        let mut out = vec![0; t.buffer.len()];
+        dev.read(&t.buffer, 0, &mut out).unwrap();
+        out
+    };
+    let check = |model: &sparse::model::device::DeviceModel, expected: &[common::Tensor]| {
+        for t in expected {
+            assert!(on_device(model, &t.name) == t.data, "{}", t.name);
+        }
+    };
+    check(resident.model(), &base);
+    for _ in 0..2 {
+        let swap = resident.swap_in(&repo, "ft1", true).unwrap();
+        assert!(swap.verified);
+        check(resident.model(), &ft1);
+        check(resident.base(), &base);
+        resident.swap_in(&repo, "ft2", false).unwrap();
+        check(resident.model(), &ft2);
+        resident.swap_out();
+        check(resident.model(), &base);
+    }
+}
