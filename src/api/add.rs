@@ -32,6 +32,9 @@ pub struct Staged {
     pub coded_bytes: u64,
     /// Bytes this add wrote to the store (what the store grew by; shared parts count once).
     pub stored_bytes: u64,
+    /// The lossy tier some tensors were stored in (`int8`, `lowrank rank R`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lossy: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -155,6 +158,7 @@ impl Repository {
         let mut blobs = Vec::new();
         let mut full = Vec::new();
         let (mut coded_bytes, mut stored_bytes, mut tensors) = (0u64, 0u64, 0usize);
+        let mut lossy = false;
         for (file, content) in files.iter().zip(coded) {
             let (bytes, manifest) = match content {
                 Content::Verbatim(bytes) => {
@@ -165,6 +169,7 @@ impl Repository {
                     coded_bytes += coded.manifest.stored();
                     stored_bytes += coded.new_bytes;
                     tensors += coded.manifest.segments.iter().filter(|s| s.tensor.is_some()).count();
+                    lossy |= coded.manifest.segments.iter().any(|s| s.lossy.is_some());
                     blobs.extend(coded.blobs);
                     full.extend(coded.full);
                     (
@@ -186,6 +191,7 @@ impl Repository {
             format: META_FORMAT.into(),
             kind: "model".into(),
             base: base_id.map(|id| id.to_string()),
+            lossy: opts.lossy.filter(|_| lossy).map(|t| t.to_string()),
             files: entries,
         };
         let (meta_id, added) = self
@@ -209,13 +215,15 @@ impl Repository {
             raw_bytes: total,
             coded_bytes,
             stored_bytes,
+            lossy: meta.lossy.clone(),
         };
         let record = serde_json::to_vec(&staged).expect("records serialize");
         self.index()?.record(&blobs, &full, name, Some(&record))?;
-        // The source files are copies of what was just stored, for later deltas against it.
+        // The source files are copies of what was just stored, for later deltas against it
+        // (not when it was stored lossy: checkout gives back something else).
         let copies = Copies::new(&self.layout);
         for (file, entry) in files.iter().zip(&meta.files) {
-            if entry.manifest {
+            if entry.manifest && meta.lossy.is_none() {
                 // A hint only: without it, the base is decoded from its blobs.
                 let _ = copies.record(&staged.tree, &file.path, &file.abs);
             }

@@ -17,6 +17,9 @@ pub struct Report {
     pub dir: PathBuf,
     pub files: usize,
     pub bytes: u64,
+    /// The lossy tier of the revision, if it stores tensors lossy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lossy: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +111,7 @@ impl Repository {
             dir: dir.to_owned(),
             files: snap.meta.files.len(),
             bytes,
+            lossy: snap.meta.lossy.clone(),
         })
     }
 }

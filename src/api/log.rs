@@ -13,6 +13,9 @@ pub struct Entry {
     pub names: Vec<String>,
     pub parents: Vec<String>,
     pub base: Option<String>,
+    /// The lossy tier, when the snapshot stores some tensors lossy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lossy: Option<String>,
     pub author: String,
     pub time: i64,
     pub message: String,
@@ -95,6 +98,7 @@ impl Repository {
                 .collect(),
             parents: info.parents.iter().map(|p| p.to_string()).collect(),
             base: snap.meta.base.clone(),
+            lossy: snap.meta.lossy.clone(),
             author: info.author,
             time: info.time,
             message: info.message.trim_end().to_string(),

@@ -2,6 +2,7 @@ use super::output::{bytes, ratio, short, Output};
 use super::{progress, Error};
 use crate::api::auto_base::Choice;
 use crate::api::Repository;
+use crate::codec::lossy::Tier;
 use crate::model::Options;
 
 /// Stage a model (directory, .safetensors file, or hf:ORG/NAME[@REV]) under a name.
@@ -29,6 +30,14 @@ pub struct Args {
     /// coded against a parent keeps the parent's chunk size, so that chunks pair up.
     #[arg(long, value_parser = clap::value_parser!(u64).range(8..=(256 << 20)))]
     pub chunk_size: Option<u64>,
+    /// LOSSY: store the float matrices that have a tensor in the base as an approximation of
+    /// their change: `int8` (a scale per 128 elements) or `lowrank` (truncated SVD, --rank).
+    /// Vectors (biases, norms) and other dtypes stay lossless. Needs --base.
+    #[arg(long, value_parser = ["int8", "lowrank"])]
+    pub lossy: Option<String>,
+    /// The rank of `--lossy lowrank` (default 16).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub rank: Option<u32>,
 }
 
 pub fn run(repo: &Repository, args: &Args, out: &Output) -> Result<i32, Error> {
@@ -37,6 +46,18 @@ pub fn run(repo: &Repository, args: &Args, out: &Output) -> Result<i32, Error> {
     opts.level = args.zstd_level.unwrap_or(opts.level);
     opts.chunk_size = args.chunk_size.unwrap_or(opts.chunk_size);
     opts.max_depth = args.max_depth.unwrap_or(opts.max_depth);
+    opts.lossy = match (args.lossy.as_deref(), args.rank) {
+        (Some("int8"), None) => Some(Tier::Int8),
+        (Some("int8"), Some(_)) => return Err("--rank goes with --lossy lowrank".into()),
+        (Some(_), rank) => Some(Tier::LowRank {
+            rank: rank.unwrap_or(16),
+        }),
+        (None, Some(_)) => return Err("--rank goes with --lossy lowrank".into()),
+        (None, None) => None,
+    };
+    if opts.lossy.is_some() && args.base.is_none() {
+        return Err("--lossy stores changes against a base: give --base REV".into());
+    }
     let report = repo.add(
         &args.source,
         &args.name,
@@ -60,6 +81,11 @@ pub fn run(repo: &Repository, args: &Args, out: &Output) -> Result<i32, Error> {
             ));
         }
         let s = &r.staged;
+        if let Some(tier) = &s.lossy {
+            text.push_str(&format!(
+                "LOSSY ({tier}): tensors changed from the base are stored approximately; checkout gives back an approximation, not these files\n"
+            ));
+        }
         let base = s.base.as_deref().map(|b| format!(" on base {}", short(b))).unwrap_or_default();
         text + &format!(
             "staged {} ({} files, {} tensors){base}: raw {}, coded {} ({}), new in store {} ({})\n(use `sparse commit -m MSG` to record it)",

@@ -59,8 +59,13 @@ pub fn run(repo: &Repository, args: &Args, out: &Output) -> Result<i32, Error> {
     let report = repo.checkout(&args.rev, dir, args.force, &progress::callback(&bar))?;
     bar.finish_and_clear();
     out.emit(&report, |r| {
+        let lossy = r
+            .lossy
+            .as_deref()
+            .map(|t| format!("\nLOSSY ({t}): the tensors are an approximation of what was added"))
+            .unwrap_or_default();
         format!(
-            "checked out {} ({}) into {}: {} files, {}, every chunk verified",
+            "checked out {} ({}) into {}: {} files, {}, every chunk verified{lossy}",
             args.rev,
             short(&r.commit),
             r.dir.display(),

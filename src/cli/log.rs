@@ -29,8 +29,13 @@ pub fn describe(e: &Entry) -> String {
         .as_deref()
         .map(|b| format!("base {}  ", short(b)))
         .unwrap_or_default();
+    let lossy = e
+        .lossy
+        .as_deref()
+        .map(|t| format!("LOSSY ({t}): checkout gives back an approximation\n"))
+        .unwrap_or_default();
     format!(
-        "commit {}{names}\nAuthor: {}\nDate:   {}\n{base}raw {}  coded {} ({})\n\n    {}\n",
+        "commit {}{names}\nAuthor: {}\nDate:   {}\n{lossy}{base}raw {}  coded {} ({})\n\n    {}\n",
         e.commit,
         e.author,
         utc(e.time),

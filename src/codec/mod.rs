@@ -12,6 +12,7 @@ pub mod chunk;
 pub mod context;
 pub mod delta;
 pub mod entropy;
+pub mod lossy;
 pub mod planes;
 pub mod rans;
 pub mod rows;
@@ -37,12 +38,22 @@ pub enum Codec {
     /// ([`context`]) before the byte planes.
     #[serde(rename = "subctx")]
     SubCtx,
+    /// Lossy: the delta as int8 multiples of a scale per group of elements ([`lossy`]).
+    Int8,
+    /// Lossy: the delta of the whole tensor as a low-rank product ([`lossy`]).
+    #[serde(rename = "lowrank")]
+    LowRank,
 }
 
 impl Codec {
     /// Whether decoding needs the parent's chunk.
     pub fn needs_parent(self) -> bool {
         !matches!(self, Codec::Full)
+    }
+
+    /// Whether decoding gives an approximation of what was added.
+    pub fn is_lossy(self) -> bool {
+        matches!(self, Codec::Int8 | Codec::LowRank)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -52,6 +63,8 @@ impl Codec {
             Codec::Xor => "xor",
             Codec::Sub => "sub",
             Codec::SubCtx => "subctx",
+            Codec::Int8 => "int8",
+            Codec::LowRank => "lowrank",
         }
     }
 }
@@ -85,4 +98,6 @@ pub enum Error {
     Rans(&'static str),
     #[error("coded chunk has {0} trailing bytes")]
     Trailing(usize),
+    #[error("lossy chunk: {0}")]
+    Lossy(&'static str),
 }

@@ -336,6 +336,15 @@ fn decode_batch<'p>(
             let parent = parent_of(task)?.map(|p| p.addr(task.start));
             let op = match (chunk.codec, chunk.blob) {
                 (Codec::Same, _) => Op::Same,
+                (c, Some(blob)) if c.is_lossy() => {
+                    return Err(Error::Decode {
+                        file: task.file.to_string(),
+                        what: what(),
+                        chunk: task.chunk,
+                        blob,
+                        source: codec::Error::Lossy("lossy chunks are rebuilt on the CPU only (use --device cpu)"),
+                    })
+                }
                 (_, Some(blob)) => {
                     let transform = with_buffer(|coded| {
                         let body = cas.read_unverified(&blob, coded).map_err(|source| Error::Blob {

@@ -4,6 +4,7 @@
 //! and written to the blob store. Pages already coded are dropped from the mapping, so memory
 //! stays bounded by the chunks in flight, whatever the file's size.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -12,7 +13,7 @@ use memmap2::{Mmap, UncheckedAdvice};
 use rayon::prelude::*;
 
 use super::manifest::{
-    Chunk, Manifest, ParentRef, RecordsRef, Segment, TensorMeta, MANIFEST_FORMAT, MANIFEST_FORMAT_RECORDS,
+    Chunk, Lossy, Manifest, ParentRef, RecordsRef, Segment, TensorMeta, MANIFEST_FORMAT, MANIFEST_FORMAT_RECORDS,
 };
 use super::rebuild::{self, Rebuilder};
 use super::records;
@@ -20,6 +21,7 @@ use super::safetensors::{self, dtype_name, plane_width, HeaderError};
 use super::snapshot::Snapshot;
 use super::source::SourceFile;
 use super::Options;
+use crate::codec::lossy::{self, Factors, Float, Tier};
 use crate::codec::rows::{self, Piece};
 use crate::codec::{self, Codec};
 use crate::store::cas::{self, Cas, Compress, Key};
@@ -150,6 +152,7 @@ pub fn encode_file(
         None => (&map, bytes),
     };
 
+    let (factors, factor_blobs) = lowrank_factors(file, bytes, &mut segments, base, cas, written)?;
     let jobs: Vec<(usize, usize)> = segments
         .iter()
         .enumerate()
@@ -210,9 +213,37 @@ pub fn encode_file(
                         }
                         _ => None,
                     };
-                    Ok::<_, Error>(codec::encode_best(data, parent, seg.width as usize, opts.level))
+                    let Some(lossy) = &seg.lossy else {
+                        return Ok::<_, Error>((
+                            codec::encode_best(data, parent, seg.width as usize, opts.level),
+                            None,
+                        ));
+                    };
+                    // Lossy: the chunk's hash is that of what decoding gives back.
+                    let parent = parent.expect("lossy segments have a parent");
+                    let float = Float::of_dtype(&seg.tensor.as_ref().expect("a tensor").dtype).expect("a float");
+                    let (code, b) = match factors.get(&s) {
+                        Some((f, b)) => {
+                            let first = start / seg.width as u64;
+                            (
+                                lossy::encode_lowrank(data.len(), first, f, float, opts.level),
+                                Some(&b[..]),
+                            )
+                        }
+                        None => (lossy::encode_int8(data, parent, float, opts.level), None),
+                    };
+                    let mut back = vec![0u8; data.len()];
+                    let codec = lossy::decode(&code, parent, seg.width as usize, &mut back, b)
+                        .expect("a lossy chunk decodes as it was coded");
+                    debug_assert_eq!(codec.as_str(), lossy.tier);
+                    let encoded = codec::Encoded {
+                        codec,
+                        bytes: Some(code),
+                    };
+                    Ok((encoded, Some(Key::of(&back))))
                 })?;
-                let hash = Key::of(data);
+                let (encoded, lossy_hash) = encoded;
+                let hash = lossy_hash.unwrap_or_else(|| Key::of(data));
                 let result = match encoded.bytes {
                     None => (
                         Chunk {
@@ -260,6 +291,10 @@ pub fn encode_file(
     let mut blobs = Vec::new();
     let mut full = Vec::new();
     let mut new_bytes = 0;
+    for b in factor_blobs {
+        new_bytes += if b.new { b.sizes.stored } else { 0 };
+        blobs.push((b.key, b.sizes));
+    }
     let mut coded = coded.into_iter();
     for seg in &mut segments {
         for _ in 0..seg.chunks_needed() {
@@ -339,9 +374,101 @@ pub fn plan_safetensors(header: &safetensors::Header, opts: &Options, base: Opti
                 )
             })
         });
-        segments.push(plain(t.begin, t.len(), plane_width(t.dtype), opts, Some(meta), parent));
+        let lossy = match (opts.lossy, &parent) {
+            (Some(tier), Some(_)) if lossy_eligible(&meta) => Some(Lossy {
+                tier: tier.codec().to_string(),
+                rank: match tier {
+                    Tier::LowRank { rank } => Some(rank),
+                    Tier::Int8 => None,
+                },
+                factor: None,
+                factor_stored: 0,
+            }),
+            _ => None,
+        };
+        let mut segment = plain(t.begin, t.len(), plane_width(t.dtype), opts, Some(meta), parent);
+        segment.lossy = lossy;
+        segments.push(segment);
     }
     segments
+}
+
+/// Whether a tensor may be stored lossy: a float matrix (at least two dimensions, not empty).
+/// Vectors (biases, norms) and integer tensors stay lossless.
+fn lossy_eligible(meta: &TensorMeta) -> bool {
+    Float::of_dtype(&meta.dtype).is_some() && meta.shape.len() >= 2 && meta.shape.iter().all(|&d| d > 0)
+}
+
+/// The rows and columns of a tensor read as a matrix: its first dimension by the rest.
+fn matrix(meta: &TensorMeta) -> (usize, usize) {
+    let rows = meta.shape.first().copied().unwrap_or(1).max(1) as usize;
+    let all = meta.shape.iter().product::<u64>() as usize;
+    (rows, all / rows)
+}
+
+/// By segment index: the low-rank factors of a `lowrank` tensor and its B factor's bytes.
+type SegmentFactors = HashMap<usize, (Factors, Vec<u8>)>;
+
+/// Low-rank factors of every `lowrank` segment's delta: the whole tensor and its parent are
+/// read (one tensor at a time), the B factor is stored as a blob and named in the segment.
+fn lowrank_factors(
+    file: &SourceFile,
+    bytes: &[u8],
+    segments: &mut [Segment],
+    base: Option<&Base<'_>>,
+    cas: &Cas,
+    written: &Mutex<Vec<Key>>,
+) -> Result<(SegmentFactors, Vec<StoredBlob>), Error> {
+    let mut out = HashMap::new();
+    let mut stored = Vec::new();
+    for (s, seg) in segments.iter_mut().enumerate() {
+        let (Some(rank), Some(meta), Some(p), Some(b)) =
+            (seg.lossy.as_ref().and_then(|l| l.rank), &seg.tensor, &seg.parent, base)
+        else {
+            continue;
+        };
+        let float = Float::of_dtype(&meta.dtype).expect("eligible tensors are floats");
+        let (_, pseg) = b.snapshot.find(p).expect("parents are planned from the base");
+        let mut parent = vec![0u8; seg.len as usize];
+        for c in 0..seg.chunks_needed() {
+            let (start, end) = seg.chunk_range(c);
+            b.rebuilder
+                .chunk(b.snapshot, &p.file, pseg, c, &mut parent[start as usize..end as usize])
+                .map_err(|e| Error::Parent {
+                    path: file.abs.clone(),
+                    source: Box::new(e),
+                })?;
+        }
+        let data = &bytes[seg.offset as usize..(seg.offset + seg.len) as usize];
+        let delta: Vec<f32> = float
+            .to_f32(data)
+            .iter()
+            .zip(float.to_f32(&parent))
+            .map(|(n, o)| n - o)
+            .collect();
+        let (rows, cols) = matrix(meta);
+        let seed = u64::from_le_bytes(Key::of(meta.name.as_bytes()).0[..8].try_into().expect("8 bytes"));
+        let f = lossy::factors(&delta, rows, cols, rank as usize, seed);
+        let b_bytes = f.b_bytes();
+        let put = cas.put(&b_bytes, Compress::Zstd(3))?;
+        if put.new {
+            written.lock().expect("no panics while holding it").push(put.key);
+        }
+        let lossy = seg.lossy.as_mut().expect("matched above");
+        lossy.rank = Some(f.rank as u32);
+        lossy.factor = Some(put.key);
+        lossy.factor_stored = put.stored;
+        stored.push(StoredBlob {
+            key: put.key,
+            sizes: BlobSizes {
+                decoded: b_bytes.len() as u64,
+                stored: put.stored,
+            },
+            new: put.new,
+        });
+        out.insert(s, (f, b_bytes));
+    }
+    Ok((out, stored))
 }
 
 /// zstd level of piece tables: small, and worth compressing well.
@@ -417,6 +544,7 @@ pub(crate) fn plain(
         chunk_size,
         tensor,
         parent,
+        lossy: None,
         chunks: Vec::new(),
     }
 }

@@ -22,6 +22,10 @@ pub struct SnapshotMeta {
     /// The commit this snapshot's deltas refer to (hex), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<String>,
+    /// Set when tensors are stored lossy: the tier, as `int8` or `lowrank rank R`. Checkout
+    /// then gives back an approximation of what was added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lossy: Option<String>,
     pub files: Vec<FileEntry>,
 }
 
@@ -62,7 +66,24 @@ pub struct Segment {
     /// The tensor of the snapshot's base this one is coded against, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<ParentRef>,
+    /// Set when this tensor is stored lossy (its chunks are then `int8` or `lowrank`, or `same`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lossy: Option<Lossy>,
     pub chunks: Vec<Chunk>,
+}
+
+/// How a tensor is stored lossy.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Lossy {
+    /// `int8` or `lowrank`.
+    pub tier: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank: Option<u32>,
+    /// For `lowrank`: the blob of the tensor's B factor (rank x columns bf16), and its stored size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub factor: Option<Key>,
+    #[serde(default)]
+    pub factor_stored: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -121,7 +142,7 @@ impl Segment {
     }
 
     pub fn stored(&self) -> u64 {
-        self.chunks.iter().map(|c| c.stored).sum()
+        self.chunks.iter().map(|c| c.stored).sum::<u64>() + self.lossy.as_ref().map_or(0, |l| l.factor_stored)
     }
 
     /// How many chunks coding this segment makes.
@@ -147,7 +168,11 @@ impl Manifest {
             .segments
             .iter()
             .flat_map(|s| s.chunks.iter().filter_map(|c| c.blob));
-        chunks.chain(self.records.as_ref().map(|r| r.pieces))
+        let factors = self
+            .segments
+            .iter()
+            .filter_map(|s| s.lossy.as_ref().and_then(|l| l.factor));
+        chunks.chain(factors).chain(self.records.as_ref().map(|r| r.pieces))
     }
 
     pub fn stored(&self) -> u64 {

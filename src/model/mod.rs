@@ -24,6 +24,8 @@ pub struct Options {
     /// Longest chain of delta bases a new snapshot may have; past it, `add` codes against the
     /// nearest ancestor of the base that keeps the chain within it (0: no deltas).
     pub max_depth: usize,
+    /// Store float matrices that have a parent lossy, in this tier (never from the environment).
+    pub lossy: Option<crate::codec::lossy::Tier>,
 }
 
 impl Default for Options {
@@ -33,6 +35,7 @@ impl Default for Options {
             level: 1,
             small_file: 1 << 20,
             max_depth: 4,
+            lossy: None,
         }
     }
 }

@@ -406,13 +406,31 @@ impl<'a> Rebuilder<'a> {
                         chunk: i,
                         source: Box::new(source),
                     })?;
-                    codec::decode(&coded[body], parent, segment.width as usize, out).map_err(|source| Error::Decode {
+                    let decode_err = |source| Error::Decode {
                         file: file.to_string(),
                         what: what(),
                         chunk: i,
                         blob,
                         source,
-                    })
+                    };
+                    let width = segment.width as usize;
+                    if !codec.is_lossy() {
+                        return codec::decode(&coded[body], parent, width, out).map_err(decode_err);
+                    }
+                    let parent = parent.ok_or(Error::NoBase {
+                        file: file.to_string(),
+                        what: what(),
+                    })?;
+                    let factor = match segment.lossy.as_ref().and_then(|l| l.factor) {
+                        Some(key) => Some(self.cas.get(&key).map_err(|source| Error::Blob {
+                            file: file.to_string(),
+                            what: what(),
+                            chunk: i,
+                            source: Box::new(source),
+                        })?),
+                        None => None,
+                    };
+                    codec::lossy::decode(&coded[body], parent, width, out, factor.as_deref()).map_err(decode_err)
                 })?;
                 Ok::<(), Error>(())
             })?,

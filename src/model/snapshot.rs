@@ -158,6 +158,17 @@ pub fn validate(m: &Manifest, size: u64) -> Result<(), String> {
                     c.codec
                 ));
             }
+            if c.codec.is_lossy() && s.lossy.is_none() {
+                return Err(format!(
+                    "segment {i} ({name}) chunk {j} is {} in a tensor not stored lossy",
+                    c.codec
+                ));
+            }
+            if c.codec == crate::codec::Codec::LowRank && s.lossy.as_ref().and_then(|l| l.factor).is_none() {
+                return Err(format!(
+                    "segment {i} ({name}) chunk {j} is lowrank without a factor blob"
+                ));
+            }
             if (c.codec == crate::codec::Codec::Same) == c.blob.is_some() {
                 return Err(format!(
                     "segment {i} ({name}) chunk {j}: blob does not match codec {}",

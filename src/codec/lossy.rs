@@ -1,0 +1,461 @@
+//! Lossy tiers for a float tensor coded against its parent: only when asked for, never chosen
+//! by [`super::encode_best`]. A chunk decodes to `parent + approximate delta`, rounded to the
+//! tensor's dtype; its recorded hash is that of the reconstruction, so checkout still checks
+//! every chunk (docs/FORMAT.md, "Lossy chunks").
+//!
+//! - [`Tier::Int8`]: the delta in groups of [`GROUP`] elements, each an int8 multiple of the
+//!   group's scale (its largest magnitude / 127).
+//! - [`Tier::LowRank`]: the delta of the whole matrix as `A·B`, a truncated SVD of rank r
+//!   ([`factors`], randomized for large matrices) with the singular values folded into `A`.
+//!   A chunk holds the rows of `A` it needs; `B` (rank x columns) is one blob per tensor, named
+//!   in the manifest and passed to [`decode`].
+//!
+//! Factors and scales are stored as bf16 and f32, and the reconstruction sums in f32 in a fixed
+//! order, so decoding gives the same bytes on every machine.
+
+use half::{bf16, f16};
+
+use super::{entropy, Codec, Error};
+
+/// Elements per int8 scale.
+pub const GROUP: usize = 128;
+
+const VERSION: u8 = 1;
+const HEADER: usize = 12;
+const T_INT8: u8 = 4;
+const T_LOWRANK: u8 = 5;
+
+/// A lossy tier, as asked for on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    Int8,
+    LowRank { rank: u32 },
+}
+
+impl Tier {
+    pub fn codec(self) -> Codec {
+        match self {
+            Tier::Int8 => Codec::Int8,
+            Tier::LowRank { .. } => Codec::LowRank,
+        }
+    }
+}
+
+impl std::fmt::Display for Tier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Tier::Int8 => f.write_str("int8"),
+            Tier::LowRank { rank } => write!(f, "lowrank rank {rank}"),
+        }
+    }
+}
+
+/// The float formats the lossy tiers code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Float {
+    F32,
+    Bf16,
+    F16,
+}
+
+impl Float {
+    /// The format of a safetensors dtype name, if it is one of these.
+    pub fn of_dtype(dtype: &str) -> Option<Float> {
+        match dtype {
+            "F32" => Some(Float::F32),
+            "BF16" => Some(Float::Bf16),
+            "F16" => Some(Float::F16),
+            _ => None,
+        }
+    }
+
+    pub fn width(self) -> usize {
+        match self {
+            Float::F32 => 4,
+            Float::Bf16 | Float::F16 => 2,
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            Float::F32 => 1,
+            Float::Bf16 => 2,
+            Float::F16 => 3,
+        }
+    }
+
+    fn from_code(c: u8) -> Option<Float> {
+        match c {
+            1 => Some(Float::F32),
+            2 => Some(Float::Bf16),
+            3 => Some(Float::F16),
+            _ => None,
+        }
+    }
+
+    /// Little-endian elements as f32 (exact for all three).
+    pub fn to_f32(self, bytes: &[u8]) -> Vec<f32> {
+        match self {
+            Float::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+                .collect(),
+            Float::Bf16 => bytes
+                .chunks_exact(2)
+                .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Float::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+        }
+    }
+
+    /// Writes `v` as this format (rounding to nearest even) into `out`.
+    fn store(self, v: f32, out: &mut [u8]) {
+        match self {
+            Float::F32 => out.copy_from_slice(&v.to_le_bytes()),
+            Float::Bf16 => out.copy_from_slice(&bf16::from_f32(v).to_le_bytes()),
+            Float::F16 => out.copy_from_slice(&f16::from_f32(v).to_le_bytes()),
+        }
+    }
+}
+
+fn header(transform: u8, float: Float, n: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + 9 + n / 4);
+    out.extend_from_slice(&[VERSION, transform, float.width() as u8, float.code()]);
+    out.extend_from_slice(&(n as u64).to_le_bytes());
+    out
+}
+
+/// Appends `payload` as the chunk's one plane, entropy-coded.
+fn push_plane(out: &mut Vec<u8>, payload: &[u8], level: i32) {
+    let at = out.len();
+    out.extend_from_slice(&[0u8; 9]);
+    let mode = entropy::compress(payload, level, out);
+    let stored = (out.len() - at - 9) as u64;
+    out[at] = mode as u8;
+    out[at + 1..at + 9].copy_from_slice(&stored.to_le_bytes());
+}
+
+/// Codes `data` against `parent` (same length, elements of `float`) as int8 deltas.
+pub fn encode_int8(data: &[u8], parent: &[u8], float: Float, level: i32) -> Vec<u8> {
+    assert_eq!(data.len(), parent.len(), "a delta of equal lengths");
+    let new = float.to_f32(data);
+    let old = float.to_f32(parent);
+    let groups = new.len().div_ceil(GROUP);
+    let mut payload = Vec::with_capacity(groups * 4 + new.len());
+    let mut q = Vec::with_capacity(new.len());
+    for (n, o) in new.chunks(GROUP).zip(old.chunks(GROUP)) {
+        let delta: Vec<f32> = n.iter().zip(o).map(|(a, b)| a - b).collect();
+        let top = delta.iter().fold(0f32, |m, d| if d.abs() > m { d.abs() } else { m });
+        let scale = if top.is_finite() && top > 0.0 { top / 127.0 } else { 0.0 };
+        payload.extend_from_slice(&scale.to_le_bytes());
+        q.extend(delta.iter().map(|d| match scale {
+            0.0 => 0u8,
+            s => (d / s).round().clamp(-127.0, 127.0) as i8 as u8,
+        }));
+    }
+    payload.extend_from_slice(&q);
+    let mut out = header(T_INT8, float, data.len());
+    push_plane(&mut out, &payload, level);
+    out
+}
+
+/// The low-rank factors of a matrix delta: `a` is rows x rank, `b` rank x cols, row-major,
+/// both rounded to bf16 as they are stored.
+#[derive(Debug, Clone)]
+pub struct Factors {
+    pub rows: usize,
+    pub cols: usize,
+    pub rank: usize,
+    pub a: Vec<bf16>,
+    pub b: Vec<bf16>,
+}
+
+impl Factors {
+    /// `b` as stored in its blob: rank x cols bf16, little-endian, row-major.
+    pub fn b_bytes(&self) -> Vec<u8> {
+        self.b.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+}
+
+/// Columns of random projection beyond the rank, and power iterations, of the randomized SVD.
+const OVERSAMPLE: usize = 8;
+const POWER_ITERATIONS: usize = 2;
+
+/// A rank-`rank` approximation of the `rows` x `cols` row-major matrix `delta` by truncated SVD:
+/// exact for small matrices, randomized (a seeded Gaussian sketch with power iterations) when
+/// the rank plus oversampling is well below both sides.
+pub fn factors(delta: &[f32], rows: usize, cols: usize, rank: usize, seed: u64) -> Factors {
+    use faer::Mat;
+    assert_eq!(delta.len(), rows * cols, "a rows x cols matrix");
+    let rank = rank.min(rows).min(cols);
+    let d = Mat::<f32>::from_fn(rows, cols, |i, j| delta[i * cols + j]);
+    let sketch = rank + OVERSAMPLE;
+    // U (rows x rank), S (rank) and V (cols x rank) of the truncated SVD.
+    let (u, s, v) = if rank == 0 {
+        (Mat::<f32>::zeros(rows, 0), Vec::new(), Mat::<f32>::zeros(cols, 0))
+    } else if 2 * sketch >= rows.min(cols) {
+        match d.thin_svd() {
+            Ok(svd) => (
+                svd.U().get(.., ..rank).to_owned(),
+                (0..rank).map(|k| svd.S().column_vector()[k]).collect(),
+                svd.V().get(.., ..rank).to_owned(),
+            ),
+            Err(_) => (Mat::zeros(rows, rank), vec![0.0; rank], Mat::zeros(cols, rank)),
+        }
+    } else {
+        let mut rng = Gauss::new(seed);
+        let omega = Mat::<f32>::from_fn(cols, sketch, |_, _| rng.next());
+        let mut q = (&d * &omega).qr().compute_thin_Q();
+        for _ in 0..POWER_ITERATIONS {
+            let z = (d.transpose() * &q).qr().compute_thin_Q();
+            q = (&d * &z).qr().compute_thin_Q();
+        }
+        let small = q.transpose() * &d;
+        match small.thin_svd() {
+            Ok(svd) => (
+                &q * svd.U().get(.., ..rank),
+                (0..rank).map(|k| svd.S().column_vector()[k]).collect(),
+                svd.V().get(.., ..rank).to_owned(),
+            ),
+            Err(_) => (Mat::zeros(rows, rank), vec![0.0; rank], Mat::zeros(cols, rank)),
+        }
+    };
+    let finite = |x: f32| if x.is_finite() { x } else { 0.0 };
+    let a = (0..rows)
+        .flat_map(|i| (0..rank).map(move |k| (i, k)))
+        .map(|(i, k)| bf16::from_f32(finite(u[(i, k)] * s[k])))
+        .collect();
+    let b = (0..rank)
+        .flat_map(|k| (0..cols).map(move |j| (k, j)))
+        .map(|(k, j)| bf16::from_f32(finite(v[(j, k)])))
+        .collect();
+    Factors { rows, cols, rank, a, b }
+}
+
+/// Codes elements `first ..` of a matrix (the chunk, `data.len()` bytes) as the rows of
+/// `factors.a` that cover them; the decoder gets `factors.b` from its blob.
+pub fn encode_lowrank(data_len: usize, first: u64, factors: &Factors, float: Float, level: i32) -> Vec<u8> {
+    let count = (data_len / float.width()) as u64;
+    let cols = factors.cols as u64;
+    let (r0, r1) = if count == 0 {
+        (0, 0)
+    } else {
+        (first / cols, (first + count - 1) / cols + 1)
+    };
+    let mut payload = Vec::with_capacity((r1 - r0) as usize * factors.rank * 2);
+    for row in r0..r1 {
+        let at = row as usize * factors.rank;
+        for v in &factors.a[at..at + factors.rank] {
+            payload.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    let mut out = header(T_LOWRANK, float, data_len);
+    out.extend_from_slice(&(factors.rank as u32).to_le_bytes());
+    out.extend_from_slice(&(factors.cols as u32).to_le_bytes());
+    out.extend_from_slice(&first.to_le_bytes());
+    push_plane(&mut out, &payload, level);
+    out
+}
+
+/// Decodes a lossy chunk into `out` (its exact length): `parent` plus the coded delta. A
+/// low-rank chunk needs its tensor's `b` factor blob.
+pub fn decode(coded: &[u8], parent: &[u8], width: usize, out: &mut [u8], b: Option<&[u8]>) -> Result<Codec, Error> {
+    let h = coded.get(..HEADER).ok_or(Error::Truncated)?;
+    if h[0] != VERSION {
+        return Err(Error::Version(h[0]));
+    }
+    let float = Float::from_code(h[3]).ok_or(Error::Transform(h[1]))?;
+    if h[2] as usize != width || float.width() != width {
+        return Err(Error::Width {
+            width: h[2] as usize,
+            expected: width,
+        });
+    }
+    let n = u64::from_le_bytes(h[4..12].try_into().expect("8 bytes"));
+    if n != out.len() as u64 || parent.len() != out.len() || !out.len().is_multiple_of(width) {
+        return Err(Error::Length {
+            found: n,
+            expected: out.len(),
+        });
+    }
+    // The plane, after a low-rank chunk's rank, columns and first element.
+    let fields = if h[1] == T_LOWRANK { 16 } else { 0 };
+    let rest = coded.get(HEADER + fields..).ok_or(Error::Truncated)?;
+    if rest.len() < 9 {
+        return Err(Error::Truncated);
+    }
+    let mode = entropy::Mode::from_byte(rest[0])?;
+    let m = u64::from_le_bytes(rest[1..9].try_into().expect("8 bytes"));
+    if m != (rest.len() - 9) as u64 {
+        return Err(Error::Truncated);
+    }
+    let stored = &rest[9..];
+    let count = out.len() / width;
+    let old = float.to_f32(parent);
+    match h[1] {
+        T_INT8 => {
+            let groups = count.div_ceil(GROUP);
+            let mut payload = vec![0u8; groups * 4 + count];
+            entropy::decompress(mode, stored, &mut payload)?;
+            let (scales, q) = payload.split_at(groups * 4);
+            for (i, (o, p)) in out.chunks_exact_mut(width).zip(&old).enumerate() {
+                let g = 4 * (i / GROUP);
+                let s = f32::from_le_bytes(scales[g..g + 4].try_into().expect("4 bytes"));
+                float.store(p + f32::from(q[i] as i8) * s, o);
+            }
+            Ok(Codec::Int8)
+        }
+        T_LOWRANK => {
+            let f = &coded[HEADER..HEADER + 16];
+            let rank = u32::from_le_bytes(f[0..4].try_into().expect("4 bytes")) as usize;
+            let cols = u32::from_le_bytes(f[4..8].try_into().expect("4 bytes")) as usize;
+            let first = u64::from_le_bytes(f[8..16].try_into().expect("8 bytes"));
+            let b = b.ok_or(Error::Lossy("a low-rank chunk needs its tensor's factor"))?;
+            // rank <= cols and b's length bound the rows' bytes by 2 * (count + 2 * cols).
+            if cols == 0 || rank > cols || b.len() != rank * cols * 2 {
+                return Err(Error::Lossy("the low-rank factor does not match the chunk"));
+            }
+            let cols64 = cols as u64;
+            let (r0, r1) = match (count as u64).checked_add(first) {
+                _ if count == 0 => (0, 0),
+                Some(end) => (first / cols64, (end - 1) / cols64 + 1),
+                None => return Err(Error::Lossy("the chunk's first element is out of range")),
+            };
+            let mut payload = vec![0u8; (r1 - r0) as usize * rank * 2];
+            entropy::decompress(mode, stored, &mut payload)?;
+            let a: Vec<f32> = payload
+                .chunks_exact(2)
+                .map(|v| bf16::from_le_bytes([v[0], v[1]]).to_f32())
+                .collect();
+            let bf: Vec<f32> = b
+                .chunks_exact(2)
+                .map(|v| bf16::from_le_bytes([v[0], v[1]]).to_f32())
+                .collect();
+            for (i, (o, p)) in out.chunks_exact_mut(width).zip(&old).enumerate() {
+                let e = first + i as u64;
+                let row = (e / cols64 - r0) as usize;
+                let col = (e % cols64) as usize;
+                let mut acc = 0f32;
+                for k in 0..rank {
+                    acc += a[row * rank + k] * bf[k * cols + col];
+                }
+                float.store(p + acc, o);
+            }
+            Ok(Codec::LowRank)
+        }
+        t => Err(Error::Transform(t)),
+    }
+}
+
+/// Standard normal numbers from a seeded xorshift generator (Box-Muller).
+struct Gauss(u64);
+
+impl Gauss {
+    fn new(seed: u64) -> Gauss {
+        Gauss(seed ^ 0x9E37_79B9_7F4A_7C15 | 1)
+    }
+
+    fn uniform(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        ((self.0 >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+
+    fn next(&mut self) -> f32 {
+        let (u, v) = (self.uniform(), self.uniform());
+        ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()) as f32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn floats(v: &[f32]) -> Vec<u8> {
+        v.iter().flat_map(|f| f.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn int8_reconstructs_within_half_a_step() {
+        let old: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.1).sin() * 0.05).collect();
+        let new: Vec<f32> = old
+            .iter()
+            .enumerate()
+            .map(|(i, o)| o + (i as f32 * 0.37).cos() * 1e-3)
+            .collect();
+        let coded = encode_int8(&floats(&new), &floats(&old), Float::F32, 3);
+        let mut out = vec![0; 4000];
+        assert_eq!(decode(&coded, &floats(&old), 4, &mut out, None).unwrap(), Codec::Int8);
+        let back = Float::F32.to_f32(&out);
+        for (b, n) in back.iter().zip(&new) {
+            assert!((b - n).abs() <= 1e-3 / 127.0 * 0.5 + 1e-7, "{b} vs {n}");
+        }
+    }
+
+    #[test]
+    fn lowrank_recovers_a_low_rank_delta() {
+        let (rows, cols) = (60, 40);
+        // A rank-2 delta.
+        let delta: Vec<f32> = (0..rows * cols)
+            .map(|e| {
+                let (i, j) = ((e / cols) as f32, (e % cols) as f32);
+                1e-2 * ((i * 0.3).sin() * (j * 0.2).cos() + 0.5 * (i * 0.05).cos() * (j * 0.7).sin())
+            })
+            .collect();
+        let f = factors(&delta, rows, cols, 4, 1);
+        let old = vec![0.5f32; rows * cols];
+        let new: Vec<f32> = old.iter().zip(&delta).map(|(o, d)| o + d).collect();
+        let b = f.b_bytes();
+        // Two chunks that cut a row in half.
+        let mut back = Vec::new();
+        for (lo, hi) in [(0usize, 1010usize), (1010, rows * cols)] {
+            let coded = encode_lowrank((hi - lo) * 4, lo as u64, &f, Float::F32, 3);
+            let mut out = vec![0; (hi - lo) * 4];
+            decode(&coded, &floats(&old[lo..hi]), 4, &mut out, Some(&b)).unwrap();
+            back.extend(Float::F32.to_f32(&out));
+        }
+        let err: f32 = back.iter().zip(&new).map(|(a, b)| (a - b).powi(2)).sum::<f32>().sqrt();
+        let norm: f32 = delta.iter().map(|d| d * d).sum::<f32>().sqrt();
+        assert!(err < 0.01 * norm, "relative error {}", err / norm);
+        let coded = encode_lowrank(400, 0, &f, Float::F32, 3);
+        let mut out = vec![0; 400];
+        assert!(
+            decode(&coded, &floats(&old[..100]), 4, &mut out, None).is_err(),
+            "needs b"
+        );
+    }
+
+    #[test]
+    fn randomized_svd_matches_the_exact_one_on_a_tall_matrix() {
+        let (rows, cols) = (400, 120);
+        let mut g = Gauss::new(5);
+        // Rank 3 plus a little noise.
+        let u: Vec<f32> = (0..rows * 3).map(|_| g.next()).collect();
+        let v: Vec<f32> = (0..cols * 3).map(|_| g.next()).collect();
+        let delta: Vec<f32> = (0..rows * cols)
+            .map(|e| {
+                let (i, j) = (e / cols, e % cols);
+                (0..3)
+                    .map(|k| u[i * 3 + k] * v[j * 3 + k] * (3 - k) as f32)
+                    .sum::<f32>()
+                    + 1e-3 * g.next()
+            })
+            .collect();
+        let f = factors(&delta, rows, cols, 3, 9);
+        let rec = |i: usize, j: usize| {
+            (0..3)
+                .map(|k| f.a[i * 3 + k].to_f32() * f.b[k * cols + j].to_f32())
+                .sum::<f32>()
+        };
+        let err: f32 = (0..rows * cols)
+            .map(|e| (rec(e / cols, e % cols) - delta[e]).powi(2))
+            .sum::<f32>()
+            .sqrt();
+        let norm: f32 = delta.iter().map(|d| d * d).sum::<f32>().sqrt();
+        assert!(err < 0.02 * norm, "relative error {}", err / norm);
+    }
+}
