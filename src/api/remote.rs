@@ -669,21 +669,24 @@ fn send(
         Ok(())
     })?;
     report.blobs_sent = lack_blobs.len();
-    if !lack_blobs.is_empty() {
-        // The chunks stored whole among the blobs sent: a later add on the receiver refers to
-        // them rather than storing them again (index table `full`).
-        let full: Vec<(Key, Key)> = src
-            .index_read()?
+    // The receiver records the sizes of every blob it has unrecorded: those sent now and any
+    // a stopped transfer sent before. With them go the chunks stored whole among the blobs
+    // sent: a later add on the receiver refers to them rather than storing them again (index
+    // table `full`).
+    let full: Vec<(Key, Key)> = if lack_blobs.is_empty() {
+        Vec::new()
+    } else {
+        src.index_read()?
             .full_chunks()?
             .into_iter()
             .filter(|(_, (blob, _))| lacking.contains(blob))
             .map(|(chunk, (blob, _))| (chunk, blob))
-            .collect();
-        for part in lack_blobs.chunks(transport::BATCH) {
-            let keys: HashSet<&Key> = part.iter().collect();
-            let rows: Vec<(Key, Key)> = full.iter().filter(|(_, b)| keys.contains(b)).copied().collect();
-            dst.record(part, &rows)?;
-        }
+            .collect()
+    };
+    for part in blobs.chunks(transport::BATCH) {
+        let keys: HashSet<&Key> = part.iter().collect();
+        let rows: Vec<(Key, Key)> = full.iter().filter(|(_, b)| keys.contains(b)).copied().collect();
+        dst.record(part, &rows)?;
     }
     // Git objects are read here (gix is not shared between threads), sent in parallel:
     // trees and files first, then commits.

@@ -89,7 +89,9 @@ pub trait Remote: Sync {
     fn put_object(&self, id: ObjectId, canonical: &[u8]) -> Result<(), Error>;
     /// The remote's `full` index rows (chunk, blob) for these blobs; empty where it keeps none.
     fn full_rows(&self, blobs: &[Key]) -> Result<Vec<(Key, Key)>, Error>;
-    /// Records the sizes of these blobs (read from the files it has) and these `full` rows.
+    /// Records the sizes of those of these blobs it has but has not recorded (read from their
+    /// files: a transfer that stopped before recording leaves such blobs), and the `full` rows
+    /// of the blobs it records.
     fn record(&self, blobs: &[Key], full: &[(Key, Key)]) -> Result<(), Error>;
     /// Moves a ref by compare-and-swap.
     fn set_ref(&self, change: &RefChange) -> Result<(), Error>;

@@ -87,22 +87,9 @@ impl Remote for PathRemote {
     }
 
     fn missing(&self, blobs: &[Key], objects: &[ObjectId]) -> Result<(Vec<Key>, Vec<ObjectId>), Error> {
-        // A blob whose file is here but whose sizes are not recorded (a transfer stopped
-        // between the two) counts as lacking, so that sending it again records it.
-        let recorded: std::collections::HashSet<Key> = if blobs.is_empty() {
-            Default::default()
-        } else {
-            let index = Index::open_read(&self.layout).map_err(|e| self.fail("read the index", e))?;
-            let rows = index.blobs().map_err(|e| self.fail("read the index", e))?;
-            rows.into_iter().map(|(k, _)| k).collect()
-        };
         let history = self.history()?;
         Ok((
-            blobs
-                .iter()
-                .filter(|k| !recorded.contains(k) || !self.cas.contains(k))
-                .copied()
-                .collect(),
+            blobs.iter().filter(|k| !self.cas.contains(k)).copied().collect(),
             objects.iter().filter(|id| !history.has_object(**id)).copied().collect(),
         ))
     }
@@ -150,15 +137,23 @@ impl Remote for PathRemote {
     }
 
     fn record(&self, blobs: &[Key], full: &[(Key, Key)]) -> Result<(), Error> {
+        let recorded: std::collections::HashSet<Key> = {
+            let index = Index::open_read(&self.layout).map_err(|e| self.fail("read the index", e))?;
+            let rows = index.blobs().map_err(|e| self.fail("read the index", e))?;
+            rows.into_iter().map(|(k, _)| k).collect()
+        };
         let mut sizes = Vec::new();
         for key in blobs {
-            if self.cas.contains(key) {
+            if !recorded.contains(key) && self.cas.contains(key) {
                 let found = self.cas.sizes(key).map_err(|e| self.fail("record blob sizes", e))?;
                 sizes.push((*key, found));
             }
         }
         let present: std::collections::HashSet<Key> = sizes.iter().map(|(k, _)| *k).collect();
         let full: Vec<(Key, Key)> = full.iter().filter(|(_, b)| present.contains(b)).copied().collect();
+        if sizes.is_empty() {
+            return Ok(());
+        }
         let index = Index::open(&self.layout).map_err(|e| self.fail("open the index", e))?;
         index
             .add_blobs(&sizes, &full)
