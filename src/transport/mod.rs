@@ -161,3 +161,31 @@ pub fn parse_ids(url: &str, list: &[String]) -> Result<Vec<ObjectId>, Error> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::check_ref_name;
+
+    #[test]
+    fn ref_names_from_a_remote_stay_inside_refs() {
+        for good in ["refs/heads/base", "refs/heads/team/chat-v2", "refs/tags/v1.0"] {
+            assert_eq!(check_ref_name(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "refs/heads/../../etc/passwd",
+            "refs/heads/a/../b",
+            "refs/heads/./a",
+            "refs/heads//a",
+            "refs/heads/",
+            "refs/heads/a/",
+            "refs/remotes/origin/x",
+            "/etc/passwd",
+            "HEAD",
+            "refs/tags/a\\b",
+            "refs/heads/a\nb",
+            "refs/heads/a..b",
+        ] {
+            assert!(check_ref_name(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+}
