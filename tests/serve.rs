@@ -622,3 +622,31 @@ fn a_hostile_server_is_refused_and_nothing_is_stored() {
         }
     }
 }
+
+#[test]
+fn an_interrupted_pull_over_http_completes_and_receives_only_the_rest() {
+    let origin = sandbox();
+    let [base, ft, _] = sources(&origin);
+    origin.add_commit(&base, "base", None, "base");
+    origin.add_commit(&ft, "tuned", Some("base"), "fine-tune");
+    let server = serve(&origin, &["--anonymous-read"]);
+    // How many objects a whole pull receives, measured by a clone.
+    let measure = Sandbox::empty();
+    let whole = json_with(&measure, &measure.env, &["clone", &server.url, "c"]);
+    let total = whole["objects_sent"].as_u64().unwrap();
+
+    let local = sandbox();
+    local.run(&["remote", "add", "r", &server.url]).ok();
+    let mut env = local.env.clone();
+    env.push(("SPARSE_TEST_FAIL_AFTER", "5".into()));
+    let stopped = run_with(&local, &env, &["pull", "r"]);
+    assert!(stopped.failed().contains("stopped after 5"), "{}", stopped.stderr);
+    assert_eq!(local.git_ref("tuned"), None, "no ref moved");
+
+    let rest = local.json(&["pull", "r"]);
+    assert_eq!(rest["objects_skipped"], 5, "{rest}");
+    assert_eq!(rest["objects_sent"].as_u64().unwrap(), total - 5, "{rest}");
+    assert_eq!(local.git_ref("tuned"), origin.git_ref("tuned"));
+    local.assert_fsck_ok();
+    assert_bit_exact(&local, "tuned", &sha256_file(&ft));
+}

@@ -551,6 +551,18 @@ fn lock_with(repo: &Repository, remote: &dyn Remote) -> Result<Vec<lock::WriteLo
 
 /// Runs `f` over `items` in parallel streams; stops at the first error. Results in order.
 fn parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> Result<R, SyncError> + Sync) -> Result<Vec<R>, SyncError> {
+    match parallel_partial(items, f) {
+        (done, None) => Ok(done),
+        (_, Some(e)) => Err(e),
+    }
+}
+
+/// Runs `f` over `items` in parallel streams, stopping at the first error; returns the results
+/// of the items that finished (in order) and the error, so that a caller can keep what arrived.
+fn parallel_partial<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&T) -> Result<R, SyncError> + Sync,
+) -> (Vec<R>, Option<SyncError>) {
     let streams = std::env::var("SPARSE_STREAMS")
         .ok()
         .and_then(|s| s.parse::<usize>().ok())
@@ -578,15 +590,13 @@ fn parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> Result<R, SyncError
             });
         }
     });
-    if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        return Err(e);
-    }
-    Ok(results
+    let done = results
         .into_inner()
         .unwrap_or_else(|p| p.into_inner())
         .into_iter()
-        .map(|r| r.expect("every item ran when none failed"))
-        .collect())
+        .flatten()
+        .collect();
+    (done, first_error.into_inner().unwrap_or_else(|p| p.into_inner()))
 }
 
 /// Counts objects sent and stops a transfer after `SPARSE_TEST_FAIL_AFTER` of them, as a
@@ -734,12 +744,14 @@ fn receive(
     let fetch = |ids: &[ObjectId], report: &mut SyncReport| -> Result<(), SyncError> {
         let lack: Vec<ObjectId> = ids.iter().filter(|id| !dst.history.has_object(**id)).copied().collect();
         report.objects_skipped += ids.len() - lack.len();
-        let got = parallel(&lack, |id| {
+        let (got, failed) = parallel_partial(&lack, |id| {
             budget.take()?;
             let bytes = src.get_object(*id)?;
             sent.fetch_add(bytes.len() as u64, Ordering::Relaxed);
             Ok((*id, bytes))
-        })?;
+        });
+        // What arrived is kept even when another object failed: run again, the fetch asks
+        // only for the rest.
         for (id, bytes) in got {
             dst.history
                 .write_canonical(id, &bytes)
@@ -748,6 +760,9 @@ fn receive(
                     from: url.clone(),
                     source: Box::new(source),
                 })?;
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         report.objects_sent += lack.len();
         Ok(())
