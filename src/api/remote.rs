@@ -655,8 +655,10 @@ fn send(
         let b = blobs.get(part(blobs.len())).unwrap_or(&[]);
         let o = objects.get(part(objects.len())).unwrap_or(&[]);
         let (lb, lo) = dst.missing(b, o)?;
-        lack_blobs.extend(lb);
-        lack_objects.extend(lo);
+        // Only what was asked about, once each, whatever the remote answers.
+        let (lb, lo): (HashSet<Key>, HashSet<ObjectId>) = (lb.into_iter().collect(), lo.into_iter().collect());
+        lack_blobs.extend(b.iter().filter(|k| lb.contains(*k)));
+        lack_objects.extend(o.iter().filter(|id| lo.contains(*id)));
     }
     let lacking: HashSet<Key> = lack_blobs.iter().copied().collect();
     for key in blobs.iter().filter(|k| !lacking.contains(k)) {
