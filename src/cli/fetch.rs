@@ -6,12 +6,14 @@ use crate::api::Repository;
 /// `refs/remotes/REMOTE/NAME`, its tags are created where absent.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A remote's name, or the path of a store.
+    /// A remote's name, a store's path, or an http(s):// or s3:// URL.
     pub remote: String,
 }
 
 pub fn run(repo: &Repository, args: &Args, out: &Output) -> Result<i32, Error> {
-    let report = repo.fetch(&args.remote)?;
+    let bar = super::progress::objects("fetch", out.json);
+    let report = repo.fetch(&args.remote, &super::progress::callback(&bar))?;
+    bar.finish_and_clear();
     out.emit(&report, super::push::text);
     Ok(0)
 }

@@ -18,6 +18,7 @@ mod pull;
 mod push;
 mod refs;
 mod remote;
+mod serve;
 mod show;
 mod status;
 
@@ -66,6 +67,7 @@ pub enum Command {
     Fetch(fetch::Args),
     Pull(pull::Args),
     Clone(clone::Args),
+    Serve(serve::Args),
 }
 
 /// What a verb failed with: any error of the library, shown with its causes.
@@ -117,5 +119,6 @@ fn run(cli: &Cli) -> Result<i32, Error> {
         Command::Push(args) => push::run(&repo, args, &out),
         Command::Fetch(args) => fetch::run(&repo, args, &out),
         Command::Pull(args) => pull::run(&repo, args, &out),
+        Command::Serve(args) => serve::run(&repo, args),
     }
 }

@@ -2,10 +2,11 @@ use super::output::Output;
 use super::Error;
 use crate::api::Repository;
 
-/// Fetch from a remote, then move local names to its tips (fast-forward only).
+/// Fetch names from a remote (only what they need), then move local names to its tips
+/// (fast-forward only).
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A remote's name, or the path of a store.
+    /// A remote's name, a store's path, or an http(s):// or s3:// URL.
     pub remote: String,
     /// The names to update (default: every name of the remote).
     pub names: Vec<String>,
@@ -15,7 +16,9 @@ pub struct Args {
 }
 
 pub fn run(repo: &Repository, args: &Args, out: &Output) -> Result<i32, Error> {
-    let report = repo.pull(&args.remote, &args.names, args.force)?;
+    let bar = super::progress::objects("pull", out.json);
+    let report = repo.pull(&args.remote, &args.names, args.force, &super::progress::callback(&bar))?;
+    bar.finish_and_clear();
     out.emit(&report, super::push::text);
     Ok(0)
 }

@@ -244,6 +244,32 @@ impl Cas {
         Ok(())
     }
 
+    /// Checks a blob file received from another store (framing, a decoded size within what
+    /// its header declares and [`MAX_BLOB`], the content's hash) and stores it as it is, by
+    /// temporary file and rename. Nothing is written for a file that fails. Returns its sizes.
+    pub fn put_file_verified(&self, key: Key, file: &[u8]) -> Result<BlobSizes, Error> {
+        let path = self.path(&key);
+        let stored = file.len() as u64;
+        let corrupt = |why: String| Error::Corrupt {
+            key,
+            path: path.clone(),
+            why,
+        };
+        let mut decoded = file.to_vec();
+        let body = decode_body(&mut decoded).map_err(corrupt)?;
+        let actual = Key::of(&decoded[body.clone()]);
+        if actual != key {
+            return Err(corrupt(format!("its content hashes to {actual}")));
+        }
+        let sizes = BlobSizes {
+            decoded: body.len() as u64,
+            stored,
+        };
+        drop(decoded);
+        self.put_file(key, file)?;
+        Ok(sizes)
+    }
+
     /// The sizes of a stored blob, from its file's header.
     pub fn sizes(&self, key: &Key) -> Result<BlobSizes, Error> {
         use std::io::Read;

@@ -272,6 +272,61 @@ impl History {
         Ok(())
     }
 
+    /// Object `id` in git's canonical encoding (`KIND SIZE\0DATA`, what its id hashes),
+    /// re-hashed and checked: what a transfer sends.
+    pub fn read_canonical(&self, id: ObjectId) -> Result<Vec<u8>, Error> {
+        let (kind, data) = self.read_verified(id)?;
+        let mut out = format!("{} {}\0", kind, data.len()).into_bytes();
+        out.extend_from_slice(&data);
+        Ok(out)
+    }
+
+    /// Stores an object received in git's canonical encoding after checking that it hashes
+    /// to `id`; nothing is written for one that does not. Returns the kind written.
+    pub fn write_canonical(&self, id: ObjectId, bytes: &[u8]) -> Result<gix::objs::Kind, Error> {
+        let bad = |why: &str| self.err(format!("receive object {id}"), why);
+        let nul = bytes
+            .iter()
+            .position(|b| *b == 0)
+            .filter(|n| *n <= 32)
+            .ok_or_else(|| bad("no object header"))?;
+        let header = std::str::from_utf8(&bytes[..nul]).map_err(|_| bad("a header that is not text"))?;
+        let (kind, size) = header.split_once(' ').ok_or_else(|| bad("a malformed header"))?;
+        let kind = gix::objs::Kind::from_bytes(kind.as_bytes()).map_err(|_| bad("an unknown object kind"))?;
+        let data = &bytes[nul + 1..];
+        if size.parse::<usize>().ok() != Some(data.len()) {
+            return Err(bad("a size that is not its length"));
+        }
+        let actual = gix::objs::compute_hash(self.repo.object_hash(), kind, data)
+            .map_err(|e| self.err(format!("hash object {id}"), e))?;
+        if actual != id {
+            return Err(self.err(
+                format!("receive object {id}"),
+                format!("its content hashes to {actual}"),
+            ));
+        }
+        if !self.has_object(id) {
+            self.write_raw(id, kind, data)?;
+        }
+        Ok(kind)
+    }
+
+    /// The direct entries of `tree`: (id, whether it is a tree).
+    pub fn tree_entries(&self, tree: ObjectId) -> Result<Vec<(ObjectId, bool)>, Error> {
+        let tree_obj = self
+            .repo
+            .find_tree(tree)
+            .map_err(|e| self.err(format!("read tree {tree}"), e))?;
+        let decoded = tree_obj
+            .decode()
+            .map_err(|e| self.err(format!("decode tree {tree}"), e))?;
+        Ok(decoded
+            .entries
+            .iter()
+            .map(|e| (e.oid.to_owned(), e.mode.is_tree()))
+            .collect())
+    }
+
     pub fn has_object(&self, id: ObjectId) -> bool {
         self.repo.has_object(id)
     }
