@@ -1,4 +1,5 @@
-//! `checkout`: write every file of a revision into a directory, byte for byte as it was added.
+//! `checkout`: write every file of a revision into a directory, byte for byte as it was added
+//! (tables stored as row deltas: the same schema, values and row order).
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +18,10 @@ pub struct Report {
     pub dir: PathBuf,
     pub files: usize,
     pub bytes: u64,
+    /// Tables rebuilt from row deltas: the same schema, values and row order as added, not
+    /// necessarily the same bytes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +81,7 @@ impl Repository {
         let counter = progress::Counter::new(total, progress);
         let tick = |n: u64| counter.add(n);
         let mut bytes = 0;
+        let mut tables = Vec::new();
         for entry in &snap.meta.files {
             let dest = destination(dir, &entry.path).map_err(rebuild_err)?;
             let parent = dest.parent().expect("inside dir");
@@ -84,8 +90,12 @@ impl Repository {
                 bytes += rebuilder
                     .write_file(&snap, &entry.path, &dest, &tick)
                     .map_err(rebuild_err)?;
-                // A hint only: later checkouts of models based on this one read it from here.
-                let _ = copies.record(&snap.tree.to_string(), &entry.path, &dest);
+                if snap.manifests[&entry.path].table.is_some() {
+                    tables.push(entry.path.clone());
+                } else {
+                    // A hint only: later checkouts of models based on this one read it from here.
+                    let _ = copies.record(&snap.tree.to_string(), &entry.path, &dest);
+                }
             } else {
                 let content = self.history.read_blob(snap.blobs[&entry.path])?;
                 if content.len() as u64 != entry.size {
@@ -108,6 +118,7 @@ impl Repository {
             dir: dir.to_owned(),
             files: snap.meta.files.len(),
             bytes,
+            tables,
         })
     }
 }

@@ -4,7 +4,8 @@ use super::output::{bytes, short, Output};
 use super::{progress, Error};
 use crate::api::Repository;
 
-/// Write the full model of a revision into a directory, every file byte-identical.
+/// Write the full model of a revision into a directory, every file byte-identical (Parquet and
+/// Arrow tables stored as row deltas: table-identical, the same schema, values and row order).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// NAME, NAME~N, a tag, or a commit id prefix.
@@ -22,14 +23,20 @@ pub fn run(repo: &Repository, args: &Args, out: &Output) -> Result<i32, Error> {
     let report = repo.checkout(&args.rev, &args.output, args.force, &progress::callback(&bar))?;
     bar.finish_and_clear();
     out.emit(&report, |r| {
-        format!(
+        let mut text = format!(
             "checked out {} ({}) into {}: {} files, {}, every chunk verified",
             args.rev,
             short(&r.commit),
             r.dir.display(),
             r.files,
             bytes(r.bytes)
-        )
+        );
+        for t in &r.tables {
+            text.push_str(&format!(
+                "\n{t}: rebuilt from row deltas, table-identical (same schema, values and row order; its rows' hash verified), not byte-identical"
+            ));
+        }
+        text
     });
     Ok(0)
 }

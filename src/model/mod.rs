@@ -9,6 +9,7 @@ pub mod safetensors;
 pub mod sample;
 pub mod snapshot;
 pub mod source;
+pub mod table;
 
 /// Tunable sizes. Tests shrink them to reach edge cases (many chunks, tiny files) with tiny inputs.
 #[derive(Debug, Clone)]

@@ -1,0 +1,343 @@
+//! Parquet and Arrow IPC tables with row-level deltas: a new version of a table stores the rows
+//! it shares with its base as copies of the base's rows, and only its new rows; checkout writes
+//! back the same schema, values and row order.
+
+mod common;
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BinaryArray, Float32Array, Float64Array, Int32Array, Int64Array, ListArray, RecordBatch, StringArray,
+    StructArray,
+};
+use arrow::compute::concat_batches;
+use arrow::datatypes::{DataType, Field, Fields, Int32Type, Schema, SchemaRef};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use common::*;
+
+/// The schema of the generated tables: integers, Unicode text, nullable floats, binary, a list
+/// and a struct.
+fn schema() -> SchemaRef {
+    let point = Fields::from(vec![
+        Field::new("x", DataType::Float32, false),
+        Field::new("y", DataType::Float32, true),
+    ]);
+    Arc::new(
+        Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("score", DataType::Float64, true),
+            Field::new("blob", DataType::Binary, true),
+            Field::new_list("tags", Field::new_list_field(DataType::Int32, true), true),
+            Field::new_struct("point", point, true),
+        ])
+        .with_metadata(std::collections::HashMap::from([(
+            "source".to_string(),
+            "tables.rs".to_string(),
+        )])),
+    )
+}
+
+/// Row `id` of the generated table; `version` changes its values (a modified row).
+fn rows(ids: &[i64], version: u64) -> RecordBatch {
+    let words = ["naïve", "東京", "ŝparse", "café", "Ωmega", "zürich", "🙂ok", "plain"];
+    let name: StringArray = ids
+        .iter()
+        .map(|&i| (i % 13 != 0).then(|| format!("{} #{i} v{version}", words[(i as usize) % words.len()])))
+        .collect();
+    let score: Float64Array = ids
+        .iter()
+        .map(|&i| (i % 7 != 0).then_some(i as f64 * 0.37 + version as f64))
+        .collect();
+    let blob: BinaryArray = ids
+        .iter()
+        .map(|&i| (i % 11 != 0).then(|| (i as u64 ^ version).to_le_bytes().repeat(1 + (i as usize % 3))))
+        .collect();
+    let tags = ListArray::from_iter_primitive::<Int32Type, _, _>(ids.iter().map(|&i| {
+        (i % 5 != 0).then(|| {
+            (0..(i % 4))
+                .map(|k| (k as i32 != 2).then_some(i as i32 + k as i32))
+                .collect::<Vec<_>>()
+        })
+    }));
+    let x = Float32Array::from_iter_values(ids.iter().map(|&i| i as f32 / 3.0));
+    let y: Float32Array = ids.iter().map(|&i| (i % 3 != 0).then_some(-(i as f32))).collect();
+    let Some(DataType::Struct(point_fields)) = schema().field_with_name("point").ok().map(|f| f.data_type().clone())
+    else {
+        unreachable!("point is a struct")
+    };
+    let point = StructArray::new(
+        point_fields,
+        vec![Arc::new(x) as ArrayRef, Arc::new(y)],
+        Some(ids.iter().map(|&i| i % 17 != 0).collect()),
+    );
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(ids.to_vec())),
+        Arc::new(name),
+        Arc::new(score),
+        Arc::new(blob),
+        Arc::new(tags),
+        Arc::new(point),
+    ];
+    RecordBatch::try_new(schema(), columns).expect("columns fit the schema")
+}
+
+fn write_parquet(path: &Path, batches: &[RecordBatch]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap()))
+        .set_max_row_group_row_count(Some(20_000))
+        .build();
+    let mut w = ArrowWriter::try_new(File::create(path).unwrap(), batches[0].schema(), Some(props)).unwrap();
+    for b in batches {
+        w.write(b).unwrap();
+    }
+    w.close().unwrap();
+}
+
+fn write_arrow(path: &Path, batches: &[RecordBatch]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut w = arrow::ipc::writer::FileWriter::try_new(File::create(path).unwrap(), &batches[0].schema()).unwrap();
+    for b in batches {
+        w.write(b).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+/// A table file's schema and all its rows in one batch.
+fn read_table(path: &Path) -> RecordBatch {
+    let name = path.to_str().unwrap();
+    let (schema, batches): (SchemaRef, Vec<RecordBatch>) = if name.ends_with(".parquet") {
+        let r = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap();
+        let schema = r.schema().clone();
+        (schema, r.build().unwrap().map(Result::unwrap).collect())
+    } else {
+        let r = arrow::ipc::reader::FileReader::try_new(File::open(path).unwrap(), None).unwrap();
+        let schema = r.schema();
+        (schema, r.map(Result::unwrap).collect())
+    };
+    concat_batches(&schema, &batches).unwrap()
+}
+
+#[track_caller]
+fn assert_same_table(out: &Path, expected: &Path) {
+    let (a, b) = (read_table(out), read_table(expected));
+    assert_eq!(a.schema(), b.schema(), "{} and {}", out.display(), expected.display());
+    assert_eq!(
+        a.num_rows(),
+        b.num_rows(),
+        "{} and {}",
+        out.display(),
+        expected.display()
+    );
+    assert!(
+        a == b,
+        "{} and {} hold different rows",
+        out.display(),
+        expected.display()
+    );
+}
+
+/// Growth of `.sparse` when `source` is added and committed.
+fn add_measured(sb: &Sandbox, source: &Path, name: &str, base: Option<&str>) -> u64 {
+    let before = dir_bytes(&sb.store());
+    sb.add_commit(source, name, base, name);
+    dir_bytes(&sb.store()) - before
+}
+
+/// The manifest `file` of revision `rev`, read with git.
+fn manifest(sb: &Sandbox, rev: &str, file: &str) -> serde_json::Value {
+    let out = git(&sb.store(), &["show", &format!("{rev}:{file}")]);
+    assert!(out.status.success(), "git show {rev}:{file}");
+    serde_json::from_slice(&out.stdout).expect("a JSON manifest")
+}
+
+/// Ids 0..n with every 50th deleted, every 40th modified and new rows inserted every 1000.
+fn derived(n: i64) -> Vec<RecordBatch> {
+    let mut out = Vec::new();
+    for lo in (0..n).step_by(10_000) {
+        let kept: Vec<i64> = (lo..(lo + 10_000).min(n)).filter(|i| i % 50 != 1).collect();
+        let mut ids = Vec::new();
+        for &i in &kept {
+            ids.push(i);
+            if i % 1000 == 999 {
+                ids.push(1_000_000 + i);
+            }
+        }
+        // Modified rows (every 40th): the same id, other values.
+        let batch_rows: Vec<RecordBatch> = ids.iter().map(|&i| rows(&[i], (i % 40 == 3) as u64)).collect();
+        out.push(concat_batches(&schema(), &batch_rows).unwrap());
+    }
+    out
+}
+
+#[test]
+fn derived_parquet_stores_about_its_new_rows_and_both_versions_check_out_table_identical() {
+    let sb = Sandbox::new();
+    let n = 60_000;
+    let base: Vec<RecordBatch> = (0..n)
+        .step_by(10_000)
+        .map(|lo| rows(&(lo..lo + 10_000).collect::<Vec<_>>(), 0))
+        .collect();
+    let v1 = sb.join("v1/t.parquet");
+    write_parquet(&v1, &base);
+    let v2 = sb.join("v2/t.parquet");
+    write_parquet(&v2, &derived(n));
+    let size = std::fs::metadata(&v2).unwrap().len();
+    assert!(size > 1 << 20, "the table should be over the small-file limit: {size}");
+
+    sb.add_commit(&v1, "t", None, "v1");
+    let growth = add_measured(&sb, &v2, "t", Some("t"));
+    let m = manifest(&sb, "t", "t.parquet");
+    assert_eq!(m["kind"], "table", "{m}");
+    assert_eq!(m["table"]["rows"], read_table(&v2).num_rows(), "{m}");
+    // 1.5% new + 2.5% modified rows: the store grows by a small fraction of the file.
+    assert!(growth * 10 < size, "v2 added {growth} bytes for a {size}-byte table");
+
+    let out2 = sb.join("out-v2");
+    let report = sb.json(&["checkout", "t", "-o", out2.to_str().unwrap()]);
+    assert_eq!(report["tables"], serde_json::json!(["t.parquet"]), "{report}");
+    let out1 = sb.join("out-v1");
+    let report = sb.json(&["checkout", "t~1", "-o", out1.to_str().unwrap()]);
+    assert!(report.get("tables").is_none(), "stored whole, not a delta: {report}");
+    assert_same_table(&out2.join("t.parquet"), &v2);
+    // Stored whole (no base): byte for byte.
+    assert_eq!(sha256_file(&out1.join("t.parquet")), sha256_file(&v1));
+    sb.assert_fsck_ok();
+}
+
+#[test]
+fn arrow_ipc_files_round_trip_with_nulls_nested_binary_and_unicode_and_a_derived_version() {
+    let sb = Sandbox::new().with_env("SPARSE_SMALL_FILE", 0);
+    let base = vec![rows(&(0..3000).collect::<Vec<_>>(), 0)];
+    let v1 = sb.join("v1/t.arrow");
+    write_arrow(&v1, &base);
+    let v2 = sb.join("v2/t.arrow");
+    let mut ids: Vec<i64> = (0..3000).filter(|i| i % 10 != 0).collect();
+    ids.extend(5000..5100);
+    write_arrow(&v2, &[rows(&ids, 0), rows(&[7, 8], 3)]);
+    sb.add_commit(&v1, "t", None, "v1");
+    let growth = add_measured(&sb, &v2, "t", Some("t"));
+    assert_eq!(manifest(&sb, "t", "t.arrow")["kind"], "table");
+    let size = std::fs::metadata(&v2).unwrap().len();
+    assert!(growth * 4 < size, "v2 added {growth} bytes for a {size}-byte table");
+    let out = sb.checkout("t", "out");
+    assert_same_table(&out.join("t.arrow"), &v2);
+    let out1 = sb.checkout("t~1", "out1");
+    assert_eq!(sha256_file(&out1.join("t.arrow")), sha256_file(&v1));
+}
+
+#[test]
+fn empty_tables_round_trip() {
+    let sb = Sandbox::new().with_env("SPARSE_SMALL_FILE", 0);
+    let empty = rows(&[], 0);
+    let p = sb.join("e/t.parquet");
+    write_parquet(&p, std::slice::from_ref(&empty));
+    let a = sb.join("e/t.arrow");
+    write_arrow(&a, &[empty]);
+    sb.add_commit(&sb.join("e"), "e", None, "empty");
+    // A second version with rows, on the empty one, and an empty one on that.
+    let full = sb.join("f/t.parquet");
+    write_parquet(&full, &[rows(&(0..500).collect::<Vec<_>>(), 0)]);
+    std::fs::copy(&a, sb.join("f/t.arrow")).unwrap();
+    sb.add_commit(&sb.join("f"), "e", Some("e"), "rows");
+    sb.add_commit(&sb.join("e"), "e", Some("e"), "empty again");
+    for (rev, dir) in [("e~2", "e"), ("e~1", "f"), ("e", "e")] {
+        let out = sb.checkout(rev, &format!("out-{}", rev.replace('~', "-")));
+        for f in ["t.parquet", "t.arrow"] {
+            assert_same_table(&out.join(f), &sb.join(dir).join(f));
+        }
+    }
+}
+
+#[test]
+fn a_removed_column_still_copies_rows_and_an_added_one_stores_the_table_whole() {
+    let sb = Sandbox::new().with_env("SPARSE_SMALL_FILE", 0);
+    let ids: Vec<i64> = (0..20_000).collect();
+    let full = rows(&ids, 0);
+    let v1 = sb.join("v1/t.parquet");
+    write_parquet(&v1, std::slice::from_ref(&full));
+    sb.add_commit(&v1, "t", None, "v1");
+
+    // Without `blob`, and columns reordered: rows compare by the columns the new table has.
+    let keep = ["point", "id", "name", "score", "tags"];
+    let projected = full.project(&keep.map(|c| full.schema().index_of(c).unwrap())).unwrap();
+    let v2 = sb.join("v2/t.parquet");
+    write_parquet(&v2, &[projected.slice(100, 19_900)]);
+    let growth = add_measured(&sb, &v2, "t", Some("t"));
+    assert_eq!(manifest(&sb, "t", "t.parquet")["kind"], "table");
+    let size = std::fs::metadata(&v2).unwrap().len();
+    assert!(growth * 10 < size, "v2 added {growth} bytes for a {size}-byte table");
+    assert_same_table(&sb.checkout("t", "out2").join("t.parquet"), &v2);
+
+    // An added column: no row of the base has it, so the table is stored whole, byte for byte.
+    let extra = Arc::new(Int32Array::from_iter_values(0..19_900)) as ArrayRef;
+    let mut fields: Vec<Field> = projected.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new("extra", DataType::Int32, false));
+    let mut columns = projected.slice(100, 19_900).columns().to_vec();
+    columns.push(extra);
+    let widened = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+    let v3 = sb.join("v3/t.parquet");
+    write_parquet(&v3, &[widened]);
+    sb.add_commit(&v3, "t", Some("t"), "v3");
+    assert_eq!(manifest(&sb, "t", "t.parquet")["kind"], "file");
+    let out3 = sb.checkout("t", "out3");
+    assert_eq!(sha256_file(&out3.join("t.parquet")), sha256_file(&v3));
+    // A retyped column: likewise.
+    let retyped = arrow::compute::cast(projected.column(1), &DataType::Int32).unwrap();
+    let mut columns = projected.columns().to_vec();
+    columns[1] = retyped;
+    let mut fields: Vec<Field> = projected.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields[1] = Field::new("id", DataType::Int32, false);
+    let v4 = sb.join("v4/t.parquet");
+    write_parquet(
+        &v4,
+        &[RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()],
+    );
+    sb.add_commit(&v4, "t", Some("t~2"), "v4");
+    assert_eq!(manifest(&sb, "t", "t.parquet")["kind"], "file");
+    sb.assert_fsck_ok();
+}
+
+/// penguins.csv as Parquet, through arrow's CSV reader.
+fn penguins_parquet(out: &Path) -> RecordBatch {
+    let csv = real_data().join("palmerpenguins-0.1.6/palmerpenguins/data/penguins.csv");
+    let format = arrow::csv::reader::Format::default().with_header(true);
+    let (schema, _) = format.infer_schema(File::open(&csv).unwrap(), None).unwrap();
+    let reader = arrow::csv::ReaderBuilder::new(Arc::new(schema))
+        .with_format(format)
+        .build(File::open(&csv).unwrap())
+        .unwrap();
+    let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+    write_parquet(out, &batches);
+    concat_batches(&batches[0].schema(), &batches).unwrap()
+}
+
+#[test]
+fn palmerpenguins_as_parquet_and_a_filtered_derivative_round_trip() {
+    let sb = Sandbox::new().with_env("SPARSE_SMALL_FILE", 0);
+    let v1 = sb.join("v1/penguins.parquet");
+    let all = penguins_parquet(&v1);
+    assert_eq!(all.num_rows(), 344);
+    // The derivative: the rows of one island dropped.
+    let island = all.column(all.schema().index_of("island").unwrap());
+    let keep = arrow::compute::kernels::cmp::neq(island, &StringArray::new_scalar("Dream")).unwrap();
+    let filtered = arrow::compute::filter_record_batch(&all, &keep).unwrap();
+    assert!(filtered.num_rows() > 200 && filtered.num_rows() < 344);
+    let v2 = sb.join("v2/penguins.parquet");
+    write_parquet(&v2, &[filtered]);
+    sb.add_commit(&v1, "penguins", None, "all");
+    sb.add_commit(&v2, "penguins", Some("penguins"), "without Dream");
+    let m = manifest(&sb, "penguins", "penguins.parquet");
+    assert_eq!(m["kind"], "table", "{m}");
+    assert_eq!(m["table"]["added"], 0, "a filter adds no rows: {m}");
+    assert_same_table(&sb.checkout("penguins", "out2").join("penguins.parquet"), &v2);
+    assert_same_table(&sb.checkout("penguins~1", "out1").join("penguins.parquet"), &v1);
+    sb.assert_fsck_ok();
+}
