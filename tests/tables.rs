@@ -341,3 +341,129 @@ fn palmerpenguins_as_parquet_and_a_filtered_derivative_round_trip() {
     assert_same_table(&sb.checkout("penguins~1", "out1").join("penguins.parquet"), &v1);
     sb.assert_fsck_ok();
 }
+
+/// Runs `args`, which must fail naming everything in `mentions`, leaving the store as it was.
+#[track_caller]
+fn refused(sb: &Sandbox, args: &[&str], mentions: &[&str]) {
+    let before = store_snapshot(&sb.store());
+    let run = sb.run(args);
+    let stderr = run.failed().to_string();
+    for m in mentions {
+        assert!(
+            stderr.contains(m),
+            "`sparse {}` should mention {m:?}:\n{stderr}",
+            args.join(" ")
+        );
+    }
+    assert_unchanged(&before, &store_snapshot(&sb.store()), &args.join(" "));
+}
+
+#[test]
+fn bad_tables_are_refused_naming_the_file_and_line_or_row_group_and_the_store_is_unchanged() {
+    let sb = Sandbox::new();
+    let good = sb.write("good/a.csv", b"x,y\n1,2\n");
+    sb.add_commit(&good, "good", None, "good");
+
+    let ragged = sb.write("in/ragged.csv", b"a,b,c\n1,2,3\n\"x,\ny\",5,6\n7,8\n9,10,11\n");
+    refused(
+        &sb,
+        &["add", ragged.to_str().unwrap(), "--name", "r"],
+        &["ragged.csv", "line 5", "2 fields"],
+    );
+    let tsv = sb.write("in/ragged.tsv", b"a\tb\n1\t2\t3\n");
+    refused(
+        &sb,
+        &["add", tsv.to_str().unwrap(), "--name", "r"],
+        &["ragged.tsv", "line 2"],
+    );
+    let open = sb.write("in/open.csv", b"a,b\n1,\"2\n3,4\n");
+    refused(
+        &sb,
+        &["add", open.to_str().unwrap(), "--name", "r"],
+        &["open.csv", "line 2", "never closes"],
+    );
+    let json = sb.write("in/broken.jsonl", b"{\"a\": 1}\n{\"a\": 2}\n\n{\"a\": \n{\"a\": 4}\n");
+    refused(
+        &sb,
+        &["add", json.to_str().unwrap(), "--name", "j"],
+        &["broken.jsonl", "line 4", "not JSON"],
+    );
+    // In a directory, a bad file refuses the whole source.
+    sb.write("in/dir/ok.csv", b"a\n1\n");
+    sb.write("in/dir/bad.jsonl", b"[1,\n");
+    refused(
+        &sb,
+        &["add", sb.join("in/dir").to_str().unwrap(), "--name", "d"],
+        &["bad.jsonl", "line 1"],
+    );
+    // --kind text stores such files as they are, byte for byte.
+    sb.run(&["add", ragged.to_str().unwrap(), "--name", "r", "--kind", "text"])
+        .ok();
+    sb.run(&["commit", "-m", "as text"]).ok();
+    let out = sb.checkout("r", "out-r");
+    assert_eq!(
+        std::fs::read(out.join("ragged.csv")).unwrap(),
+        std::fs::read(&ragged).unwrap()
+    );
+
+    // A Parquet file whose footer is damaged, or cut short.
+    let table = sb.join("in/t.parquet");
+    write_parquet(&table, &[rows(&(0..2000).collect::<Vec<_>>(), 0)]);
+    let mut bytes = std::fs::read(&table).unwrap();
+    let n = bytes.len();
+    bytes[n - 8..n - 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    let footer = sb.write("in/footer.parquet", &bytes);
+    refused(
+        &sb,
+        &["add", footer.to_str().unwrap(), "--name", "p"],
+        &["footer.parquet", "Parquet"],
+    );
+    let cut = sb.write("in/cut.parquet", &bytes[..n / 2]);
+    refused(
+        &sb,
+        &["add", cut.to_str().unwrap(), "--name", "p"],
+        &["cut.parquet", "Parquet"],
+    );
+    // A file named .parquet that is not one, and one that --kind table finds no table in.
+    let fake = sb.write("in/fake.parquet", b"not parquet at all, just text\n");
+    refused(&sb, &["add", fake.to_str().unwrap(), "--name", "p"], &["fake.parquet"]);
+    refused(
+        &sb,
+        &["add", good.to_str().unwrap(), "--name", "p", "--kind", "table"],
+        &["a.csv", "not a Parquet or Arrow"],
+    );
+    let arrow = sb.write("in/bad.arrow", b"ARROW1\0\0garbage-garbage-ARROW1");
+    refused(
+        &sb,
+        &["add", arrow.to_str().unwrap(), "--name", "p"],
+        &["bad.arrow", "Arrow IPC"],
+    );
+}
+
+#[test]
+fn a_damaged_row_group_of_a_new_version_is_refused_naming_it() {
+    let sb = Sandbox::new();
+    let ids: Vec<i64> = (0..60_000).collect();
+    let v1 = sb.join("v1/t.parquet");
+    write_parquet(&v1, &[rows(&ids, 0)]);
+    sb.add_commit(&v1, "t", None, "v1");
+    // Row groups of 20,000 rows: damage the bytes of the last one's pages.
+    let v2 = sb.join("v2/t.parquet");
+    write_parquet(&v2, &[rows(&ids, 0)]);
+    let meta = ParquetRecordBatchReaderBuilder::try_new(File::open(&v2).unwrap())
+        .unwrap()
+        .metadata()
+        .clone();
+    let last = meta.row_group(2);
+    let (start, len) = last.column(0).byte_range();
+    let mut bytes = std::fs::read(&v2).unwrap();
+    for b in &mut bytes[start as usize..(start + len) as usize] {
+        *b = 0xA5;
+    }
+    std::fs::write(&v2, &bytes).unwrap();
+    refused(
+        &sb,
+        &["add", v2.to_str().unwrap(), "--name", "t", "--base", "t"],
+        &["t.parquet", "row group 2"],
+    );
+}

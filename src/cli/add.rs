@@ -2,6 +2,7 @@ use super::output::{bytes, ratio, short, Output};
 use super::{progress, Error};
 use crate::api::auto_base::Choice;
 use crate::api::Repository;
+use crate::model::table::check::Kind;
 use crate::model::Options;
 
 /// Stage a model (directory, .safetensors file, or hf:ORG/NAME[@REV]) under a name.
@@ -29,6 +30,12 @@ pub struct Args {
     /// coded against a parent keeps the parent's chunk size, so that chunks pair up.
     #[arg(long, value_parser = clap::value_parser!(u64).range(8..=(256 << 20)))]
     pub chunk_size: Option<u64>,
+    /// How files are taken. auto: Parquet and Arrow IPC tables (by extension or magic bytes)
+    /// compared by row, CSV, TSV and JSON Lines checked for whole rows, text compared by record;
+    /// table: every file must be a Parquet or Arrow table; text: records, no checks;
+    /// bytes: plain bytes only.
+    #[arg(long, value_enum, default_value_t)]
+    pub kind: Kind,
 }
 
 pub fn run(repo: &Repository, args: &Args, out: &Output) -> Result<i32, Error> {
@@ -37,6 +44,7 @@ pub fn run(repo: &Repository, args: &Args, out: &Output) -> Result<i32, Error> {
     opts.level = args.zstd_level.unwrap_or(opts.level);
     opts.chunk_size = args.chunk_size.unwrap_or(opts.chunk_size);
     opts.max_depth = args.max_depth.unwrap_or(opts.max_depth);
+    opts.kind = args.kind;
     let report = repo.add(
         &args.source,
         &args.name,

@@ -135,7 +135,7 @@ pub fn encode_file(
     let mut tabled = None;
     let table_format = match is_safetensors(file) {
         true => None,
-        false => table::detect(&file.path, &file.abs)?,
+        false => table::check::format(file, opts.kind)?,
     };
     let (kind, mut segments) = if is_safetensors(file) {
         let header = safetensors::parse(&file.abs, bytes)?;
@@ -153,7 +153,10 @@ pub fn encode_file(
         progress(file.size.saturating_sub(len.len()));
         tabled = Some((t, scratch, len.len()));
         ("table", segments)
-    } else if let Some(p) = records::plan(file, bytes, opts, base, &|lo, hi| release(&map, lo, hi))? {
+    } else if let Some(p) = match opts.kind {
+        table::check::Kind::Bytes => None,
+        _ => records::plan(file, bytes, opts, base, &|lo, hi| release(&map, lo, hi))?,
+    } {
         let segments = vec![plain(0, p.added, 1, opts, None, None)];
         planned = Some(p);
         ("records", segments)

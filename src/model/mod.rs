@@ -23,6 +23,8 @@ pub struct Options {
     /// Longest chain of delta bases a new snapshot may have; past it, `add` codes against the
     /// nearest ancestor of the base that keeps the chain within it (0: no deltas).
     pub max_depth: usize,
+    /// How files are taken: tables, text records or bytes (`--kind`).
+    pub kind: table::check::Kind,
 }
 
 impl Default for Options {
@@ -32,6 +34,7 @@ impl Default for Options {
             level: 1,
             small_file: 1 << 20,
             max_depth: 4,
+            kind: table::check::Kind::Auto,
         }
     }
 }

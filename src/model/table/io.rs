@@ -145,14 +145,33 @@ impl Reader {
         }
     }
 
-    /// Where the next batch starts: its row group, for Parquet.
+    /// Where the batch that failed is: for Parquet, the first row group it spans that fails
+    /// to read alone.
     fn place(&self) -> String {
         match self.format {
             Format::Parquet => {
-                let g = self.groups.partition_point(|&start| start <= self.at).saturating_sub(1);
-                format!("row group {g} (rows from {})", self.at)
+                let first = self.groups.partition_point(|&start| start <= self.at).saturating_sub(1);
+                let last = self
+                    .groups
+                    .partition_point(|&start| start < self.at + BATCH_ROWS as u64)
+                    .saturating_sub(1);
+                let bad = (first..=last).find(|&g| !self.row_group_reads(g)).unwrap_or(first);
+                let start = self.groups.get(bad).copied().unwrap_or(self.at);
+                format!("row group {bad} (from row {start})")
             }
             _ => format!("the record batch after row {}", self.at),
+        }
+    }
+
+    /// Whether row group `g` of a Parquet file reads on its own.
+    fn row_group_reads(&self, g: usize) -> bool {
+        let Ok(file) = File::open(&self.path) else { return false };
+        let Ok(builder) = ParquetRecordBatchReaderBuilder::try_new(file) else {
+            return false;
+        };
+        match builder.with_row_groups(vec![g]).build() {
+            Ok(mut reader) => reader.all(|b| b.is_ok()),
+            Err(_) => false,
         }
     }
 }
