@@ -467,3 +467,74 @@ fn a_damaged_row_group_of_a_new_version_is_refused_naming_it() {
         &["t.parquet", "row group 2"],
     );
 }
+
+/// A CSV or JSON Lines file read back with arrow, its schema inferred over the whole file.
+fn read_text_table(path: &Path) -> RecordBatch {
+    let batches: Vec<RecordBatch> = if path.extension().unwrap() == "csv" {
+        let format = arrow::csv::reader::Format::default().with_header(true);
+        let (schema, _) = format.infer_schema(File::open(path).unwrap(), None).unwrap();
+        arrow::csv::ReaderBuilder::new(Arc::new(schema))
+            .with_format(format)
+            .build(File::open(path).unwrap())
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    } else {
+        let mut file = std::io::BufReader::new(File::open(path).unwrap());
+        let (schema, _) = arrow::json::reader::infer_json_schema(&mut file, None).unwrap();
+        arrow::json::ReaderBuilder::new(Arc::new(schema))
+            .build(std::io::BufReader::new(File::open(path).unwrap()))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    concat_batches(&batches[0].schema(), &batches).unwrap()
+}
+
+#[test]
+fn checkout_format_converts_tables_both_ways_and_refuses_nested_columns_as_csv() {
+    let sb = Sandbox::new();
+    // penguins.csv, stored as text, checked out as Parquet: arrow's reading of the CSV.
+    let csv = real_data().join("palmerpenguins-0.1.6/palmerpenguins/data/penguins.csv");
+    sb.add_commit(&csv, "csv", None, "csv");
+    let out = sb.join("as-parquet");
+    let report = sb.json(&["checkout", "csv", "-o", out.to_str().unwrap(), "--format", "parquet"]);
+    assert_eq!(report["converted"][0][1], "penguins.parquet", "{report}");
+    assert!(!out.join("penguins.csv").exists());
+    let expected = penguins_parquet(&sb.join("ref/penguins.parquet"));
+    let got = read_table(&out.join("penguins.parquet"));
+    assert!(got == expected, "penguins.parquet holds other rows than penguins.csv");
+
+    // A Parquet table checked out as CSV and as JSON Lines reads back as the same rows.
+    let pq = sb.join("pq/penguins.parquet");
+    penguins_parquet(&pq);
+    sb.add_commit(&pq, "pq", None, "pq");
+    for (format, file) in [("csv", "penguins.csv"), ("jsonl", "penguins.jsonl")] {
+        let out = sb.join(&format!("as-{format}"));
+        sb.run(&["checkout", "pq", "-o", out.to_str().unwrap(), "--format", format])
+            .ok();
+        assert!(!out.join("penguins.parquet").exists());
+        let back = read_text_table(&out.join(file));
+        assert_eq!(back.num_rows(), expected.num_rows(), "{file}");
+        for (i, f) in expected.schema().fields().iter().enumerate() {
+            let col = back.column(back.schema().index_of(f.name()).unwrap());
+            let col = arrow::compute::cast(col, f.data_type()).unwrap();
+            assert_eq!(&col, expected.column(i), "{file}: column {}", f.name());
+        }
+    }
+
+    // Nested columns: CSV cannot hold them, JSON Lines can.
+    let nested = sb.join("nested/t.parquet");
+    write_parquet(&nested, &[rows(&(0..100).collect::<Vec<_>>(), 0)]);
+    sb.add_commit(&nested, "nested", None, "nested");
+    let out = sb.join("nested-csv");
+    let run = sb.run(&["checkout", "nested", "-o", out.to_str().unwrap(), "--format", "csv"]);
+    let stderr = run.failed();
+    assert!(stderr.contains("t.parquet") && stderr.contains("\"tags\""), "{stderr}");
+    let out = sb.join("nested-jsonl");
+    sb.run(&["checkout", "nested", "-o", out.to_str().unwrap(), "--format", "jsonl"])
+        .ok();
+    let text = std::fs::read_to_string(out.join("t.jsonl")).unwrap();
+    assert_eq!(text.lines().count(), 100);
+    assert!(text.contains("\"point\":{\"x\":"), "{}", &text[..200]);
+}

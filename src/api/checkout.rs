@@ -9,6 +9,10 @@ use super::rev;
 use super::{progress, Repository};
 use crate::model::rebuild::{self, destination, Rebuilder};
 use crate::model::snapshot::{self, Snapshot};
+use crate::model::table::{
+    self,
+    convert::{convert, Target},
+};
 use crate::store::copies::Copies;
 use crate::store::history;
 
@@ -22,6 +26,9 @@ pub struct Report {
     /// necessarily the same bytes.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tables: Vec<String>,
+    /// Tables written in another format (`--format`): the file's path, and the path written.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub converted: Vec<(String, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +45,12 @@ pub enum Error {
     NotEmpty(PathBuf),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("revision {rev}: converting {file}: {source}")]
+    Convert {
+        rev: String,
+        file: String,
+        source: Box<table::Error>,
+    },
 }
 
 impl Repository {
@@ -47,6 +60,7 @@ impl Repository {
         rev: &str,
         dir: &Path,
         force: bool,
+        format: Option<Target>,
         progress: progress::Report<'_>,
     ) -> Result<Report, Error> {
         let commit = self.resolve(rev)?;
@@ -82,6 +96,7 @@ impl Repository {
         let tick = |n: u64| counter.add(n);
         let mut bytes = 0;
         let mut tables = Vec::new();
+        let mut converted_files = Vec::new();
         for entry in &snap.meta.files {
             let dest = destination(dir, &entry.path).map_err(rebuild_err)?;
             let parent = dest.parent().expect("inside dir");
@@ -112,6 +127,17 @@ impl Repository {
                 tick(content.len() as u64);
                 bytes += content.len() as u64;
             }
+            if let Some(target) = format {
+                let converted = convert(&entry.path, &dest, target).map_err(|source| Error::Convert {
+                    rev: rev.into(),
+                    file: entry.path.clone(),
+                    source: Box::new(source),
+                })?;
+                if let Some(to) = converted {
+                    let to = to.strip_prefix(dir).unwrap_or(&to).to_string_lossy().into_owned();
+                    converted_files.push((entry.path.clone(), to));
+                }
+            }
         }
         Ok(Report {
             commit: commit.to_string(),
@@ -119,6 +145,7 @@ impl Repository {
             files: snap.meta.files.len(),
             bytes,
             tables,
+            converted: converted_files,
         })
     }
 }

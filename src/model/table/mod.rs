@@ -9,6 +9,7 @@
 //! Everything streams record batch by record batch; planning keeps 20 bytes per base row.
 
 pub mod check;
+pub mod convert;
 pub mod io;
 pub mod plan;
 pub mod replay;
