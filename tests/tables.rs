@@ -207,6 +207,34 @@ fn derived_parquet_stores_about_its_new_rows_and_both_versions_check_out_table_i
     let report = sb.json(&["checkout", "t~1", "-o", out1.to_str().unwrap()]);
     assert!(report.get("tables").is_none(), "stored whole, not a delta: {report}");
     assert_same_table(&out2.join("t.parquet"), &v2);
+
+    // diff: every 50th row removed, 60 inserted, every 40th modified (the same id), except
+    // where the new version's values are all the same (every column that changes is null).
+    let modified = (3..n).step_by(40).filter(|&i| rows(&[i], 1) != rows(&[i], 0)).count();
+    assert!(modified < 1500 && modified > 1400, "{modified}");
+    let diff = sb.json(&["diff", "t~1", "t", "--rows", "2"]);
+    let d = &diff["files"][0]["records"];
+    assert_eq!(d["records_a"], 60_000, "{d}");
+    assert_eq!(d["records_b"], 60_000 - 1200 + 60, "{d}");
+    assert_eq!(d["removed"], 1200, "{d}");
+    assert_eq!(d["added"], 60, "{d}");
+    assert_eq!(d["modified"], modified, "{d}");
+    assert_eq!(d["unchanged"], 60_000 - 1200 - modified, "{d}");
+    assert_eq!(d["columns_added"], serde_json::json!([]), "{d}");
+    assert_eq!(d["examples"]["modified"], serde_json::json!(["id=3", "id=43"]), "{d}");
+    assert!(
+        d["examples"]["removed"][0].as_str().unwrap().starts_with("id=1, name="),
+        "{d}"
+    );
+    assert!(
+        d["examples"]["added"][0].as_str().unwrap().starts_with("id=1000999, "),
+        "{d}"
+    );
+    let text = sb.run(&["diff", "t~1", "t"]).ok().stdout.clone();
+    assert!(
+        text.contains(&format!("rows: 60 added, 1200 removed, {modified} modified")),
+        "{text}"
+    );
     // Stored whole (no base): byte for byte.
     assert_eq!(sha256_file(&out1.join("t.parquet")), sha256_file(&v1));
     sb.assert_fsck_ok();
@@ -275,6 +303,15 @@ fn a_removed_column_still_copies_rows_and_an_added_one_stores_the_table_whole() 
     let size = std::fs::metadata(&v2).unwrap().len();
     assert!(growth * 10 < size, "v2 added {growth} bytes for a {size}-byte table");
     assert_same_table(&sb.checkout("t", "out2").join("t.parquet"), &v2);
+    let diff = sb.json(&["diff", "t~1", "t"]);
+    let d = &diff["files"][0]["records"];
+    assert_eq!(d["columns_removed"], serde_json::json!(["blob"]), "{d}");
+    assert_eq!(
+        (d["removed"].as_u64(), d["added"].as_u64()),
+        (Some(100), Some(0)),
+        "{d}"
+    );
+    assert_eq!(d["unchanged"], 19_900, "{d}");
 
     // An added column: no row of the base has it, so the table is stored whole, byte for byte.
     let extra = Arc::new(Int32Array::from_iter_values(0..19_900)) as ArrayRef;
