@@ -611,3 +611,51 @@ fn checkout_format_converts_tables_both_ways_and_refuses_nested_columns_as_csv()
     assert_eq!(text.lines().count(), 100);
     assert!(text.contains("\"point\":{\"x\":"), "{}", &text[..200]);
 }
+
+#[test]
+fn an_arrow_table_parquet_cannot_hold_is_stored_whole_and_checks_out_byte_identical() {
+    use arrow::array::UnionArray;
+    use arrow::datatypes::UnionFields;
+    let sb = Sandbox::new().with_env("SPARSE_SMALL_FILE", 0);
+    let table = |n: i32| {
+        let fields = UnionFields::try_new(
+            vec![0, 1],
+            vec![
+                Field::new("i", DataType::Int32, false),
+                Field::new("f", DataType::Float64, false),
+            ],
+        )
+        .unwrap();
+        let type_ids: Vec<i8> = (0..n).map(|i| (i % 2) as i8).collect();
+        let ints = Int32Array::from_iter_values((0..n).filter(|i| i % 2 == 0));
+        let floats = Float64Array::from_iter_values((0..n).filter(|i| i % 2 == 1).map(f64::from));
+        let offsets: Vec<i32> = (0..n).map(|i| i / 2).collect();
+        let union = UnionArray::try_new(
+            fields.clone(),
+            type_ids.into(),
+            Some(offsets.into()),
+            vec![Arc::new(ints) as ArrayRef, Arc::new(floats)],
+        )
+        .unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int32, false),
+            Field::new("u", DataType::Union(fields, arrow::datatypes::UnionMode::Dense), false),
+        ]));
+        let columns: Vec<ArrayRef> = vec![Arc::new(Int32Array::from_iter_values(0..n)), Arc::new(union)];
+        RecordBatch::try_new(schema, columns).unwrap()
+    };
+    let v1 = sb.join("v1/u.arrow");
+    write_arrow(&v1, &[table(1000)]);
+    let v2 = sb.join("v2/u.arrow");
+    write_arrow(&v2, &[table(1001)]);
+    sb.add_commit(&v1, "u", None, "v1");
+    sb.add_commit(&v2, "u", Some("u"), "v2");
+    assert_eq!(manifest(&sb, "u", "u.arrow")["kind"], "file");
+    let out = sb.checkout("u", "out");
+    assert_eq!(sha256_file(&out.join("u.arrow")), sha256_file(&v2));
+    // Nor can it be converted to Parquet: an error, not a crash.
+    let out = sb.join("as-parquet");
+    let run = sb.run(&["checkout", "u", "-o", out.to_str().unwrap(), "--format", "parquet"]);
+    let stderr = run.failed();
+    assert!(stderr.contains("u.arrow") && stderr.contains("union"), "{stderr}");
+}

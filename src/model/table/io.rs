@@ -252,6 +252,10 @@ impl Writer {
             source,
         };
         let inner = match format {
+            // arrow-rs's Parquet writer panics on unions (ARROW-8817) instead of refusing them.
+            Format::Parquet if schema.fields().iter().any(|f| has_union(f.data_type())) => {
+                return Err(err("Parquet cannot hold a union column".into()));
+            }
             Format::Parquet => Inner::Parquet(Box::new(
                 ArrowWriter::try_new(file, schema.clone(), Some(style.properties())).map_err(|e| err(e.into()))?,
             )),
@@ -302,6 +306,21 @@ impl Writer {
             format: self.format,
             source,
         })
+    }
+}
+
+/// Whether `t` is or holds a union.
+fn has_union(t: &arrow::datatypes::DataType) -> bool {
+    use arrow::datatypes::DataType as T;
+    match t {
+        T::Union(..) => true,
+        T::List(f) | T::LargeList(f) | T::FixedSizeList(f, _) | T::ListView(f) | T::LargeListView(f) | T::Map(f, _) => {
+            has_union(f.data_type())
+        }
+        T::Struct(fields) => fields.iter().any(|f| has_union(f.data_type())),
+        T::Dictionary(_, v) => has_union(v),
+        T::RunEndEncoded(_, v) => has_union(v.data_type()),
+        _ => false,
     }
 }
 

@@ -113,19 +113,17 @@ pub fn plan(
         compression: Some("zstd".into()),
         row_group_rows: None,
     };
-    let mut writer = Writer::new(
-        new_rows.reopen().map_err(io)?,
-        new_rows.path(),
-        Format::Parquet,
-        &schema,
-        &zstd,
-    )?;
+    // A table Parquet cannot hold (some Arrow IPC types) is stored whole.
+    let out = new_rows.reopen().map_err(io)?;
+    let Ok(mut writer) = Writer::new(out, new_rows.path(), Format::Parquet, &schema, &zstd) else {
+        return Ok(None);
+    };
     let mut pieces: Vec<Piece> = Vec::new();
     let mut next: Option<usize> = None;
-    let mut write_new = |batch: &RecordBatch, lo: usize, hi: usize| -> Result<(), Error> {
-        match hi > lo {
-            true => writer.write(&batch.slice(lo, hi - lo)),
-            false => Ok(()),
+    let mut writable = true;
+    let mut write_new = |batch: &RecordBatch, lo: usize, hi: usize| {
+        if hi > lo && writable {
+            writable = writer.write(&batch.slice(lo, hi - lo)).is_ok();
         }
     };
     while let Some(batch) = reader.next_batch()? {
@@ -141,7 +139,7 @@ pub fn plan(
             match j {
                 Some(j) => {
                     if let Some(lo) = run.take() {
-                        write_new(&batch, lo, i)?;
+                        write_new(&batch, lo, i);
                     }
                     push(&mut pieces, Piece::Copy { from: j as u64, len: 1 });
                     next = Some(j + 1);
@@ -154,10 +152,12 @@ pub fn plan(
             }
         }
         if let Some(lo) = run {
-            write_new(&batch, lo, batch.num_rows())?;
+            write_new(&batch, lo, batch.num_rows());
         }
     }
-    writer.finish()?;
+    if !writable || writer.finish().is_err() {
+        return Ok(None);
+    }
     drop(index);
     let rows = hasher.rows;
     let added: u64 = pieces
