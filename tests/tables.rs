@@ -659,3 +659,33 @@ fn an_arrow_table_parquet_cannot_hold_is_stored_whole_and_checks_out_byte_identi
     let stderr = run.failed();
     assert!(stderr.contains("u.arrow") && stderr.contains("union"), "{stderr}");
 }
+
+#[test]
+fn damaged_parquet_bytes_anywhere_give_an_error_or_a_table_never_a_crash() {
+    let sb = Sandbox::new().with_env("SPARSE_SMALL_FILE", 0);
+    let v1 = sb.join("v1/p.parquet");
+    penguins_parquet(&v1);
+    sb.add_commit(&v1, "p", None, "v1");
+    let bytes = std::fs::read(&v1).unwrap();
+    let mut rng = Lcg::new(7);
+    for k in 0..24 {
+        let mut damaged = bytes.clone();
+        let at = rng.below(bytes.len() as u64) as usize;
+        for b in &mut damaged[at..(at + 8).min(bytes.len())] {
+            *b ^= rng.next_u64() as u8 | 1;
+        }
+        let path = sb.write(&format!("d{k}/p.parquet"), &damaged);
+        let before = store_snapshot(&sb.store());
+        let run = sb.run(&["add", path.to_str().unwrap(), "--name", "p", "--base", "p"]);
+        let code = run.status.code();
+        assert!(
+            matches!(code, Some(0) | Some(1)),
+            "damage at {at}: exit {code:?}\n{}",
+            run.stderr
+        );
+        if !run.success() {
+            assert!(run.stderr.contains("p.parquet"), "damage at {at}: {}", run.stderr);
+            assert_unchanged(&before, &store_snapshot(&sb.store()), &format!("damage at {at}"));
+        }
+    }
+}

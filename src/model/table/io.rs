@@ -48,6 +48,16 @@ enum Batches {
 impl Reader {
     /// Opens `path` as `format`, to read from row `from` on.
     pub fn open(path: &Path, format: Format, from: u64) -> Result<Reader, Error> {
+        std::panic::catch_unwind(|| Reader::open_unguarded(path, format, from)).unwrap_or_else(|_| {
+            Err(Error::Open {
+                path: path.to_owned(),
+                format,
+                source: "the decoder failed on damaged data".into(),
+            })
+        })
+    }
+
+    fn open_unguarded(path: &Path, format: Format, from: u64) -> Result<Reader, Error> {
         let io = |source| Error::Io {
             path: path.to_owned(),
             source,
@@ -119,11 +129,19 @@ impl Reader {
     /// The next batch (never empty), or None at the end. An error names the row group or row.
     pub fn next_batch(&mut self) -> Result<Option<RecordBatch>, Error> {
         loop {
-            let next = match &mut self.batches {
+            // Damaged input can still trip a panic deep in a decoder: it is an error of the
+            // file like any other, not a crash.
+            let batches = &mut self.batches;
+            let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match batches {
                 Batches::Parquet(r) => r.next(),
                 Batches::ArrowFile(r) => r.next(),
                 Batches::ArrowStream(r) => r.next(),
-            };
+            }))
+            .unwrap_or_else(|_| {
+                Some(Err(arrow::error::ArrowError::ExternalError(
+                    "the decoder failed on damaged data".into(),
+                )))
+            });
             let batch = match next {
                 None => return Ok(None),
                 Some(Ok(b)) => b,
@@ -169,10 +187,13 @@ impl Reader {
         let Ok(builder) = ParquetRecordBatchReaderBuilder::try_new(file) else {
             return false;
         };
-        match builder.with_row_groups(vec![g]).build() {
-            Ok(mut reader) => reader.all(|b| b.is_ok()),
-            Err(_) => false,
-        }
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            match builder.with_row_groups(vec![g]).build() {
+                Ok(mut reader) => reader.all(|b| b.is_ok()),
+                Err(_) => false,
+            }
+        }))
+        .unwrap_or(false)
     }
 }
 
