@@ -191,6 +191,8 @@ impl<'a> Rebuilder<'a> {
             let files: HashMap<String, File> = snap
                 .manifests
                 .iter()
+                // A table's segments tile its new rows, not the file: a copy has no chunk of them.
+                .filter(|(_, m)| m.table.is_none())
                 .filter_map(|(path, m)| Some((path.clone(), copies.open(&snap.tree.to_string(), path, m.size)?)))
                 .collect();
             if !files.is_empty() {
