@@ -198,7 +198,15 @@ fn derived_parquet_stores_about_its_new_rows_and_both_versions_check_out_table_i
     assert!(size > 1 << 20, "the table should be over the small-file limit: {size}");
 
     sb.add_commit(&v1, "t", None, "v1");
+    // estimate plans the rows as add does.
+    let est = sb.json(&["estimate", v2.to_str().unwrap(), "--base", "t"]);
+    let expected = est["bytes"].as_u64().expect("an estimate");
+    assert_eq!(est["record_files"], 1, "{est}");
     let growth = add_measured(&sb, &v2, "t", Some("t"));
+    assert!(
+        expected < size / 10 && expected * 2 > growth,
+        "estimate {expected}, stored {growth}"
+    );
     let m = manifest(&sb, "t", "t.parquet");
     assert_eq!(m["kind"], "table", "{m}");
     assert_eq!(m["table"]["rows"], read_table(&v2).num_rows(), "{m}");

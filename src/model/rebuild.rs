@@ -213,6 +213,11 @@ impl<'a> Rebuilder<'a> {
         copy.read_exact_at(out, segment.offset + start).is_ok()
     }
 
+    /// The blob store it reads from.
+    pub fn cas(&self) -> &'a Cas {
+        self.cas
+    }
+
     /// The chain of bases it loaded, from the first base down to a snapshot without one.
     pub fn chain(&self) -> &[ObjectId] {
         &self.chain
