@@ -35,8 +35,6 @@ pub struct Reader {
     skip: u64,
     /// For Parquet: the first row of each row group, to name the one an error is in.
     groups: Vec<u64>,
-    /// Rows in the file, where its footer says.
-    rows: Option<u64>,
 }
 
 enum Batches {
@@ -68,7 +66,7 @@ impl Reader {
             source,
         };
         let file = File::open(path).map_err(io)?;
-        let (schema, batches, groups, rows, skip) = match format {
+        let (schema, batches, groups, skip) = match format {
             Format::Parquet => {
                 let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| open_err(e.into()))?;
                 let meta = builder.metadata().clone();
@@ -88,17 +86,17 @@ impl Reader {
                 }
                 let schema = builder.schema().clone();
                 let reader = builder.build().map_err(|e| open_err(e.into()))?;
-                (schema, Batches::Parquet(reader), groups, Some(total), 0)
+                (schema, Batches::Parquet(reader), groups, 0)
             }
             Format::ArrowFile => {
                 let reader =
                     FileReader::try_new(std::io::BufReader::new(file), None).map_err(|e| open_err(e.into()))?;
-                (reader.schema(), Batches::ArrowFile(reader), Vec::new(), None, from)
+                (reader.schema(), Batches::ArrowFile(reader), Vec::new(), from)
             }
             Format::ArrowStream => {
                 let reader =
                     StreamReader::try_new(std::io::BufReader::new(file), None).map_err(|e| open_err(e.into()))?;
-                (reader.schema(), Batches::ArrowStream(reader), Vec::new(), None, from)
+                (reader.schema(), Batches::ArrowStream(reader), Vec::new(), from)
             }
         };
         Ok(Reader {
@@ -109,21 +107,11 @@ impl Reader {
             at: from - skip,
             skip,
             groups,
-            rows,
         })
     }
 
     pub fn schema(&self) -> &SchemaRef {
         &self.schema
-    }
-
-    pub fn format(&self) -> Format {
-        self.format
-    }
-
-    /// Rows in the whole file, when its footer says (Parquet).
-    pub fn rows(&self) -> Option<u64> {
-        self.rows
     }
 
     /// The next batch (never empty), or None at the end. An error names the row group or row.

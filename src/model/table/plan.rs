@@ -42,7 +42,9 @@ impl Index {
 
 /// The pieces of table `file` (in `format`) and its new rows, written as Parquet to the
 /// returned scratch file; None when the base has no table at its path, its columns do not hold
-/// the new table's, or most rows are new (the table is then stored whole, byte for byte).
+/// the new table's, most rows are new, or its rows are the base's reordered (more than
+/// [`MAX_BACKWARD_JUMPS`] copies go back in the base, each a reopening of it at checkout): the
+/// table is then stored whole, byte for byte.
 /// A new table that cannot be read is an error naming the file and row group.
 pub fn plan(
     file: &SourceFile,
@@ -165,7 +167,7 @@ pub fn plan(
         .filter(|p| matches!(p, Piece::New { .. }))
         .map(Piece::len)
         .sum();
-    if rows == 0 || (rows - added) * 2 < rows {
+    if rows == 0 || (rows - added) * 2 < rows || backward_jumps(&pieces) > MAX_BACKWARD_JUMPS {
         return Ok(None);
     }
 
@@ -199,6 +201,22 @@ pub fn plan(
         },
         new_rows,
     )))
+}
+
+/// Copies that go back in the base: each one reopens the base's table when played.
+const MAX_BACKWARD_JUMPS: usize = 1024;
+
+/// How many copies start before the end of the copy played before them (rows reordered).
+fn backward_jumps(pieces: &[Piece]) -> usize {
+    let mut end = 0;
+    let mut jumps = 0;
+    for p in pieces {
+        if let Piece::Copy { from, len } = *p {
+            jumps += usize::from(from < end);
+            end = from + len;
+        }
+    }
+    jumps
 }
 
 /// Appends `p`, joining it to the last piece when it continues it.
