@@ -117,7 +117,7 @@ fn read_table(path: &Path) -> RecordBatch {
         let r = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap();
         let schema = r.schema().clone();
         (schema, r.build().unwrap().map(Result::unwrap).collect())
-    } else if name.ends_with(".arrows") {
+    } else if name.ends_with(".arrows") || name.ends_with(".ipc") {
         let r = arrow::ipc::reader::StreamReader::try_new(File::open(path).unwrap(), None).unwrap();
         let schema = r.schema();
         (schema, r.map(Result::unwrap).collect())
@@ -303,6 +303,15 @@ fn arrow_ipc_files_round_trip_with_nulls_nested_binary_and_unicode_and_a_derived
     assert_eq!(manifest(&sb, "s", "t.arrows")["kind"], "table");
     assert_eq!(manifest(&sb, "s", "t.arrows")["table"]["format"], "arrows");
     assert_same_table(&sb.checkout("s", "out-s").join("t.arrows"), &s2);
+    // A stream named .ipc is found to be a stream by its first bytes.
+    let i1 = sb.join("i1/t.ipc");
+    write_stream(&i1, &base);
+    let i2 = sb.join("i2/t.ipc");
+    write_stream(&i2, &[rows(&ids, 0)]);
+    sb.add_commit(&i1, "i", None, "i1");
+    sb.add_commit(&i2, "i", Some("i"), "i2");
+    assert_eq!(manifest(&sb, "i", "t.ipc")["table"]["format"], "arrows");
+    assert_same_table(&sb.checkout("i", "out-i").join("t.ipc"), &i2);
 }
 
 #[test]

@@ -110,14 +110,21 @@ impl std::fmt::Display for Format {
 /// The table format of the file at `abs` (named `path` in its snapshot): by extension, else
 /// by its magic bytes. None for any other file.
 pub fn detect(path: &str, abs: &Path) -> Result<Option<Format>, Error> {
-    if let Some(f) = Format::for_path(path) {
-        return Ok(Some(f));
+    let by_name = Format::for_path(path);
+    if matches!(by_name, Some(Format::Parquet | Format::ArrowStream)) {
+        return Ok(by_name);
     }
     let (head, tail) = ends(abs).map_err(|source| Error::Io {
         path: abs.to_owned(),
         source,
     })?;
-    Ok(Format::sniff(&head, &tail))
+    Ok(match by_name {
+        // `.arrow`, `.feather` and `.ipc` name streams too: a stream starts with a message
+        // (its continuation marker), a file with its magic.
+        Some(_) if !head.starts_with(b"ARROW1") && head.starts_with(&[0xFF; 4]) => Some(Format::ArrowStream),
+        Some(f) => Some(f),
+        None => Format::sniff(&head, &tail),
+    })
 }
 
 /// A file's first and last 8 bytes.
