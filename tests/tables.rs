@@ -476,7 +476,7 @@ fn bad_tables_are_refused_naming_the_file_and_line_or_row_group_and_the_store_is
     refused(
         &sb,
         &["add", json.to_str().unwrap(), "--name", "j"],
-        &["broken.jsonl", "line 4", "not JSON"],
+        &["broken.jsonl", "line 4, column 6", "not JSON"],
     );
     // In a directory, a bad file refuses the whole source.
     sb.write("in/dir/ok.csv", b"a\n1\n");

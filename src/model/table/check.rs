@@ -145,10 +145,14 @@ fn json_lines(path: &Path) -> Result<(), Error> {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&line) {
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(text) {
+            // serde's own position is within the line: say it once, as the file's.
+            let message = e.to_string();
+            let message = message.rsplit_once(" at line ").map_or(message.as_str(), |(m, _)| m);
             return Err(Error::Invalid {
                 path: path.to_owned(),
-                why: format!("line {n} is not JSON: {e}"),
+                why: format!("line {n}, column {}: not JSON: {message}", e.column()),
             });
         }
     }
