@@ -1,6 +1,6 @@
 //! Rows added, removed and modified, and columns added and removed, between two versions of a
 //! Parquet or Arrow table, for `diff`. Rows are compared by the columns both sides have with the
-//! same type (the identity of [`crate::model::table`], 16 bytes a row a side in memory); a
+//! same type (the identity of [`crate::model::table`], 8 bytes a row a side in memory); a
 //! removed and an added row with the same value in the first of those columns are one modified
 //! row. Each side is rebuilt to a scratch file and read batch by batch.
 
@@ -18,7 +18,7 @@ use crate::model::table::io::{project, row_id, Reader, RowHasher};
 use crate::model::table::{self, Format};
 
 /// Called with each row: its identity, its key's identity, its batch and its index there.
-type VisitRow<'a> = dyn FnMut(u128, Option<u128>, &RecordBatch, usize) + 'a;
+type VisitRow<'a> = dyn FnMut(u64, Option<u64>, &RecordBatch, usize) + 'a;
 
 /// One side: its table file (rebuilt to scratch) and format.
 struct Side {
@@ -136,7 +136,7 @@ pub(super) fn table_diff(
     removed_keys.sort_unstable();
     added_keys.sort_unstable();
     added_keys.dedup();
-    let modified: Vec<u128> = added_keys
+    let modified: Vec<u64> = added_keys
         .into_iter()
         .filter(|k| removed_keys.binary_search(k).is_ok())
         .collect();
@@ -147,7 +147,7 @@ pub(super) fn table_diff(
         return Ok(Some(d));
     }
     // Examples, in file order: whole rows of each side, and the key of modified rows.
-    let is_modified = |key: Option<u128>| keyed && key.is_some_and(|k| modified.binary_search(&k).is_ok());
+    let is_modified = |key: Option<u64>| keyed && key.is_some_and(|k| modified.binary_search(&k).is_ok());
     let (mut added, mut modified_rows) = (Vec::new(), Vec::new());
     each(&sb, &proj_b, &err_b, &mut |id, key, batch, i| {
         if ha.binary_search(&id).is_ok() {

@@ -715,7 +715,7 @@ impl Rebuilder<'_> {
             RowHasher::new(&schema).ok_or_else(|| bad("has columns arrow's row format cannot encode".into()))?;
         let base = base_cursor.as_mut().zip(projection.as_deref());
         replay(&pieces, base, &mut new_cursor, &schema, &mut |b| {
-            hasher.add(&b, None).map_err(|e| table::Error::Invalid {
+            hasher.add(&b).map_err(|e| table::Error::Invalid {
                 path: dest.to_owned(),
                 why: format!("its rows cannot be encoded: {e}"),
             })?;

@@ -360,21 +360,18 @@ impl RowHasher {
         self.converter.convert_columns(columns)
     }
 
-    /// Adds `batch`'s rows to the running hash of the table; returns each row's 128-bit hash.
-    pub fn add(&mut self, batch: &RecordBatch, ids: Option<&mut Vec<u128>>) -> Result<(), arrow::error::ArrowError> {
+    /// Adds `batch`'s rows to the running hash of the table.
+    pub fn add(&mut self, batch: &RecordBatch) -> Result<(), arrow::error::ArrowError> {
         let rows = self.rows_of(batch.columns())?;
-        self.add_rows(&rows, ids);
+        self.add_rows(&rows);
         Ok(())
     }
 
-    pub fn add_rows(&mut self, rows: &Rows, mut ids: Option<&mut Vec<u128>>) {
+    pub fn add_rows(&mut self, rows: &Rows) {
         for row in rows.iter() {
             let bytes = row.as_ref();
             self.whole.update(&(bytes.len() as u32).to_le_bytes());
             self.whole.update(bytes);
-            if let Some(ids) = ids.as_deref_mut() {
-                ids.push(row_id(bytes));
-            }
         }
         self.rows += rows.num_rows() as u64;
     }
@@ -385,9 +382,10 @@ impl RowHasher {
     }
 }
 
-/// A row's identity: the first 128 bits of the blake3 of its row format.
-pub fn row_id(bytes: &[u8]) -> u128 {
-    u128::from_le_bytes(blake3::hash(bytes).as_bytes()[..16].try_into().expect("16 bytes"))
+/// A row's identity: the first 64 bits of the blake3 of its row format. Two rows can share
+/// one; every use checks what it found (add plays its plan back and compares the table's hash).
+pub fn row_id(bytes: &[u8]) -> u64 {
+    u64::from_le_bytes(blake3::hash(bytes).as_bytes()[..8].try_into().expect("8 bytes"))
 }
 
 /// `batch`'s columns in the order of `projection` (indices into its schema), under `schema`.

@@ -6,7 +6,7 @@
 //! same bytes: a Parquet or Arrow file stored whole (no base, or too little in common with it)
 //! keeps its bytes.
 //!
-//! Everything streams record batch by record batch; planning keeps 20 bytes per base row.
+//! Everything streams record batch by record batch; planning keeps 12 bytes per base row.
 
 pub mod check;
 pub mod convert;

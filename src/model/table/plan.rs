@@ -29,12 +29,12 @@ pub struct Planned {
 
 /// The base's row identities in row order, and their indices sorted by identity.
 struct Index {
-    ids: Vec<u128>,
+    ids: Vec<u64>,
     by_id: Vec<u32>,
 }
 
 impl Index {
-    fn find(&self, id: u128) -> Option<usize> {
+    fn find(&self, id: u64) -> Option<usize> {
         let at = self.by_id.partition_point(|&i| self.ids[i as usize] < id);
         self.by_id.get(at).map(|&i| i as usize).filter(|&i| self.ids[i] == id)
     }
@@ -130,7 +130,7 @@ pub fn plan(
     };
     while let Some(batch) = reader.next_batch()? {
         let rows = hasher.rows_of(batch.columns()).map_err(|e| invalid(&file.abs, e))?;
-        hasher.add_rows(&rows, None);
+        hasher.add_rows(&rows);
         let mut run: Option<usize> = None;
         for (i, row) in rows.iter().enumerate() {
             let id = row_id(row.as_ref());
@@ -181,7 +181,7 @@ pub fn plan(
         Some((&mut base_cursor, &proj)),
         &mut new_cursor,
         &schema,
-        &mut |b| check.add(&b, None).map_err(|e| invalid(&file.abs, e)),
+        &mut |b| check.add(&b).map_err(|e| invalid(&file.abs, e)),
     );
     if played.is_err() || check.rows != rows || check.finish() != hash {
         return Ok(None);
