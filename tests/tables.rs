@@ -113,7 +113,7 @@ fn write_arrow(path: &Path, batches: &[RecordBatch]) {
 /// A table file's schema and all its rows in one batch.
 fn read_table(path: &Path) -> RecordBatch {
     let name = path.to_str().unwrap();
-    let (schema, batches): (SchemaRef, Vec<RecordBatch>) = if name.ends_with(".parquet") {
+    let (schema, batches): (SchemaRef, Vec<RecordBatch>) = if name.ends_with(".parquet") || name.ends_with(".data") {
         let r = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap();
         let schema = r.schema().clone();
         (schema, r.build().unwrap().map(Result::unwrap).collect())
@@ -739,4 +739,54 @@ fn a_shuffled_table_is_stored_whole_rather_than_as_thousands_of_jumps() {
     sb.add_commit(&v4, "t", Some("t~2"), "halves swapped");
     assert_eq!(manifest(&sb, "t", "t.parquet")["kind"], "table");
     assert_same_table(&sb.checkout("t", "out4").join("t.parquet"), &v4);
+}
+
+#[test]
+fn tables_are_found_by_their_bytes_and_kind_bytes_stores_them_as_plain_files() {
+    let sb = Sandbox::new().with_env("SPARSE_SMALL_FILE", 0);
+    let ids: Vec<i64> = (0..5000).collect();
+    // No table extension: found by PAR1 at both ends.
+    let v1 = sb.join("v1/table.data");
+    write_parquet(&v1, &[rows(&ids, 0)]);
+    let v2 = sb.join("v2/table.data");
+    write_parquet(&v2, &[rows(&ids[10..], 0)]);
+    sb.add_commit(&v1, "t", None, "v1");
+    sb.add_commit(&v2, "t", Some("t"), "v2");
+    let m = manifest(&sb, "t", "table.data");
+    assert_eq!(
+        (m["kind"].as_str(), m["table"]["format"].as_str()),
+        (Some("table"), Some("parquet"))
+    );
+    assert_same_table(&sb.checkout("t", "out").join("table.data"), &v2);
+    // --kind table finds it the same way; --kind bytes stores it as bytes.
+    sb.run(&[
+        "add",
+        v2.to_str().unwrap(),
+        "--name",
+        "k",
+        "--base",
+        "t~1",
+        "--kind",
+        "table",
+    ])
+    .ok();
+    sb.run(&["commit", "-m", "as table"]).ok();
+    assert_eq!(manifest(&sb, "k", "table.data")["kind"], "table");
+    sb.run(&[
+        "add",
+        v2.to_str().unwrap(),
+        "--name",
+        "k",
+        "--base",
+        "t~1",
+        "--kind",
+        "bytes",
+    ])
+    .ok();
+    sb.run(&["commit", "-m", "as bytes"]).ok();
+    assert_eq!(manifest(&sb, "k", "table.data")["kind"], "file");
+    assert_eq!(
+        sha256_file(&sb.checkout("k", "out-k").join("table.data")),
+        sha256_file(&v2)
+    );
 }
