@@ -392,6 +392,10 @@ fn a_removed_column_still_copies_rows_and_an_added_one_stores_the_table_whole() 
     );
     sb.add_commit(&v4, "t", Some("t~2"), "v4");
     assert_eq!(manifest(&sb, "t", "t.parquet")["kind"], "file");
+    let diff = sb.json(&["diff", "t~1", "t"]);
+    let d = &diff["files"][0]["records"];
+    assert_eq!(d["columns_retyped"], serde_json::json!(["id"]), "{d}");
+    assert_eq!(d["columns_removed"], serde_json::json!(["extra"]), "{d}");
     sb.assert_fsck_ok();
 }
 

@@ -31,6 +31,9 @@ pub struct RecordDiff {
     pub columns_added: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub columns_removed: Option<Vec<String>>,
+    /// Columns both sides have with another type: not compared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub columns_retyped: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Serialize)]

@@ -66,6 +66,18 @@ pub(super) fn table_diff(
     let mut d = RecordDiff {
         columns_added: Some(nb.iter().filter(|n| !na.contains(n)).cloned().collect()),
         columns_removed: Some(na.iter().filter(|n| !nb.contains(n)).cloned().collect()),
+        columns_retyped: Some(
+            sb.schema
+                .fields()
+                .iter()
+                .filter(|f| {
+                    sa.schema
+                        .column_with_name(f.name())
+                        .is_some_and(|(_, fa)| fa.data_type() != f.data_type())
+                })
+                .map(|f| f.name().clone())
+                .collect(),
+        ),
         ..RecordDiff::default()
     };
     let compared = arrow::datatypes::Schema::new(

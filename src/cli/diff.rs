@@ -75,7 +75,11 @@ fn describe(r: &Report) -> String {
                     "      {unit}: {} added, {} removed, {} modified, {} unchanged ({} -> {})\n",
                     d.added, d.removed, d.modified, d.unchanged, d.records_a, d.records_b
                 ));
-                for (what, cols) in [("added", &d.columns_added), ("removed", &d.columns_removed)] {
+                for (what, cols) in [
+                    ("added", &d.columns_added),
+                    ("removed", &d.columns_removed),
+                    ("retyped (not compared)", &d.columns_retyped),
+                ] {
                     if let Some(cols) = cols.as_ref().filter(|c| !c.is_empty()) {
                         t.push_str(&format!("      columns {what}: {}\n", cols.join(", ")));
                     }
