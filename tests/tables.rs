@@ -794,3 +794,34 @@ fn tables_are_found_by_their_bytes_and_kind_bytes_stores_them_as_plain_files() {
         sha256_file(&v2)
     );
 }
+
+#[test]
+fn gc_keeps_a_tables_piece_table_and_fsck_and_checkout_name_it_when_it_is_missing() {
+    let sb = Sandbox::new().with_env("SPARSE_SMALL_FILE", 0);
+    let ids: Vec<i64> = (0..4000).collect();
+    let v1 = sb.join("v1/t.parquet");
+    write_parquet(&v1, &[rows(&ids, 0)]);
+    let v2 = sb.join("v2/t.parquet");
+    write_parquet(&v2, &[rows(&ids[..3900], 0), rows(&[9999], 0)]);
+    sb.add_commit(&v1, "t", None, "v1");
+    sb.add_commit(&v2, "t", Some("t"), "v2");
+    let m = manifest(&sb, "t", "t.parquet");
+    let key = m["table"]["pieces"].as_str().unwrap().to_string();
+    let report = sb.json(&["gc"]);
+    assert_eq!(report["blobs_removed"], 0, "gc keeps the piece table: {report}");
+    assert_same_table(&sb.checkout("t", "after-gc").join("t.parquet"), &v2);
+    std::fs::remove_file(sb.store().join("cas").join(&key)).unwrap();
+    fsck_fails_naming(&sb, &[&key, "piece table"]);
+    let out = sb.join("refused");
+    let err = sb
+        .run(&["checkout", "t", "-o", out.to_str().unwrap()])
+        .failed()
+        .to_string();
+    assert!(err.contains(&key) && err.contains("t.parquet"), "{err}");
+    assert!(!out.join("t.parquet").exists(), "no partial file");
+    // The first version does not need it.
+    assert_eq!(
+        sha256_file(&sb.checkout("t~1", "out-v1").join("t.parquet")),
+        sha256_file(&v1)
+    );
+}
