@@ -825,3 +825,27 @@ fn gc_keeps_a_tables_piece_table_and_fsck_and_checkout_name_it_when_it_is_missin
         sha256_file(&v1)
     );
 }
+
+#[test]
+fn a_table_delta_pushed_and_cloned_checks_out_table_identical() {
+    let local = Sandbox::new().with_env("SPARSE_SMALL_FILE", 0);
+    let remote = Sandbox::new();
+    let ids: Vec<i64> = (0..4000).collect();
+    let v1 = local.join("v1/t.parquet");
+    write_parquet(&v1, &[rows(&ids, 0)]);
+    let v2 = local.join("v2/t.parquet");
+    write_parquet(&v2, &[rows(&ids[100..], 0), rows(&[7777, 8888], 2)]);
+    local.add_commit(&v1, "t", None, "v1");
+    local.add_commit(&v2, "t", Some("t"), "v2");
+    assert_eq!(manifest(&local, "t", "t.parquet")["kind"], "table");
+    let remote_path = remote.path().to_str().unwrap();
+    local.run(&["remote", "add", "origin", remote_path]).ok();
+    local.run(&["push", "origin"]).ok();
+    remote.assert_fsck_ok();
+    let clone = Sandbox::empty();
+    let clone_path = clone.path().join("c");
+    local.run(&["clone", remote_path, clone_path.to_str().unwrap()]).ok();
+    let out = clone.path().join("out");
+    run_in(&clone_path, &["checkout", "t", "-o", out.to_str().unwrap()], &[]).ok();
+    assert_same_table(&out.join("t.parquet"), &v2);
+}
