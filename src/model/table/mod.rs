@@ -87,7 +87,7 @@ impl Format {
 
     /// The format `head` and `tail` (a file's first and last 8 bytes, or fewer) show, if any.
     pub fn sniff(head: &[u8], tail: &[u8]) -> Option<Format> {
-        if head.starts_with(b"PAR1") && tail.ends_with(b"PAR1") && head.len() >= 4 {
+        if head.starts_with(b"PAR1") && tail.ends_with(b"PAR1") {
             Some(Format::Parquet)
         } else if head.starts_with(b"ARROW1") && tail.ends_with(b"ARROW1") {
             Some(Format::ArrowFile)
