@@ -162,12 +162,12 @@ fn run(args: &Args) -> Result<(), Error> {
     let mut cpu = Vec::new();
     if let Some(dir) = &args.cpu_out {
         let base_dir = dir.join("base");
-        repo.checkout(&args.base, &base_dir, true, &|_, _| {})?;
+        repo.checkout(&args.base, &base_dir, true, None, &|_, _| {})?;
         for _ in 0..runs {
             let out = dir.join("finetune");
             let _ = std::fs::remove_dir_all(&out);
             cpu.push(time(|| {
-                repo.checkout(&args.finetune, &out, true, &|_, _| {})?;
+                repo.checkout(&args.finetune, &out, true, None, &|_, _| {})?;
                 Ok(())
             })?);
         }

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use crate::model::encode::{self, check_header, encode_file, is_safetensors, Base, KnownChunks};
 use crate::model::manifest::{FileEntry, SnapshotMeta, META_FORMAT, META_PATH};
 use crate::model::source::{self, SourceFile};
+use crate::model::table;
 use crate::model::Options;
 use crate::store::cas::Key;
 use crate::store::copies::Copies;
@@ -75,6 +76,8 @@ pub enum Error {
     Base(#[from] BaseError),
     #[error(transparent)]
     Encode(#[from] encode::Error),
+    #[error(transparent)]
+    Table(#[from] table::Error),
     #[error("{path}: {source}")]
     Read {
         path: std::path::PathBuf,
@@ -135,8 +138,13 @@ impl Repository {
         let tick = |n: u64| counter.add(n);
 
         // Every header is checked before anything is written: bad input leaves the store as it was.
-        for file in files.iter().filter(|f| is_safetensors(f)) {
-            check_header(file)?;
+        for file in &files {
+            if is_safetensors(file) {
+                check_header(file)?;
+            } else {
+                // Tables open, text tables have whole rows: or nothing is stored.
+                table::check::check(file, opts.kind)?;
+            }
         }
         let written = Mutex::new(Vec::new());
         // Any chunk already stored whole, in any model, is referred to rather than coded again.

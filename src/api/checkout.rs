@@ -1,4 +1,5 @@
-//! `checkout`: write every file of a revision into a directory, byte for byte as it was added.
+//! `checkout`: write every file of a revision into a directory, byte for byte as it was added
+//! (tables stored as row deltas: the same schema, values and row order).
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +9,10 @@ use super::rev;
 use super::{progress, Repository};
 use crate::model::rebuild::{self, destination, Rebuilder};
 use crate::model::snapshot::{self, Snapshot};
+use crate::model::table::{
+    self,
+    convert::{convert, Target},
+};
 use crate::store::copies::Copies;
 use crate::store::history;
 
@@ -20,6 +25,13 @@ pub struct Report {
     /// The lossy tier of the revision, if it stores tensors lossy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lossy: Option<String>,
+    /// Tables rebuilt from row deltas: the same schema, values and row order as added, not
+    /// necessarily the same bytes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<String>,
+    /// Tables written in another format (`--format`): the file's path, and the path written.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub converted: Vec<(String, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +48,12 @@ pub enum Error {
     NotEmpty(PathBuf),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("revision {rev}: converting {file}: {source}")]
+    Convert {
+        rev: String,
+        file: String,
+        source: Box<table::Error>,
+    },
 }
 
 impl Repository {
@@ -45,6 +63,7 @@ impl Repository {
         rev: &str,
         dir: &Path,
         force: bool,
+        format: Option<Target>,
         progress: progress::Report<'_>,
     ) -> Result<Report, Error> {
         let commit = self.resolve(rev)?;
@@ -79,6 +98,8 @@ impl Repository {
         let counter = progress::Counter::new(total, progress);
         let tick = |n: u64| counter.add(n);
         let mut bytes = 0;
+        let mut tables = Vec::new();
+        let mut converted_files = Vec::new();
         for entry in &snap.meta.files {
             let dest = destination(dir, &entry.path).map_err(rebuild_err)?;
             let parent = dest.parent().expect("inside dir");
@@ -87,8 +108,12 @@ impl Repository {
                 bytes += rebuilder
                     .write_file(&snap, &entry.path, &dest, &tick)
                     .map_err(rebuild_err)?;
-                // A hint only: later checkouts of models based on this one read it from here.
-                let _ = copies.record(&snap.tree.to_string(), &entry.path, &dest);
+                if snap.manifests[&entry.path].table.is_some() {
+                    tables.push(entry.path.clone());
+                } else {
+                    // A hint only: later checkouts of models based on this one read it from here.
+                    let _ = copies.record(&snap.tree.to_string(), &entry.path, &dest);
+                }
             } else {
                 let content = self.history.read_blob(snap.blobs[&entry.path])?;
                 if content.len() as u64 != entry.size {
@@ -105,6 +130,17 @@ impl Repository {
                 tick(content.len() as u64);
                 bytes += content.len() as u64;
             }
+            if let Some(target) = format {
+                let converted = convert(&entry.path, &dest, target).map_err(|source| Error::Convert {
+                    rev: rev.into(),
+                    file: entry.path.clone(),
+                    source: Box::new(source),
+                })?;
+                if let Some(to) = converted {
+                    let to = to.strip_prefix(dir).unwrap_or(&to).to_string_lossy().into_owned();
+                    converted_files.push((entry.path.clone(), to));
+                }
+            }
         }
         Ok(Report {
             commit: commit.to_string(),
@@ -112,6 +148,8 @@ impl Repository {
             files: snap.meta.files.len(),
             bytes,
             lossy: snap.meta.lossy.clone(),
+            tables,
+            converted: converted_files,
         })
     }
 }

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use super::record_diff::{record_diff, RecordDiff};
 use super::rev;
+use super::table_diff::table_diff;
 use super::Repository;
 use crate::model::manifest::{Manifest, Segment, TensorMeta};
 use crate::model::rebuild::{self, first, with_buffer, Rebuilder};
@@ -146,7 +147,7 @@ pub struct Report {
 
 /// A loaded revision and the rebuilder for its chunks.
 pub(super) struct Loaded<'r> {
-    rev: String,
+    pub(super) rev: String,
     commit: history::ObjectId,
     pub(super) snap: Snapshot,
     pub(super) rebuilder: Rebuilder<'r>,
@@ -264,7 +265,15 @@ impl Repository {
             if all || change != Change::Unchanged {
                 let is_model = |l: &Loaded| l.snap.manifests.get(path).is_some_and(|m| m.kind == "safetensors");
                 let records = match change {
-                    Change::Changed if !is_model(&a) && !is_model(&b) => record_diff(self, &a, &b, path, rows)?,
+                    Change::Changed if !is_model(&a) && !is_model(&b) => {
+                        let is_table = |l: &Loaded| l.snap.manifests.get(path).is_some_and(|m| m.table.is_some());
+                        match table_diff(self, &a, &b, path, rows)? {
+                            Some(d) => Some(d),
+                            // A table rebuilt from rows has no byte ranges to compare.
+                            None if is_table(&a) || is_table(&b) => None,
+                            None => record_diff(self, &a, &b, path, rows)?,
+                        }
+                    }
                     _ => None,
                 };
                 files.push(FileDiff {
@@ -462,6 +471,13 @@ impl Repository {
         let (ma, mb) = (a.snap.manifests.get(path), b.snap.manifests.get(path));
         match (ma, mb) {
             (None, None) => Ok(a.snap.blobs[path] == b.snap.blobs[path]),
+            // Tables rebuilt from rows: the same rows (their hash) and format; else changed.
+            (Some(ma), Some(mb)) if ma.table.is_some() || mb.table.is_some() => Ok(ma
+                .table
+                .as_ref()
+                .zip(mb.table.as_ref())
+                .is_some_and(|(x, y)| x.hash == y.hash && x.rows == y.rows && x.format == y.format)),
+            (Some(m), None) | (None, Some(m)) if m.table.is_some() => Ok(false),
             // A records file's segments hold only its new bytes: compare the bytes.
             (Some(ma), Some(mb)) if copies(ma) || copies(mb) => same_bytes(a, b, path, ma.size, mb.size),
             (Some(ma), Some(mb)) => same_manifest(a, ma, mb, path),

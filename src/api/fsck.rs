@@ -115,6 +115,14 @@ impl Repository {
                         ));
                     }
                 }
+                if let Some(t) = m.table.as_ref().filter(|t| t.added < t.rows) {
+                    if base.and_then(|b| b.manifests.get(&t.base_file)).is_none() {
+                        errors.push(format!(
+                            "commit {id}: {path}: copies rows of {:?}, which its base does not have",
+                            t.base_file
+                        ));
+                    }
+                }
                 for seg in &m.segments {
                     let Some(p) = &seg.parent else { continue };
                     let found = base.and_then(|b| b.find(p)).map(|(pm, i)| &pm.segments[i]);
@@ -162,10 +170,14 @@ impl Repository {
             }
         }
         for (path, m) in &snap.manifests {
-            if let Some(r) = m.records.as_ref().filter(|r| !present.contains(&r.pieces)) {
+            let pieces = m
+                .records
+                .as_ref()
+                .map(|r| r.pieces)
+                .or(m.table.as_ref().map(|t| t.pieces));
+            if let Some(p) = pieces.filter(|p| !present.contains(p)) {
                 errors.push(format!(
-                    "tree {tree}: {path}: its piece table is blob {}, which is missing",
-                    r.pieces
+                    "tree {tree}: {path}: its piece table is blob {p}, which is missing"
                 ));
             }
             for seg in &m.segments {

@@ -20,6 +20,7 @@ pub mod refs;
 pub mod remote;
 pub mod rev;
 pub mod status;
+pub mod table_diff;
 
 use std::path::{Path, PathBuf};
 

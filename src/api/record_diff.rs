@@ -25,13 +25,22 @@ pub struct RecordDiff {
     pub modified: u64,
     /// The first records of each kind (as many as asked for), as text.
     pub examples: Examples,
+    /// For a table (Parquet, Arrow): the columns only the second, or only the first, side has.
+    /// Rows are compared by the columns both have with the same type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub columns_added: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub columns_removed: Option<Vec<String>>,
+    /// Columns both sides have with another type: not compared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub columns_retyped: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Serialize)]
 pub struct Examples {
     pub added: Vec<String>,
     pub removed: Vec<String>,
-    /// The keys of modified records.
+    /// The keys of modified records (for a table: `column=value` of its first compared column).
     pub modified: Vec<String>,
 }
 

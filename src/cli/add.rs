@@ -3,6 +3,7 @@ use super::{progress, Error};
 use crate::api::auto_base::Choice;
 use crate::api::Repository;
 use crate::codec::lossy::Tier;
+use crate::model::table::check::Kind;
 use crate::model::Options;
 
 /// Stage a model (directory, .safetensors file, or hf:ORG/NAME[@REV]) under a name.
@@ -38,6 +39,12 @@ pub struct Args {
     /// The rank of `--lossy lowrank` (default 16).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub rank: Option<u32>,
+    /// How files are taken. auto: Parquet and Arrow IPC tables (by extension or magic bytes)
+    /// compared by row, CSV, TSV and JSON Lines checked for whole rows, text compared by record;
+    /// table: every file must be a Parquet or Arrow table; text: records, no checks;
+    /// bytes: plain bytes only.
+    #[arg(long, value_enum, default_value_t)]
+    pub kind: Kind,
 }
 
 pub fn run(repo: &Repository, args: &Args, out: &Output) -> Result<i32, Error> {
@@ -58,6 +65,7 @@ pub fn run(repo: &Repository, args: &Args, out: &Output) -> Result<i32, Error> {
     if opts.lossy.is_some() && args.base.is_none() {
         return Err("--lossy stores changes against a base: give --base REV".into());
     }
+    opts.kind = args.kind;
     let report = repo.add(
         &args.source,
         &args.name,

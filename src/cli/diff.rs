@@ -70,10 +70,20 @@ fn describe(r: &Report) -> String {
         for f in &r.files {
             t.push_str(&format!("  {} {}\n", mark(f.change), f.path));
             if let Some(d) = &f.records {
+                let unit = if d.columns_added.is_some() { "rows" } else { "records" };
                 t.push_str(&format!(
-                    "      records: {} added, {} removed, {} modified, {} unchanged ({} -> {})\n",
+                    "      {unit}: {} added, {} removed, {} modified, {} unchanged ({} -> {})\n",
                     d.added, d.removed, d.modified, d.unchanged, d.records_a, d.records_b
                 ));
+                for (what, cols) in [
+                    ("added", &d.columns_added),
+                    ("removed", &d.columns_removed),
+                    ("retyped (not compared)", &d.columns_retyped),
+                ] {
+                    if let Some(cols) = cols.as_ref().filter(|c| !c.is_empty()) {
+                        t.push_str(&format!("      columns {what}: {}\n", cols.join(", ")));
+                    }
+                }
                 for (m, rows) in [
                     ("+", &d.examples.added),
                     ("-", &d.examples.removed),

@@ -47,7 +47,7 @@ pub fn run(repo: &Repository, args: &Args, out: &Output) -> Result<i32, Error> {
         ) + &match e.record_files {
             0 => String::new(),
             n => format!(
-                "\n{n} text tables compared with the base record by record: {} of their {} are new",
+                "\n{n} tables compared with the base record by record or row by row: {} of their {} are new",
                 bytes(e.new_record_bytes),
                 bytes(e.record_bytes)
             ),

@@ -13,13 +13,15 @@ use memmap2::{Mmap, UncheckedAdvice};
 use rayon::prelude::*;
 
 use super::manifest::{
-    Chunk, Lossy, Manifest, ParentRef, RecordsRef, Segment, TensorMeta, MANIFEST_FORMAT, MANIFEST_FORMAT_RECORDS,
+    Chunk, Lossy, Manifest, ParentRef, RecordsRef, Segment, TableRef, TensorMeta, MANIFEST_FORMAT,
+    MANIFEST_FORMAT_RECORDS, MANIFEST_FORMAT_TABLE,
 };
 use super::rebuild::{self, Rebuilder};
 use super::records;
 use super::safetensors::{self, dtype_name, plane_width, HeaderError};
 use super::snapshot::Snapshot;
 use super::source::SourceFile;
+use super::table;
 use super::Options;
 use crate::codec::lossy::{self, Factors, Float, Tier};
 use crate::codec::rows::{self, Piece};
@@ -37,6 +39,8 @@ pub enum Error {
     Parent { path: PathBuf, source: Box<rebuild::Error> },
     #[error(transparent)]
     Blob(#[from] cas::Error),
+    #[error(transparent)]
+    Table(#[from] super::table::Error),
     #[error("{path} changed while it was being added (now {now} bytes, was {was})")]
     Changed { path: PathBuf, now: u64, was: u64 },
 }
@@ -130,10 +134,31 @@ pub fn encode_file(
     let bytes: &[u8] = map.as_deref().unwrap_or(&[]);
 
     let mut planned = None;
+    let mut tabled = None;
+    let table_format = match is_safetensors(file) {
+        true => None,
+        false => table::check::format(file, opts.kind)?,
+    };
     let (kind, mut segments) = if is_safetensors(file) {
         let header = safetensors::parse(&file.abs, bytes)?;
         ("safetensors", plan_safetensors(&header, opts, base))
-    } else if let Some(p) = records::plan(file, bytes, opts, base, &|lo, hi| release(&map, lo, hi))? {
+    } else if let Some((t, scratch)) = match table_format {
+        Some(f) => table::plan::plan(file, f, base, cas)?,
+        None => None,
+    } {
+        let len = scratch.as_file().metadata().map_err(|source| Error::Io {
+            path: scratch.path().to_owned(),
+            source,
+        })?;
+        let segments = vec![plain(0, len.len(), 1, opts, None, None)];
+        // Rows copied from the base cost no coding: counted as done.
+        progress(file.size.saturating_sub(len.len()));
+        tabled = Some((t, scratch, len.len()));
+        ("table", segments)
+    } else if let Some(p) = match opts.kind {
+        table::check::Kind::Bytes => None,
+        _ => records::plan(file, bytes, opts, base, &|lo, hi| release(&map, lo, hi))?,
+    } {
         let segments = vec![plain(0, p.added, 1, opts, None, None)];
         planned = Some(p);
         ("records", segments)
@@ -141,11 +166,13 @@ pub fn encode_file(
         ("file", vec![plain(0, file.size, 1, opts, None, None)])
     };
     // A records file codes only its new bytes, gathered into a scratch file first.
-    let added = match &planned {
-        Some(p) => Some(gather_new(file, bytes, &p.pieces, cas, &|lo, hi| {
-            release(&map, lo, hi)
-        })?),
-        None => None,
+    let added = match (&planned, &tabled) {
+        (Some(p), _) => {
+            let (scratch, m) = gather_new(file, bytes, &p.pieces, cas, &|lo, hi| release(&map, lo, hi))?;
+            Some((Some(scratch), m))
+        }
+        (None, Some((_, scratch, len))) => Some((None, map_scratch(scratch, *len)?)),
+        (None, None) => None,
     };
     let (map, bytes): (&Option<Mmap>, &[u8]) = match &added {
         Some((_, m)) => (m, m.as_deref().unwrap_or(&[])),
@@ -309,24 +336,33 @@ pub fn encode_file(
             seg.chunks.push(chunk);
         }
     }
+    let table = match tabled {
+        Some((t, _, rows_bytes)) => {
+            let (key, stored) = put_pieces(&t.pieces, cas, written, &mut new_bytes, &mut blobs)?;
+            Some(TableRef {
+                format: t.format.name().into(),
+                base_file: file.path.clone(),
+                rows: t.rows,
+                pieces: key,
+                count: t.pieces.len() as u64,
+                pieces_stored: stored,
+                added: t.added,
+                new_bytes: rows_bytes,
+                hash: t.hash,
+                compression: t.style.compression,
+                row_group_rows: t.style.row_group_rows,
+            })
+        }
+        None => None,
+    };
     let records = match planned {
         Some(p) => {
-            let table = rows::encode_pieces(&p.pieces);
-            let put = cas.put(&table, Compress::Zstd(PIECES_LEVEL))?;
-            if put.new {
-                written.lock().expect("no panics while holding it").push(put.key);
-                new_bytes += put.stored;
-            }
-            let sizes = BlobSizes {
-                decoded: table.len() as u64,
-                stored: put.stored,
-            };
-            blobs.push((put.key, sizes));
+            let (key, stored) = put_pieces(&p.pieces, cas, written, &mut new_bytes, &mut blobs)?;
             Some(RecordsRef {
                 base_file: file.path.clone(),
-                pieces: put.key,
+                pieces: key,
                 count: p.pieces.len() as u64,
-                pieces_stored: put.stored,
+                pieces_stored: stored,
                 added: p.added,
                 hash: p.hash,
             })
@@ -334,14 +370,16 @@ pub fn encode_file(
         None => None,
     };
     let manifest = Manifest {
-        format: match records {
-            Some(_) => MANIFEST_FORMAT_RECORDS.into(),
-            None => MANIFEST_FORMAT.into(),
+        format: match (&records, &table) {
+            (Some(_), _) => MANIFEST_FORMAT_RECORDS.into(),
+            (None, Some(_)) => MANIFEST_FORMAT_TABLE.into(),
+            (None, None) => MANIFEST_FORMAT.into(),
         },
         kind: kind.into(),
         size: file.size,
         segments,
         records,
+        table,
     };
     Ok(Encoded {
         manifest,
@@ -509,6 +547,42 @@ fn gather_new(
         _ => Some(unsafe { Mmap::map(scratch.as_file()) }.map_err(io)?),
     };
     Ok((scratch, map))
+}
+
+/// Stores a piece table (zstd-compressed), recording its blob: its key and stored size.
+fn put_pieces(
+    pieces: &[Piece],
+    cas: &Cas,
+    written: &Mutex<Vec<Key>>,
+    new_bytes: &mut u64,
+    blobs: &mut Vec<(Key, BlobSizes)>,
+) -> Result<(Key, u64), Error> {
+    let table = rows::encode_pieces(pieces);
+    let put = cas.put(&table, Compress::Zstd(PIECES_LEVEL))?;
+    if put.new {
+        written.lock().expect("no panics while holding it").push(put.key);
+        *new_bytes += put.stored;
+    }
+    let sizes = BlobSizes {
+        decoded: table.len() as u64,
+        stored: put.stored,
+    };
+    blobs.push((put.key, sizes));
+    Ok((put.key, put.stored))
+}
+
+/// Maps a scratch file of `len` bytes (None when empty).
+fn map_scratch(scratch: &tempfile::NamedTempFile, len: u64) -> Result<Option<Mmap>, Error> {
+    match len {
+        0 => Ok(None),
+        // SAFETY: a private scratch file, read only, that nothing else writes while mapped.
+        _ => unsafe { Mmap::map(scratch.as_file()) }
+            .map(Some)
+            .map_err(|source| Error::Io {
+                path: scratch.path().to_owned(),
+                source,
+            }),
+    }
 }
 
 /// Drops the pages of `lo..hi` of a source's mapping: resident memory stays at what is in use.

@@ -13,6 +13,8 @@ pub const META_FORMAT: &str = "sparse-snapshot/1";
 pub const MANIFEST_FORMAT: &str = "sparse-manifest/1";
 /// The format of a `records` manifest ([`RecordsRef`]), which readers of version 1 cannot rebuild.
 pub const MANIFEST_FORMAT_RECORDS: &str = "sparse-manifest/2";
+/// The format of a `table` manifest ([`TableRef`]), which readers of versions 1 and 2 cannot rebuild.
+pub const MANIFEST_FORMAT_TABLE: &str = "sparse-manifest/3";
 
 /// What a snapshot is, where its delta parent is, and which of its files are manifests.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -50,6 +52,9 @@ pub struct Manifest {
     /// For kind `records`: how the file is pieced together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub records: Option<RecordsRef>,
+    /// For kind `table`: the rows of the base's table it copies, and its new rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<TableRef>,
 }
 
 /// A contiguous run of a file's bytes: the safetensors header, one tensor, or a plain file.
@@ -117,6 +122,38 @@ pub struct RecordsRef {
     pub hash: Key,
 }
 
+/// How a `table` file (Parquet or Arrow IPC) is rebuilt: its rows are pieces, each a run of rows
+/// of `base_file` in the base snapshot or of the new-rows Parquet file that the manifest's
+/// segments tile. The rebuilt file holds the same schema, values and row order (docs/FORMAT.md,
+/// "Tables"), not necessarily the same bytes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TableRef {
+    /// `parquet`, `arrow` (IPC file) or `arrows` (IPC stream): what checkout writes.
+    pub format: String,
+    /// The file of the base snapshot that copied rows come from.
+    pub base_file: String,
+    /// Rows of the table.
+    pub rows: u64,
+    /// The blob of the piece table (the records piece table, counted in rows), its piece count,
+    /// and the size of the blob's file.
+    pub pieces: Key,
+    pub count: u64,
+    pub pieces_stored: u64,
+    /// Rows that are new: the rows of the new-rows file.
+    pub added: u64,
+    /// Bytes of the new-rows Parquet file: what the segments tile.
+    pub new_bytes: u64,
+    /// blake3 of the table's rows in arrow's row format, each preceded by its length (u32 LE),
+    /// checked when the table is rebuilt.
+    pub hash: Key,
+    /// For Parquet: the source's compression (`zstd`, `snappy`, `uncompressed`) and rows per
+    /// row group, which checkout writes again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_group_rows: Option<u64>,
+}
+
 /// One chunk: how it is coded, the blake3 of its decoded bytes, and the blob holding the code.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Chunk {
@@ -172,11 +209,15 @@ impl Manifest {
             .segments
             .iter()
             .filter_map(|s| s.lossy.as_ref().and_then(|l| l.factor));
-        chunks.chain(factors).chain(self.records.as_ref().map(|r| r.pieces))
+        chunks
+            .chain(factors)
+            .chain(self.records.as_ref().map(|r| r.pieces))
+            .chain(self.table.as_ref().map(|t| t.pieces))
     }
 
     pub fn stored(&self) -> u64 {
-        let table = self.records.as_ref().map_or(0, |r| r.pieces_stored);
+        let table =
+            self.records.as_ref().map_or(0, |r| r.pieces_stored) + self.table.as_ref().map_or(0, |t| t.pieces_stored);
         self.segments.iter().map(Segment::stored).sum::<u64>() + table
     }
 }

@@ -11,6 +11,7 @@ pub mod safetensors;
 pub mod sample;
 pub mod snapshot;
 pub mod source;
+pub mod table;
 
 /// Tunable sizes. Tests shrink them to reach edge cases (many chunks, tiny files) with tiny inputs.
 #[derive(Debug, Clone)]
@@ -26,6 +27,8 @@ pub struct Options {
     pub max_depth: usize,
     /// Store float matrices that have a parent lossy, in this tier (never from the environment).
     pub lossy: Option<crate::codec::lossy::Tier>,
+    /// How files are taken: tables, text records or bytes (`--kind`).
+    pub kind: table::check::Kind,
 }
 
 impl Default for Options {
@@ -36,6 +39,7 @@ impl Default for Options {
             small_file: 1 << 20,
             max_depth: 4,
             lossy: None,
+            kind: table::check::Kind::Auto,
         }
     }
 }

@@ -10,8 +10,11 @@ use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
-use super::manifest::{Manifest, RecordsRef};
+use super::manifest::{Manifest, RecordsRef, TableRef};
 use super::snapshot::{self, Snapshot};
+use super::table::io::{ParquetStyle, RowHasher, Writer};
+use super::table::replay::{replay, Cursor};
+use super::table::{self, Format};
 use crate::codec::rows::{self, Piece};
 use crate::codec::{self, Codec};
 use crate::store::cas::{self, Cas, Key};
@@ -69,6 +72,11 @@ pub enum Error {
     Io { path: PathBuf, source: std::io::Error },
     #[error("refusing to write {path:?}: {why}")]
     BadPath { path: String, why: String },
+    #[error("{file}: {source}")]
+    Table {
+        file: String,
+        source: Box<super::table::Error>,
+    },
     #[error("base chain is deeper than {0} snapshots (a cycle?)")]
     TooDeep(usize),
 }
@@ -183,6 +191,8 @@ impl<'a> Rebuilder<'a> {
             let files: HashMap<String, File> = snap
                 .manifests
                 .iter()
+                // A table's segments tile its new rows, not the file: a copy has no chunk of them.
+                .filter(|(_, m)| m.table.is_none())
                 .filter_map(|(path, m)| Some((path.clone(), copies.open(&snap.tree.to_string(), path, m.size)?)))
                 .collect();
             if !files.is_empty() {
@@ -201,6 +211,11 @@ impl<'a> Rebuilder<'a> {
         let segment = &snap.manifests[file].segments[seg];
         let (start, _) = segment.chunk_range(i);
         copy.read_exact_at(out, segment.offset + start).is_ok()
+    }
+
+    /// The blob store it reads from.
+    pub fn cas(&self) -> &'a Cas {
+        self.cas
     }
 
     /// The chain of bases it loaded, from the first base down to a snapshot without one.
@@ -234,6 +249,12 @@ impl<'a> Rebuilder<'a> {
         let Some(manifest) = snap.manifests.get(file) else {
             return Ok(false);
         };
+        if manifest.table.is_some() {
+            return Err(Error::BadPath {
+                path: file.to_string(),
+                why: "a table is rebuilt whole, not read by byte range".into(),
+            });
+        }
         if offset
             .checked_add(out.len() as u64)
             .is_none_or(|end| end > manifest.size)
@@ -502,6 +523,9 @@ impl<'a> Rebuilder<'a> {
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<u64, Error> {
         let manifest = &snap.manifests[path];
+        if let Some(t) = &manifest.table {
+            return self.write_table(snap, path, t, dest, progress);
+        }
         let io = |source| Error::Io {
             path: dest.to_owned(),
             source,
@@ -590,6 +614,150 @@ impl<'a> Rebuilder<'a> {
         }
         tmp.persist(dest).map_err(|e| io(e.error))?;
         Ok(manifest.size)
+    }
+}
+
+impl Rebuilder<'_> {
+    /// Writes table `path` of `snap` to `dest`: its base's table (rebuilt to a scratch file)
+    /// and its new rows, played as its pieces say, in the table's format; the rows' hash is
+    /// checked before the file appears. Returns the bytes written.
+    fn write_table(
+        &self,
+        snap: &Snapshot,
+        path: &str,
+        t: &TableRef,
+        dest: &Path,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<u64, Error> {
+        let io = |source| Error::Io {
+            path: dest.to_owned(),
+            source,
+        };
+        let table_err = |source: table::Error| Error::Table {
+            file: path.to_string(),
+            source: Box::new(source),
+        };
+        let bad = |why: String| Error::Pieces {
+            file: path.to_string(),
+            why,
+        };
+        let parent = dest.parent().expect("destinations are inside the output directory");
+        let format = Format::from_name(&t.format).ok_or_else(|| bad(format!("names table format {:?}", t.format)))?;
+        let bytes = self.cas.get(&t.pieces).map_err(|source| Error::Blob {
+            file: path.to_string(),
+            what: "its piece table".into(),
+            chunk: 0,
+            source: Box::new(source),
+        })?;
+        let pieces = rows::decode_pieces(&bytes, t.count, t.rows)
+            .ok_or_else(|| bad(format!("does not describe {} pieces of {} rows", t.count, t.rows)))?;
+        let added: u64 = pieces
+            .iter()
+            .filter(|p| matches!(p, Piece::New { .. }))
+            .map(Piece::len)
+            .sum();
+        if added != t.added {
+            return Err(bad(format!("has {added} new rows, the manifest {}", t.added)));
+        }
+
+        // The new rows: the file the segments tile.
+        let new_rows = output_file(parent).map_err(io)?;
+        let mut buf = Vec::new();
+        let mut at = 0;
+        while at < t.new_bytes {
+            let n = RECORDS_WINDOW.min(t.new_bytes - at);
+            buf.resize(n as usize, 0);
+            if !self.read_segments(snap, path, at, &mut buf)? {
+                return Err(bad(format!("has no new-rows bytes at {at}")));
+            }
+            new_rows.as_file().write_all_at(&buf, at).map_err(io)?;
+            at += n;
+        }
+        let mut new_cursor = Cursor::new(new_rows.path(), Format::Parquet);
+        let schema = new_cursor.schema().map_err(table_err)?;
+
+        // The base's table, when rows are copied from it.
+        let copies = pieces.iter().any(|p| matches!(p, Piece::Copy { .. }));
+        let base_file = match copies {
+            false => None,
+            true => {
+                let commit = snap.base()?.ok_or_else(|| Error::NoBase {
+                    file: path.to_string(),
+                    what: "its table".into(),
+                })?;
+                let base = self.base(&commit).ok_or_else(|| Error::NoBase {
+                    file: path.to_string(),
+                    what: "its table".into(),
+                })?;
+                if !base.manifests.contains_key(&t.base_file) {
+                    return Err(Error::MissingCopy {
+                        file: path.to_string(),
+                        from: t.base_file.clone(),
+                        offset: 0,
+                        end: 0,
+                        base: commit.to_string(),
+                    });
+                }
+                let tmp = output_file(parent).map_err(io)?.into_temp_path();
+                self.write_file(base, &t.base_file, &tmp, &|_| {})?;
+                let format = match base.manifests[&t.base_file].table.as_ref() {
+                    Some(bt) => Format::from_name(&bt.format),
+                    None => table::detect(&t.base_file, &tmp).map_err(table_err)?,
+                };
+                let format =
+                    format.ok_or_else(|| bad(format!("copies rows of {}, which is not a table", t.base_file)))?;
+                Some((tmp, format))
+            }
+        };
+        let mut base_cursor = base_file.as_ref().map(|(p, f)| Cursor::new(p, *f));
+        let projection = match &mut base_cursor {
+            Some(c) => {
+                let base_schema = c.schema().map_err(table_err)?;
+                Some(table::replay::projection(&schema, &base_schema).ok_or_else(|| {
+                    bad(format!(
+                        "copies rows of {}, whose columns do not hold the table's",
+                        t.base_file
+                    ))
+                })?)
+            }
+            None => None,
+        };
+
+        let out = output_file(parent).map_err(io)?;
+        let style = ParquetStyle {
+            compression: t.compression.clone(),
+            row_group_rows: t.row_group_rows,
+        };
+        let mut writer = Writer::new(out.reopen().map_err(io)?, dest, format, &schema, &style).map_err(table_err)?;
+        let mut hasher =
+            RowHasher::new(&schema).ok_or_else(|| bad("has columns arrow's row format cannot encode".into()))?;
+        let base = base_cursor.as_mut().zip(projection.as_deref());
+        replay(&pieces, base, &mut new_cursor, &schema, &mut |b| {
+            hasher.add(&b).map_err(|e| table::Error::Invalid {
+                path: dest.to_owned(),
+                why: format!("its rows cannot be encoded: {e}"),
+            })?;
+            writer.write(&b)
+        })
+        .map_err(table_err)?;
+        writer.finish().map_err(table_err)?;
+        let found = hasher.finish();
+        if hasher.rows != t.rows || found != t.hash {
+            return Err(Error::Hash {
+                file: path.to_string(),
+                what: format!("the table's {} rows", hasher.rows),
+                chunk: 0,
+                mismatch: Box::new(Mismatch {
+                    blob: None,
+                    found,
+                    expected: t.hash,
+                }),
+            });
+        }
+        let size = out.as_file().metadata().map_err(io)?.len();
+        out.persist(dest).map_err(|e| io(e.error))?;
+        progress(snap.manifests[path].size);
+        Ok(size)
     }
 }
 

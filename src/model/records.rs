@@ -53,7 +53,7 @@ pub fn plan(
     let Some(parent) = b.snapshot.manifests.get(&file.path) else {
         return Ok(None);
     };
-    if !rows::is_text(bytes) {
+    if !rows::is_text(bytes) || parent.table.is_some() {
         return Ok(None);
     }
     let records = Records::for_path(&file.path);

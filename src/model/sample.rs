@@ -11,6 +11,7 @@ use super::manifest::Segment;
 use super::records;
 use super::safetensors;
 use super::source::SourceFile;
+use super::table;
 use super::Options;
 use crate::codec;
 use crate::codec::rows::{self, Piece};
@@ -58,8 +59,10 @@ pub struct Estimate {
     pub bytes: u64,
     /// Expected bytes to store without a base.
     pub alone_bytes: u64,
-    /// Text tables stored as records of their base's file of the same path: how many, their
-    /// bytes, the bytes of records the base lacks, and the expected bytes to store them.
+    /// Text tables stored as records of their base's file of the same path, and Parquet and
+    /// Arrow tables stored as rows of their base's table: how many, their bytes, the bytes of
+    /// the records the base lacks (for tables: of the new-rows Parquet file), and the expected
+    /// bytes to store them.
     pub record_files: usize,
     pub record_bytes: u64,
     pub new_record_bytes: u64,
@@ -98,6 +101,29 @@ pub fn estimate(
                 // A text table with a counterpart in the base: its records are all compared
                 // (exact, and the bulk of the time), and a sample of its new bytes is coded.
                 // Not when nothing is to be coded (the quick count `--base auto` makes).
+                // A table with a counterpart in the base: planned as add plans it (its new rows
+                // written to a scratch file, removed again), the new rows counted as stored.
+                let tabled = match (size.tensors, base) {
+                    (0, _) | (_, None) => None,
+                    (_, Some(b)) => match table::check::format(file, opts.kind)? {
+                        Some(f) => table::plan::plan(file, f, base, b.rebuilder.cas())?,
+                        None => None,
+                    },
+                };
+                if let Some((t, scratch)) = tabled {
+                    let new_bytes = scratch.as_file().metadata().map_or(0, |m| m.len());
+                    est.record_files += 1;
+                    est.record_bytes += file.size;
+                    est.new_record_bytes += new_bytes;
+                    let table = rows::encode_pieces(&t.pieces);
+                    let table = zstd::bulk::compress(&table, encode::PIECES_LEVEL).map_or(table.len(), |t| t.len());
+                    est.records_stored += new_bytes + table as u64;
+                    let n = size.bytes.min(file.size) as usize;
+                    tally
+                        .alone
+                        .push(coded_len(&bytes[..n], None, 1, opts) as f64 / n.max(1) as f64);
+                    continue;
+                }
                 let planned = match size.tensors {
                     0 => None,
                     _ => records::plan(file, bytes, opts, base, &|_, _| {})?,

@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 
 use super::manifest::{
-    Manifest, ParentRef, SnapshotMeta, MANIFEST_FORMAT, MANIFEST_FORMAT_RECORDS, META_FORMAT, META_PATH,
+    Manifest, ParentRef, SnapshotMeta, MANIFEST_FORMAT, MANIFEST_FORMAT_RECORDS, MANIFEST_FORMAT_TABLE, META_FORMAT,
+    META_PATH,
 };
 use crate::store::history::{self, History, ObjectId};
 
@@ -109,19 +110,20 @@ impl Snapshot {
 
 /// Checks that a manifest's segments tile its file and its chunks tile each segment.
 pub fn validate(m: &Manifest, size: u64) -> Result<(), String> {
-    if m.format != MANIFEST_FORMAT && m.format != MANIFEST_FORMAT_RECORDS {
+    if m.format != MANIFEST_FORMAT && m.format != MANIFEST_FORMAT_RECORDS && m.format != MANIFEST_FORMAT_TABLE {
         return Err(format!("unknown manifest format {:?}", m.format));
     }
     if m.size != size {
         return Err(format!("manifest says {} bytes, the record {size}", m.size));
     }
     // A records file's segments tile its new bytes, not the file.
-    let tiled = match (&m.records, m.kind.as_str(), m.format.as_str()) {
-        (Some(r), "records", MANIFEST_FORMAT_RECORDS) => r.added,
-        (None, "records", _) | (Some(_), _, _) => {
-            return Err("a records manifest needs its piece table, and only it has one".into());
+    let tiled = match (&m.records, &m.table, m.kind.as_str(), m.format.as_str()) {
+        (Some(r), None, "records", MANIFEST_FORMAT_RECORDS) => r.added,
+        (None, Some(t), "table", MANIFEST_FORMAT_TABLE) => t.new_bytes,
+        (None, None, "records" | "table", _) | (Some(_), _, _, _) | (_, Some(_), _, _) => {
+            return Err("a records or table manifest needs its piece table, and only it has one".into());
         }
-        (None, _, _) => size,
+        (None, None, _, _) => size,
     };
     let mut at = 0u64;
     for (i, s) in m.segments.iter().enumerate() {

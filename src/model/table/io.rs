@@ -1,0 +1,440 @@
+//! Reading and writing tables batch by batch, and the row hashes that identify their rows.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow::ipc::reader::{FileReader, StreamReader};
+use arrow::ipc::writer::{FileWriter, StreamWriter};
+use arrow::row::{RowConverter, Rows, SortField};
+use parquet::arrow::arrow_reader::{
+    ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
+};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use super::{Error, Format};
+use crate::store::cas::Key;
+
+/// Rows per record batch read.
+pub const BATCH_ROWS: usize = 8192;
+
+/// A table read batch by batch, from an optional first row on.
+pub struct Reader {
+    path: PathBuf,
+    format: Format,
+    schema: SchemaRef,
+    batches: Batches,
+    /// Row of the file the next batch starts at.
+    at: u64,
+    /// Rows still to drop from the front (IPC, which cannot seek by row).
+    skip: u64,
+    /// For Parquet: the first row of each row group, to name the one an error is in.
+    groups: Vec<u64>,
+}
+
+enum Batches {
+    Parquet(ParquetRecordBatchReader),
+    ArrowFile(FileReader<std::io::BufReader<File>>),
+    ArrowStream(StreamReader<std::io::BufReader<File>>),
+}
+
+impl Reader {
+    /// Opens `path` as `format`, to read from row `from` on.
+    pub fn open(path: &Path, format: Format, from: u64) -> Result<Reader, Error> {
+        std::panic::catch_unwind(|| Reader::open_unguarded(path, format, from)).unwrap_or_else(|_| {
+            Err(Error::Open {
+                path: path.to_owned(),
+                format,
+                source: "the decoder failed on damaged data".into(),
+            })
+        })
+    }
+
+    fn open_unguarded(path: &Path, format: Format, from: u64) -> Result<Reader, Error> {
+        let io = |source| Error::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let open_err = |source: Box<dyn std::error::Error + Send + Sync>| Error::Open {
+            path: path.to_owned(),
+            format,
+            source,
+        };
+        let file = File::open(path).map_err(io)?;
+        let (schema, batches, groups, skip) = match format {
+            Format::Parquet => {
+                let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| open_err(e.into()))?;
+                let meta = builder.metadata().clone();
+                let mut groups = Vec::with_capacity(meta.num_row_groups());
+                let mut total = 0u64;
+                for g in meta.row_groups() {
+                    groups.push(total);
+                    total += g.num_rows().max(0) as u64;
+                }
+                let mut builder = builder.with_batch_size(BATCH_ROWS);
+                if from > 0 {
+                    let from = from.min(total);
+                    builder = builder.with_row_selection(RowSelection::from(vec![
+                        RowSelector::skip(from as usize),
+                        RowSelector::select((total - from) as usize),
+                    ]));
+                }
+                let schema = builder.schema().clone();
+                let reader = builder.build().map_err(|e| open_err(e.into()))?;
+                (schema, Batches::Parquet(reader), groups, 0)
+            }
+            Format::ArrowFile => {
+                let reader =
+                    FileReader::try_new(std::io::BufReader::new(file), None).map_err(|e| open_err(e.into()))?;
+                (reader.schema(), Batches::ArrowFile(reader), Vec::new(), from)
+            }
+            Format::ArrowStream => {
+                let reader =
+                    StreamReader::try_new(std::io::BufReader::new(file), None).map_err(|e| open_err(e.into()))?;
+                (reader.schema(), Batches::ArrowStream(reader), Vec::new(), from)
+            }
+        };
+        Ok(Reader {
+            path: path.to_owned(),
+            format,
+            schema,
+            batches,
+            at: from - skip,
+            skip,
+            groups,
+        })
+    }
+
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// The next batch (never empty), or None at the end. An error names the row group or row.
+    pub fn next_batch(&mut self) -> Result<Option<RecordBatch>, Error> {
+        loop {
+            // Damaged input can still trip a panic deep in a decoder: it is an error of the
+            // file like any other, not a crash.
+            let batches = &mut self.batches;
+            let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match batches {
+                Batches::Parquet(r) => r.next(),
+                Batches::ArrowFile(r) => r.next(),
+                Batches::ArrowStream(r) => r.next(),
+            }))
+            .unwrap_or_else(|_| {
+                Some(Err(arrow::error::ArrowError::ExternalError(
+                    "the decoder failed on damaged data".into(),
+                )))
+            });
+            let batch = match next {
+                None => return Ok(None),
+                Some(Ok(b)) => b,
+                Some(Err(e)) => {
+                    return Err(Error::Read {
+                        path: self.path.clone(),
+                        at: self.place(),
+                        source: e.into(),
+                    })
+                }
+            };
+            let n = batch.num_rows() as u64;
+            let drop = self.skip.min(n);
+            self.skip -= drop;
+            self.at += n;
+            if n > drop {
+                return Ok(Some(batch.slice(drop as usize, (n - drop) as usize)));
+            }
+        }
+    }
+
+    /// Where the batch that failed is: for Parquet, the first row group it spans that fails
+    /// to read alone.
+    fn place(&self) -> String {
+        match self.format {
+            Format::Parquet => {
+                let first = self.groups.partition_point(|&start| start <= self.at).saturating_sub(1);
+                let last = self
+                    .groups
+                    .partition_point(|&start| start < self.at + BATCH_ROWS as u64)
+                    .saturating_sub(1);
+                let bad = (first..=last).find(|&g| !self.row_group_reads(g)).unwrap_or(first);
+                let start = self.groups.get(bad).copied().unwrap_or(self.at);
+                format!("row group {bad} (from row {start})")
+            }
+            _ => format!("the record batch after row {}", self.at),
+        }
+    }
+
+    /// Whether row group `g` of a Parquet file reads on its own.
+    fn row_group_reads(&self, g: usize) -> bool {
+        let Ok(file) = File::open(&self.path) else { return false };
+        let Ok(builder) = ParquetRecordBatchReaderBuilder::try_new(file) else {
+            return false;
+        };
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            match builder.with_row_groups(vec![g]).build() {
+                Ok(mut reader) => reader.all(|b| b.is_ok()),
+                Err(_) => false,
+            }
+        }))
+        .unwrap_or(false)
+    }
+}
+
+/// How checkout writes a Parquet table again.
+#[derive(Debug, Clone, Default)]
+pub struct ParquetStyle {
+    pub compression: Option<String>,
+    pub row_group_rows: Option<u64>,
+}
+
+impl ParquetStyle {
+    /// The compression and row group size of `path`'s first row group and column.
+    pub fn of(path: &Path) -> ParquetStyle {
+        let Ok(file) = File::open(path) else {
+            return ParquetStyle::default();
+        };
+        let Ok(builder) = ParquetRecordBatchReaderBuilder::try_new(file) else {
+            return ParquetStyle::default();
+        };
+        let meta = builder.metadata();
+        let Some(g) = meta.row_groups().first() else {
+            return ParquetStyle::default();
+        };
+        let compression = g.columns().first().map(|c| {
+            match c.compression() {
+                Compression::UNCOMPRESSED => "uncompressed",
+                Compression::SNAPPY => "snappy",
+                _ => "zstd",
+            }
+            .to_string()
+        });
+        ParquetStyle {
+            compression,
+            row_group_rows: (g.num_rows() > 0).then_some(g.num_rows() as u64),
+        }
+    }
+
+    fn properties(&self) -> WriterProperties {
+        let compression = match self.compression.as_deref() {
+            Some("uncompressed") => Compression::UNCOMPRESSED,
+            Some("snappy") => Compression::SNAPPY,
+            _ => Compression::ZSTD(ZstdLevel::try_new(3).expect("3 is a zstd level")),
+        };
+        let mut props = WriterProperties::builder().set_compression(compression);
+        if let Some(n) = self.row_group_rows {
+            props = props.set_max_row_group_row_count(Some(n as usize));
+        }
+        props.build()
+    }
+}
+
+/// A table being written.
+pub struct Writer {
+    path: PathBuf,
+    format: Format,
+    inner: Inner,
+}
+
+enum Inner {
+    Parquet(Box<ArrowWriter<File>>),
+    ArrowFile(FileWriter<BufWriter<File>>),
+    ArrowStream(StreamWriter<BufWriter<File>>),
+}
+
+impl Writer {
+    /// Starts writing a table of `schema` to `file` (named `path` in errors).
+    pub fn new(
+        file: File,
+        path: &Path,
+        format: Format,
+        schema: &SchemaRef,
+        style: &ParquetStyle,
+    ) -> Result<Writer, Error> {
+        let err = |source| Error::Write {
+            path: path.to_owned(),
+            format,
+            source,
+        };
+        let inner = match format {
+            // arrow-rs's Parquet writer panics on unions (ARROW-8817) instead of refusing them.
+            Format::Parquet if schema.fields().iter().any(|f| has_union(f.data_type())) => {
+                return Err(err("Parquet cannot hold a union column".into()));
+            }
+            Format::Parquet => Inner::Parquet(Box::new(
+                ArrowWriter::try_new(file, schema.clone(), Some(style.properties())).map_err(|e| err(e.into()))?,
+            )),
+            Format::ArrowFile => {
+                Inner::ArrowFile(FileWriter::try_new(BufWriter::new(file), schema).map_err(|e| err(e.into()))?)
+            }
+            Format::ArrowStream => {
+                Inner::ArrowStream(StreamWriter::try_new(BufWriter::new(file), schema).map_err(|e| err(e.into()))?)
+            }
+        };
+        Ok(Writer {
+            path: path.to_owned(),
+            format,
+            inner,
+        })
+    }
+
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), Error> {
+        let r: Result<(), Box<dyn std::error::Error + Send + Sync>> = match &mut self.inner {
+            Inner::Parquet(w) => w.write(batch).map_err(Into::into),
+            Inner::ArrowFile(w) => w.write(batch).map_err(Into::into),
+            Inner::ArrowStream(w) => w.write(batch).map_err(Into::into),
+        };
+        r.map_err(|source| Error::Write {
+            path: self.path.clone(),
+            format: self.format,
+            source,
+        })
+    }
+
+    /// Writes the footer and flushes.
+    pub fn finish(self) -> Result<(), Error> {
+        let r: Result<(), Box<dyn std::error::Error + Send + Sync>> = match self.inner {
+            Inner::Parquet(w) => w.close().map(|_| ()).map_err(Into::into),
+            Inner::ArrowFile(mut w) => w.finish().map_err(Into::into).and_then(|_| {
+                w.into_inner()
+                    .map_err(Into::into)
+                    .and_then(|b| b.into_inner().map(|_| ()).map_err(|e| e.into_error().into()))
+            }),
+            Inner::ArrowStream(mut w) => w.finish().map_err(Into::into).and_then(|_| {
+                w.into_inner()
+                    .map_err(Into::into)
+                    .and_then(|b| b.into_inner().map(|_| ()).map_err(|e| e.into_error().into()))
+            }),
+        };
+        r.map_err(|source| Error::Write {
+            path: self.path,
+            format: self.format,
+            source,
+        })
+    }
+}
+
+/// Whether `t` is or holds a union.
+fn has_union(t: &arrow::datatypes::DataType) -> bool {
+    use arrow::datatypes::DataType as T;
+    match t {
+        T::Union(..) => true,
+        T::List(f) | T::LargeList(f) | T::FixedSizeList(f, _) | T::ListView(f) | T::LargeListView(f) | T::Map(f, _) => {
+            has_union(f.data_type())
+        }
+        T::Struct(fields) => fields.iter().any(|f| has_union(f.data_type())),
+        T::Dictionary(_, v) => has_union(v),
+        T::RunEndEncoded(_, v) => has_union(v.data_type()),
+        _ => false,
+    }
+}
+
+/// Rows of one schema in arrow's row format: what identifies a row and what its hash covers.
+pub struct RowHasher {
+    converter: RowConverter,
+    whole: blake3::Hasher,
+    pub rows: u64,
+}
+
+impl RowHasher {
+    /// None when arrow's row format cannot encode some column of `schema`.
+    pub fn new(schema: &SchemaRef) -> Option<RowHasher> {
+        let fields = schema
+            .fields()
+            .iter()
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect();
+        Some(RowHasher {
+            converter: RowConverter::new(fields).ok()?,
+            whole: blake3::Hasher::new(),
+            rows: 0,
+        })
+    }
+
+    /// The batch's rows in the row format (columns of the converter's schema, in order).
+    pub fn rows_of(&self, columns: &[arrow::array::ArrayRef]) -> Result<Rows, arrow::error::ArrowError> {
+        self.converter.convert_columns(columns)
+    }
+
+    /// Adds `batch`'s rows to the running hash of the table.
+    pub fn add(&mut self, batch: &RecordBatch) -> Result<(), arrow::error::ArrowError> {
+        let rows = self.rows_of(batch.columns())?;
+        self.add_rows(&rows);
+        Ok(())
+    }
+
+    pub fn add_rows(&mut self, rows: &Rows) {
+        for row in rows.iter() {
+            let bytes = row.as_ref();
+            self.whole.update(&(bytes.len() as u32).to_le_bytes());
+            self.whole.update(bytes);
+        }
+        self.rows += rows.num_rows() as u64;
+    }
+
+    /// The hash of every row added so far.
+    pub fn finish(&self) -> Key {
+        Key(*self.whole.finalize().as_bytes())
+    }
+}
+
+/// A row's identity: the first 64 bits of the blake3 of its row format. Two rows can share
+/// one; every use checks what it found (add plays its plan back and compares the table's hash).
+pub fn row_id(bytes: &[u8]) -> u64 {
+    u64::from_le_bytes(blake3::hash(bytes).as_bytes()[..8].try_into().expect("8 bytes"))
+}
+
+/// `batch`'s columns in the order of `projection` (indices into its schema), under `schema`.
+pub fn project(
+    batch: &RecordBatch,
+    projection: &[usize],
+    schema: &SchemaRef,
+) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let columns = projection.iter().map(|&i| batch.column(i).clone()).collect();
+    RecordBatch::try_new_with_options(
+        Arc::clone(schema),
+        columns,
+        &arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{ArrayRef, Float64Array, Int64Array, ListArray, StringArray};
+    use arrow::datatypes::{DataType, Field, Int32Type, Schema};
+
+    /// The rows' hash that stored table manifests record: it must not change when arrow does
+    /// (docs/FORMAT.md, "Tables"). A new arrow whose row format differs fails here first.
+    #[test]
+    fn the_row_format_hash_of_a_fixed_table_is_pinned() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("score", DataType::Float64, true),
+            Field::new_list("tags", Field::new_list_field(DataType::Int32, true), true),
+        ]));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(vec![1, -2, 3])),
+            Arc::new(StringArray::from(vec![Some("naïve"), None, Some("")])),
+            Arc::new(Float64Array::from(vec![Some(-0.0), Some(f64::NAN), None])),
+            Arc::new(ListArray::from_iter_primitive::<Int32Type, _, _>(vec![
+                Some(vec![Some(1), None]),
+                None,
+                Some(vec![]),
+            ])),
+        ];
+        let batch = RecordBatch::try_new(schema.clone(), columns).expect("columns fit");
+        let mut hasher = RowHasher::new(&schema).expect("encodable");
+        hasher.add(&batch).expect("rows");
+        assert_eq!(hasher.rows, 3);
+        assert_eq!(hasher.finish().to_string(), PINNED);
+    }
+
+    /// Computed with arrow 60.1 when tables were first stored.
+    const PINNED: &str = "dbe6237759dba3dfa644eede31b3596b3902d64fe826803b3e5a3f1fb7da493e";
+}
