@@ -21,6 +21,7 @@ mod remote;
 mod serve;
 mod show;
 mod status;
+mod validate;
 
 use std::path::PathBuf;
 
@@ -52,6 +53,7 @@ pub enum Command {
     Show(show::Args),
     Diff(diff::Args),
     Estimate(estimate::Args),
+    Validate(validate::Args),
     Family(family::Args),
     /// Show what is staged and the names in the store.
     Status,
@@ -109,6 +111,7 @@ fn run(cli: &Cli) -> Result<i32, Error> {
         Command::Show(args) => show::run(&repo, args, &out),
         Command::Diff(args) => diff::run(&repo, args, &out),
         Command::Estimate(args) => estimate::run(&repo, args, &out),
+        Command::Validate(args) => validate::run(&repo, args, &out),
         Command::Family(args) => family::run(&repo, args, &out),
         Command::Status => status::run(&repo, &out),
         Command::Branch(args) => refs::branch(&repo, args, &out),

@@ -1,0 +1,169 @@
+//! Lossy tiers (`add --lossy int8 | lowrank --rank R`): sizes and errors on the real pair, the
+//! lossless revision beside them still bit-exact, what the commands say, chains, gc and
+//! transfers of the factor blobs, and refused combinations.
+
+mod common;
+
+use common::{Sandbox, Tensor};
+
+/// `add --json` of `source` with `extra` flags, committed; returns the report.
+fn add(sb: &Sandbox, source: &str, name: &str, base: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["add", source, "--name", name, "--base", base];
+    args.extend_from_slice(extra);
+    let report = sb.json(&args);
+    sb.run(&["commit", "-m", name]).ok();
+    report
+}
+
+/// sha256 of `file` in a fresh checkout of `rev`.
+fn checked_out(sb: &Sandbox, rev: &str, file: &str) -> String {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let out = sb.checkout(rev, &format!("check-{n}"));
+    common::sha256_file(&out.join(file))
+}
+
+fn ratio(report: &serde_json::Value) -> f64 {
+    report["stored_bytes"].as_f64().unwrap() / report["raw_bytes"].as_f64().unwrap()
+}
+
+#[test]
+fn real_pair_sizes_and_errors_with_the_lossless_revision_beside_them() {
+    let data = common::real_data();
+    let base = data.join("base.safetensors");
+    let ft = data.join("finetune.safetensors");
+    let (base, ft) = (base.to_str().unwrap(), ft.to_str().unwrap());
+    let sb = Sandbox::new();
+    sb.add_commit(std::path::Path::new(base), "base", None, "base");
+    let int8 = add(&sb, ft, "int8", "base", &["--lossy", "int8"]);
+    let rank16 = add(&sb, ft, "rank16", "base", &["--lossy", "lowrank", "--rank", "16"]);
+    let exact = add(&sb, ft, "exact", "base", &[]);
+    assert!(ratio(&int8) <= 0.30, "int8 stores {}", ratio(&int8));
+    assert!(ratio(&rank16) <= 0.06, "rank 16 stores {}", ratio(&rank16));
+    assert_eq!(int8["lossy"], "int8");
+    assert_eq!(rank16["lossy"], "lowrank rank 16");
+    assert!(exact.get("lossy").is_none(), "{exact}");
+
+    // The lossless revision checks out bit-exact beside the lossy ones.
+    assert_eq!(
+        checked_out(&sb, "exact", "finetune.safetensors"),
+        common::sha256_file(std::path::Path::new(ft))
+    );
+    // The lossy ones check out (every chunk verified against its reconstruction), differ
+    // from the fine-tune, and say so.
+    for rev in ["int8", "rank16"] {
+        let out = sb.join(&format!("out-{rev}"));
+        let run = sb.run(&["checkout", rev, "-o", out.to_str().unwrap()]);
+        run.ok();
+        assert!(run.stdout.contains("LOSSY"), "{}", run.stdout);
+        assert_ne!(
+            common::sha256_file(&out.join("finetune.safetensors")),
+            common::sha256_file(std::path::Path::new(ft))
+        );
+        assert!(sb.run(&["log", rev]).ok().stdout.contains("LOSSY"));
+        assert!(sb.run(&["show", rev]).ok().stdout.contains("LOSSY"));
+    }
+
+    // Quality: closer to the fine-tune than the base is, int8 closer than rank 16.
+    let err = |rev: &str| {
+        sb.json(&["validate", rev, "--against", ft])["rel_frobenius"]
+            .as_f64()
+            .unwrap()
+    };
+    let (e_base, e_int8, e_rank, e_exact) = (err("base"), err("int8"), err("rank16"), err("exact"));
+    assert_eq!(e_exact, 0.0);
+    assert!(
+        e_int8 < e_rank && e_rank < e_base,
+        "int8 {e_int8}, rank 16 {e_rank}, base {e_base}"
+    );
+    let report = sb.json(&["validate", "int8", "--against", ft]);
+    let bias = report["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "encoder.layer.0.attention.output.dense.bias")
+        .unwrap()
+        .clone();
+    assert_eq!(bias["max_abs"], 0.0, "vectors stay lossless: {bias}");
+    assert_eq!(sb.run(&["fsck"]).ok().status.code(), Some(0));
+}
+
+fn tensors(seed: u64) -> Vec<Tensor> {
+    vec![
+        Tensor::random("w", "F32", &[64, 48], seed),
+        Tensor::random("v", "BF16", &[40, 3, 8], seed + 1),
+        Tensor::random("norm", "F32", &[48], seed + 2),
+        Tensor::random("ids", "I64", &[16, 2], seed + 3),
+    ]
+}
+
+#[test]
+fn lossy_revisions_chain_survive_gc_and_travel() {
+    let sb = Sandbox::new().with_env("SPARSE_CHUNK_SIZE", 1000);
+    let base = tensors(1);
+    let ft: Vec<Tensor> = base.iter().map(|t| t.finetuned(0.5, 2)).collect();
+    let ft2: Vec<Tensor> = ft.iter().map(|t| t.finetuned(0.5, 3)).collect();
+    let write = |name: &str, t: &[Tensor]| sb.write(&format!("{name}.safetensors"), &common::safetensors_bytes(t, &[]));
+    sb.add_commit(&write("base", &base), "base", None, "base");
+    let ft_file = write("ft", &ft);
+    let ft2_file = write("ft2", &ft2);
+    add(
+        &sb,
+        ft_file.to_str().unwrap(),
+        "low",
+        "base",
+        &["--lossy", "lowrank", "--rank", "2"],
+    );
+    // A lossy revision is a base like any other; this one is stored lossless on top of it.
+    add(&sb, ft2_file.to_str().unwrap(), "next", "low", &[]);
+    assert_eq!(
+        checked_out(&sb, "next", "ft2.safetensors"),
+        common::sha256_file(&ft2_file)
+    );
+    let low = sb.checkout("low", "low-1");
+    // Deleting every other name and collecting keeps what `low` needs: its factor blobs too.
+    sb.run(&["branch", "-d", "next"]).ok();
+    sb.run(&["gc"]).ok();
+    let again = sb.checkout("low", "low-2");
+    assert_eq!(common::tree_hashes(&low), common::tree_hashes(&again));
+    // Pushed to another store and checked out there: the same bytes.
+    let other = Sandbox::new();
+    sb.run(&["push", other.store().to_str().unwrap(), "low"]).ok();
+    let there = other.checkout("low", "low-3");
+    assert_eq!(common::tree_hashes(&low), common::tree_hashes(&there));
+    assert_eq!(other.run(&["fsck"]).ok().status.code(), Some(0));
+    // Integer tensors and vectors stay exact.
+    let report = sb.json(&["validate", "low", "--against", ft_file.to_str().unwrap()]);
+    for t in report["tensors"].as_array().unwrap() {
+        if t["name"] == "norm" {
+            assert_eq!(t["max_abs"], 0.0, "{t}");
+        }
+    }
+    let show = sb.json(&["show", "low"]);
+    let codecs: Vec<&str> = show["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["codec"].as_str().unwrap())
+        .collect();
+    assert!(codecs.contains(&"lowrank") && !codecs.contains(&"int8"), "{codecs:?}");
+}
+
+#[test]
+fn lossy_needs_a_base_and_rank_goes_with_lowrank() {
+    let sb = Sandbox::new();
+    let file = sb.write("m.safetensors", &common::safetensors_bytes(&tensors(1), &[]));
+    let f = file.to_str().unwrap();
+    let before = common::store_snapshot(&sb.store());
+    for args in [
+        vec!["add", f, "--name", "m", "--lossy", "int8"],
+        vec!["add", f, "--name", "m", "--base", "x", "--lossy", "int8", "--rank", "4"],
+        vec!["add", f, "--name", "m", "--rank", "4"],
+        vec!["add", f, "--name", "m", "--lossy", "fp4"],
+    ] {
+        let run = sb.run(&args);
+        assert!(!run.success(), "{args:?} should fail");
+        assert!(!run.stderr.is_empty());
+    }
+    assert_eq!(common::store_snapshot(&sb.store()), before, "nothing written");
+}
