@@ -166,6 +166,16 @@ fn device_checkout_equals_cpu_checkout() {
         ("ft1", &ft1, Some("base")),
         ("ft2", &ft2, Some("ft1")),
     ] {
+        // A second file whose tensor names repeat the first's with other shapes.
+        let other: Vec<common::Tensor> = tensors
+            .iter()
+            .take(3)
+            .map(|t| common::Tensor::random(&t.name, "F32", &[5, 7], t.data.len() as u64))
+            .collect();
+        sb.write(
+            &format!("{name}/other.safetensors"),
+            &common::safetensors_bytes(&other, &[]),
+        );
         let file = sb.write(
             &format!("{name}/model.safetensors"),
             &common::safetensors_bytes(tensors, &[]),
@@ -183,7 +193,7 @@ fn device_checkout_equals_cpu_checkout() {
         assert_eq!(common::tree_hashes(&gpu), common::tree_hashes(&cpu), "{rev}");
         let report = sb.json(&["checkout", rev, "--device", "cuda:0"]);
         assert_eq!(report["verified"], true, "{report}");
-        assert_eq!(report["tensors"], base.len(), "{report}");
+        assert_eq!(report["tensors"], base.len() + 3, "{report}");
     }
 }
 
@@ -207,7 +217,7 @@ fn resident_base_swaps_fine_tunes_in_and_out() {
     let repo = sparse::api::Repository::discover(sb.path()).unwrap();
     let mut resident = repo.resident("base", &dev).unwrap();
     let on_device = |model: &sparse::model::device::DeviceModel, name: &str| -> Vec<u8> {
-        let t = &model.tensors[name];
+        let t = model.named(name).expect("one tensor of that name");
         let mut out = vec![0; t.buffer.len()];
         dev.read(&t.buffer, 0, &mut out).unwrap();
         out

@@ -101,6 +101,7 @@ impl Repository {
                 source,
             })?;
         }
+        device::check_applicable(&self.history, commit, None).map_err(dev_err)?;
         let mut stages = Stages::new(device).map_err(|e| dev_err(e.into()))?;
         let (model, rebuilt) =
             device::rebuild(device, &mut stages, &self.history, &self.cas, commit, None, None).map_err(dev_err)?;
@@ -271,6 +272,9 @@ impl Resident<'_> {
             rev: rev.into(),
             source,
         };
+        // Refused before the live model's memory is taken: a failure further on (a damaged
+        // blob) leaves the base on the device and no model swapped in.
+        device::check_applicable(&repo.history, commit, Some(self.base.commit)).map_err(dev_err)?;
         let reuse = self.live.take().or_else(|| self.spare.take());
         let (model, rebuilt) = device::rebuild(
             self.device,

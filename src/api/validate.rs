@@ -109,11 +109,27 @@ impl Repository {
             for t in &header.tensors {
                 let dtype = dtype_name(t.dtype);
                 let Some(float) = Float::of_dtype(&dtype) else { continue };
-                let found = snap.tensors.get(&t.name).and_then(|(f, s)| {
-                    let seg = &snap.manifests[f].segments[*s];
-                    let meta = seg.tensor.as_ref()?;
-                    (meta.dtype == dtype && meta.shape == t.shape).then_some((f, seg))
+                // The tensor of that name in the file of the same path, else in any file.
+                let same_path = snap.manifests.get_key_value(&file.path).and_then(|(f, m)| {
+                    let seg = m
+                        .segments
+                        .iter()
+                        .find(|s| s.tensor.as_ref().is_some_and(|x| x.name == t.name))?;
+                    Some((f, seg))
                 });
+                let found = same_path
+                    .or_else(|| {
+                        let (f, s) = snap.tensors.get(&t.name)?;
+                        let (f, m) = snap.manifests.get_key_value(f)?;
+                        Some((f, &m.segments[*s]))
+                    })
+                    .filter(|(_, seg)| {
+                        seg.len == t.len()
+                            && seg
+                                .tensor
+                                .as_ref()
+                                .is_some_and(|meta| meta.dtype == dtype && meta.shape == t.shape)
+                    });
                 let Some((rev_file, seg)) = found else {
                     report.unmatched.push(t.name.clone());
                     continue;

@@ -315,7 +315,7 @@ pub fn decode(coded: &[u8], parent: &[u8], width: usize, out: &mut [u8], b: Opti
             let first = u64::from_le_bytes(f[8..16].try_into().expect("8 bytes"));
             let b = b.ok_or(Error::Lossy("a low-rank chunk needs its tensor's factor"))?;
             // rank <= cols and b's length bound the rows' bytes by 2 * (count + 2 * cols).
-            if cols == 0 || rank > cols || b.len() != rank * cols * 2 {
+            if cols == 0 || rank > cols || rank.checked_mul(cols).and_then(|x| x.checked_mul(2)) != Some(b.len()) {
                 return Err(Error::Lossy("the low-rank factor does not match the chunk"));
             }
             let cols64 = cols as u64;
@@ -427,6 +427,24 @@ mod tests {
             decode(&coded, &floats(&old[..100]), 4, &mut out, None).is_err(),
             "needs b"
         );
+    }
+
+    #[test]
+    fn hostile_lowrank_fields_are_refused() {
+        let f = factors(&[0.0; 12], 3, 4, 1, 1);
+        let mut coded = encode_lowrank(48, 0, &f, Float::F32, 3);
+        let parent = vec![0u8; 48];
+        let mut out = vec![0u8; 48];
+        // rank = cols = 2^31: their product overflows; a factor of any length is refused.
+        coded[HEADER..HEADER + 4].copy_from_slice(&(1u32 << 31).to_le_bytes());
+        coded[HEADER + 4..HEADER + 8].copy_from_slice(&(1u32 << 31).to_le_bytes());
+        for b in [&[][..], &f.b_bytes()[..]] {
+            assert!(decode(&coded, &parent, 4, &mut out, Some(b)).is_err());
+        }
+        // A first element so large that the chunk's end overflows.
+        let mut coded = encode_lowrank(48, 0, &f, Float::F32, 3);
+        coded[HEADER + 8..HEADER + 16].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(decode(&coded, &parent, 4, &mut out, Some(&f.b_bytes())).is_err());
     }
 
     #[test]

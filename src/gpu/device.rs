@@ -246,7 +246,7 @@ impl Device {
         let mut count_at = Vec::with_capacity(jobs.len());
         for job in &jobs {
             match (job.op, job.width) {
-                (Op::SubCtx { bits }, 2 | 4 | 8) if (1..=16).contains(&bits) => {}
+                (Op::SubCtx { bits }, 2 | 4 | 8) if bits >= 1 && u32::from(bits) < 8 * job.width as u32 => {}
                 (Op::SubCtx { .. }, _) | (_, 3 | 5..=7 | 9..) | (_, 0) => {
                     return Err(Error::Unsupported {
                         width: job.width,
@@ -292,15 +292,14 @@ impl Device {
         // the planes' (a copy from pageable memory waits for the stream first).
         stage.done.synchronize().map_err(driver("waiting for a copy"))?;
         if stage.table_words < words.len() {
-            // SAFETY: the old table is no longer used (`done` completed); the new one is
-            // owned by the stage.
+            // SAFETY: the new table is allocated before the old one, no longer used (`done`
+            // completed), is freed; the stage owns it from then on.
             unsafe {
-                result::free_host(stage.table.cast()).map_err(driver("freeing pinned memory"))?;
-                stage.table = result::malloc_host(words.len() * 8, 0)
-                    .map_err(driver("allocating pinned memory"))?
-                    .cast();
+                let table = result::malloc_host(words.len() * 8, 0).map_err(driver("allocating pinned memory"))?;
+                let old = std::mem::replace(&mut stage.table, table.cast());
+                stage.table_words = words.len();
+                result::free_host(old.cast()).map_err(driver("freeing pinned memory"))?;
             }
-            stage.table_words = words.len();
         }
         // SAFETY: `host` holds `capacity` >= `used` bytes and `table` holds `table_words` >=
         // `words.len()` words, both untouched until `done` (recorded below) completes.

@@ -36,16 +36,63 @@ pub struct DeviceTensor {
     pub buffer: Buffer,
 }
 
-/// The tensors of one snapshot in device memory, by name.
+/// A tensor's key: its safetensors file and its name (names repeat across files).
+pub type TensorKey = (String, String);
+
+/// The tensors of one snapshot in device memory, by file and name.
 pub struct DeviceModel {
     pub commit: ObjectId,
     pub snapshot: Snapshot,
-    pub tensors: BTreeMap<String, DeviceTensor>,
+    pub tensors: BTreeMap<TensorKey, DeviceTensor>,
 }
 
 impl DeviceModel {
     pub fn bytes(&self) -> u64 {
         self.tensors.values().map(|t| t.buffer.len() as u64).sum()
+    }
+
+    /// The tensor called `name`, when exactly one file has one.
+    pub fn named(&self, name: &str) -> Option<&DeviceTensor> {
+        let mut found = self.tensors.iter().filter(|((_, n), _)| n == name).map(|(_, t)| t);
+        match (found.next(), found.next()) {
+            (Some(t), None) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// Fails, before anything is allocated, when commit `commit` or a base down its chain (up to
+/// `resident`) has chunks the device does not apply: the lossy tiers.
+pub fn check_applicable(history: &History, commit: ObjectId, resident: Option<ObjectId>) -> Result<(), DeviceError> {
+    let mut next = Some(commit);
+    let mut depth = 0;
+    while let Some(c) = next.filter(|&c| Some(c) != resident) {
+        depth += 1;
+        if depth > MAX_DEPTH {
+            return Err(Error::TooDeep(MAX_DEPTH).into());
+        }
+        let snap = Snapshot::load(history, history.commit_info(c).map_err(Error::from)?.tree).map_err(Error::from)?;
+        for (file, m) in &snap.manifests {
+            for (s, seg) in m.segments.iter().enumerate() {
+                for (i, chunk) in seg.chunks.iter().enumerate() {
+                    if let (true, Some(blob)) = (chunk.codec.is_lossy(), chunk.blob) {
+                        return Err(lossy_refused(file, segment_name(m, s), i, blob).into());
+                    }
+                }
+            }
+        }
+        next = snap.base().map_err(Error::from)?;
+    }
+    Ok(())
+}
+
+fn lossy_refused(file: &str, what: String, chunk: usize, blob: Key) -> Error {
+    Error::Decode {
+        file: file.to_string(),
+        what,
+        chunk,
+        blob,
+        source: codec::Error::Lossy("lossy chunks are rebuilt on the CPU only (use --device cpu)"),
     }
 }
 
@@ -199,16 +246,17 @@ fn rebuild_level(
     for (file, m) in snap.manifests.iter().filter(|(_, m)| m.kind == "safetensors") {
         for segment in &m.segments {
             let Some(t) = &segment.tensor else { continue };
+            let key = (file.clone(), t.name.clone());
             let recycled = reuse
                 .as_mut()
-                .and_then(|r| r.tensors.remove(&t.name))
+                .and_then(|r| r.tensors.remove(&key))
                 .filter(|old| old.buffer.len() == segment.len as usize);
             let buffer = match recycled {
                 Some(old) => old.buffer,
                 None => device.alloc(segment.len as usize)?,
             };
             tensors.insert(
-                t.name.clone(),
+                key,
                 DeviceTensor {
                     file: file.clone(),
                     dtype: t.dtype.clone(),
@@ -242,8 +290,12 @@ fn rebuild_level(
         if ps.len != s.len || ps.chunk_size != s.chunk_size || ps.width != s.width {
             return Err(missing());
         }
-        let name = &ps.tensor.as_ref().expect("found by tensor name").name;
-        Ok(Some(&parent.tensors.get(name).ok_or_else(missing)?.buffer))
+        let key = (pref.file.clone(), pref.tensor.clone());
+        let buffer = &parent.tensors.get(&key).ok_or_else(missing)?.buffer;
+        if buffer.len() as u64 != s.len {
+            return Err(missing());
+        }
+        Ok(Some(buffer))
     };
 
     let mut stats = Stats {
@@ -305,7 +357,7 @@ fn decode_batch<'p>(
     snap: &Snapshot,
     batch: &[&Task],
     stage: &mut Stage,
-    tensors: &BTreeMap<String, DeviceTensor>,
+    tensors: &BTreeMap<TensorKey, DeviceTensor>,
     parent_of: &(dyn Fn(&Task) -> Result<Option<&'p Buffer>, Error> + Sync),
 ) -> Result<Vec<Job>, DeviceError> {
     let host = stage.host()?;
@@ -332,19 +384,13 @@ fn decode_batch<'p>(
         .map(|((task, planes), at)| {
             let chunk = &task.segment.chunks[task.chunk];
             let what = || segment_name(&snap.manifests[task.file], task.seg);
-            let out = tensors[task.tensor].buffer.addr(task.start);
+            let out = tensors[&(task.file.to_string(), task.tensor.to_string())]
+                .buffer
+                .addr(task.start);
             let parent = parent_of(task)?.map(|p| p.addr(task.start));
             let op = match (chunk.codec, chunk.blob) {
                 (Codec::Same, _) => Op::Same,
-                (c, Some(blob)) if c.is_lossy() => {
-                    return Err(Error::Decode {
-                        file: task.file.to_string(),
-                        what: what(),
-                        chunk: task.chunk,
-                        blob,
-                        source: codec::Error::Lossy("lossy chunks are rebuilt on the CPU only (use --device cpu)"),
-                    })
-                }
+                (c, Some(blob)) if c.is_lossy() => return Err(lossy_refused(task.file, what(), task.chunk, blob)),
                 (_, Some(blob)) => {
                     let transform = with_buffer(|coded| {
                         let body = cas.read_unverified(&blob, coded).map_err(|source| Error::Blob {
@@ -457,7 +503,7 @@ pub fn verify(
         let mut at = 0;
         for task in batch {
             device.read_into(
-                &model.tensors[task.tensor].buffer,
+                &model.tensors[&(task.file.to_string(), task.tensor.to_string())].buffer,
                 task.start as usize,
                 stage,
                 at,

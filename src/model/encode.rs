@@ -434,7 +434,10 @@ pub fn plan_safetensors(header: &safetensors::Header, opts: &Options, base: Opti
 /// Whether a tensor may be stored lossy: a float matrix (at least two dimensions, not empty).
 /// Vectors (biases, norms) and integer tensors stay lossless.
 fn lossy_eligible(meta: &TensorMeta) -> bool {
-    Float::of_dtype(&meta.dtype).is_some() && meta.shape.len() >= 2 && meta.shape.iter().all(|&d| d > 0)
+    Float::of_dtype(&meta.dtype).is_some()
+        && meta.shape.len() >= 2
+        && meta.shape.iter().all(|&d| d > 0)
+        && u32::try_from(matrix(meta).1).is_ok()
 }
 
 /// The rows and columns of a tensor read as a matrix: its first dimension by the rest.
