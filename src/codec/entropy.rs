@@ -46,7 +46,8 @@ pub fn compress(plane: &[u8], level: i32, out: &mut Vec<u8>) -> Mode {
     if plane.is_empty() {
         return Mode::Raw;
     }
-    let bits = rans::entropy_bits(&rans::histogram(plane));
+    let pieces = rans::pieces(plane);
+    let bits = rans::entropy_bits(&rans::total(&pieces));
     let at = out.len();
     let mut best = (Mode::Raw, plane.len());
     if bits <= RANDOM_BITS {
@@ -80,7 +81,7 @@ pub fn compress(plane: &[u8], level: i32, out: &mut Vec<u8>) -> Mode {
         _ => best.1,
     };
     if rans::worth_trying(plane.len(), bits, rans::MARGIN * 8) {
-        let plan = rans::Plan::new(plane);
+        let plan = rans::Plan::from_pieces(&pieces);
         if plan.bytes() < bar {
             let mut coded = Vec::with_capacity(plan.bytes() + 64);
             plan.encode(plane, &mut coded);

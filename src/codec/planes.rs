@@ -14,10 +14,17 @@ pub fn split(data: &[u8], width: usize, out: &mut [u8]) {
     );
     match width {
         1 => out.copy_from_slice(data),
-        2 => split_with(data, 2, out),
-        4 => split_with(data, 4, out),
-        8 => split_with(data, 8, out),
-        _ => split_with(data, width, out),
+        2 => split_w::<2>(data, out),
+        4 => split_w::<4>(data, out),
+        8 => split_w::<8>(data, out),
+        _ => {
+            let n = data.len() / width;
+            for (i, element) in data.chunks_exact(width).enumerate() {
+                for (k, &byte) in element.iter().enumerate() {
+                    out[k * n + i] = byte;
+                }
+            }
+        }
     }
 }
 
@@ -70,13 +77,33 @@ fn join_w<const W: usize>(planes: &[&[u8]], out: &mut [u8]) {
     }
 }
 
-// Inlined into each `match` arm of `split`, so the common widths get a constant stride.
-#[inline(always)]
-fn split_with(data: &[u8], width: usize, out: &mut [u8]) {
-    let n = data.len() / width;
-    for (i, element) in data.chunks_exact(width).enumerate() {
-        for (k, &byte) in element.iter().enumerate() {
-            out[k * n + i] = byte;
+/// Splits in blocks of 16 elements, the mirror of [`join_w`]: whole elements are loaded and
+/// each plane gets 16 bytes at a time.
+fn split_w<const W: usize>(data: &[u8], out: &mut [u8]) {
+    const BLOCK: usize = 16;
+    let n = data.len() / W;
+    let (elements, _) = data.as_chunks::<W>();
+    let mut planes: [&mut [u8]; W] = {
+        let mut rest = out;
+        std::array::from_fn(|_| {
+            let (plane, tail) = std::mem::take(&mut rest).split_at_mut(n);
+            rest = tail;
+            plane
+        })
+    };
+    let mut blocks = elements.chunks_exact(BLOCK);
+    let mut at = 0;
+    for block in &mut blocks {
+        let block: &[[u8; W]; BLOCK] = block.try_into().expect("a whole block");
+        for (k, plane) in planes.iter_mut().enumerate() {
+            let bytes: [u8; BLOCK] = std::array::from_fn(|i| block[i][k]);
+            plane[at..at + BLOCK].copy_from_slice(&bytes);
+        }
+        at += BLOCK;
+    }
+    for (i, e) in blocks.remainder().iter().enumerate() {
+        for (plane, &b) in planes.iter_mut().zip(e) {
+            plane[at + i] = b;
         }
     }
 }

@@ -56,6 +56,23 @@ pub fn histogram(bytes: &[u8]) -> [u32; 256] {
     std::array::from_fn(|b| counts.iter().map(|t| t[b]).sum())
 }
 
+/// Byte counts of each piece of `plane` of the smallest block size, `2^BLOCK_LOGS[0]` bytes:
+/// what [`Plan::from_pieces`] plans from, and summed ([`total`]) the plane's histogram.
+pub fn pieces(plane: &[u8]) -> Vec<[u32; 256]> {
+    plane.chunks(1 << BLOCK_LOGS[0]).map(histogram).collect()
+}
+
+/// The sum of byte counts.
+pub fn total(pieces: &[[u32; 256]]) -> [u32; 256] {
+    let mut sum = [0u32; 256];
+    for h in pieces {
+        for (s, &c) in sum.iter_mut().zip(h) {
+            *s += c;
+        }
+    }
+    sum
+}
+
 /// Order-0 entropy of a histogram, in bits per byte.
 pub fn entropy_bits(counts: &[u32; 256]) -> f64 {
     let n: f64 = counts.iter().map(|&c| f64::from(c)).sum();
@@ -96,33 +113,87 @@ fn normalize(counts: &[u32; 256]) -> [u32; 256] {
         let top = (0..256).max_by_key(|&s| counts[s]).expect("256 symbols");
         freq[top] += TOTAL - sum;
     }
-    // Too many: take one at a time from the byte where it costs least (count / freq smallest).
-    for _ in TOTAL..sum {
-        let s = (0..256)
+    // Too many: take one at a time from the byte where it costs least (count / freq smallest,
+    // the lowest byte value among equals), kept in a heap of the bytes that can give one.
+    if sum > TOTAL {
+        let mut heap: std::collections::BinaryHeap<std::cmp::Reverse<Slack>> = (0..256)
             .filter(|&s| freq[s] > 1)
-            .min_by(|&a, &b| {
-                let ca = u64::from(counts[a]) * u64::from(freq[b]);
-                let cb = u64::from(counts[b]) * u64::from(freq[a]);
-                ca.cmp(&cb)
-            })
-            .expect("TOTAL >= 256, so some frequency exceeds 1 while the sum exceeds TOTAL");
-        freq[s] -= 1;
+            .map(|s| std::cmp::Reverse(Slack::new(s, counts[s], freq[s])))
+            .collect();
+        for _ in TOTAL..sum {
+            let std::cmp::Reverse(least) = heap
+                .pop()
+                .expect("TOTAL >= 256, so some frequency exceeds 1 while the sum exceeds TOTAL");
+            let s = least.byte;
+            freq[s] -= 1;
+            if freq[s] > 1 {
+                heap.push(std::cmp::Reverse(Slack::new(s, counts[s], freq[s])));
+            }
+        }
     }
     freq
 }
 
+/// A byte that can give up a slot, ordered by what a slot less costs it: count / freq, then
+/// byte value.
+#[derive(PartialEq, Eq)]
+struct Slack {
+    count: u64,
+    freq: u64,
+    byte: usize,
+}
+
+impl Slack {
+    fn new(byte: usize, count: u32, freq: u32) -> Slack {
+        Slack {
+            count: count.into(),
+            freq: freq.into(),
+            byte,
+        }
+    }
+}
+
+impl Ord for Slack {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.count * other.freq)
+            .cmp(&(other.count * self.freq))
+            .then(self.byte.cmp(&other.byte))
+    }
+}
+
+impl PartialOrd for Slack {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 /// Bits needed to code `counts` with `freq`, or infinity if some byte has no slot.
 fn cost_bits(counts: &[u32; 256], freq: &[u32; 256]) -> f64 {
+    let slot_bits = slot_bits();
     let mut bits = 0.0;
     for (&c, &f) in counts.iter().zip(freq) {
         if c > 0 {
             if f == 0 {
                 return f64::INFINITY;
             }
-            bits += f64::from(c) * (SCALE as f64 - f64::from(f).log2());
+            bits += f64::from(c) * slot_bits[f as usize];
         }
     }
     bits
+}
+
+/// `SCALE - log2(f)` for every frequency `f` in `1..=TOTAL`: the bits a byte of that
+/// frequency costs. Planning a plane evaluates it for every byte value of every candidate
+/// block, and the table is the same numbers as computing each in place.
+fn slot_bits() -> &'static [f64; TOTAL as usize + 1] {
+    static BITS: std::sync::OnceLock<Box<[f64; TOTAL as usize + 1]>> = std::sync::OnceLock::new();
+    BITS.get_or_init(|| {
+        let mut t = Box::new([f64::INFINITY; TOTAL as usize + 1]);
+        for (f, b) in t.iter_mut().enumerate().skip(1) {
+            *b = SCALE as f64 - (f as f64).log2();
+        }
+        t
+    })
 }
 
 struct BitWriter<'a> {
@@ -234,6 +305,26 @@ fn write_table(freq: &[u32; 256], out: &mut Vec<u8>) {
     w.finish();
 }
 
+/// The bytes [`write_table`] writes for `freq`, without writing them.
+fn table_bytes(freq: &[u32; 256]) -> usize {
+    let mut rice = Rice::new();
+    let mut prev = 0i32;
+    let mut bits = 0;
+    for &f in freq {
+        let d = f as i32 - prev;
+        prev = f as i32;
+        let v = ((d << 1) ^ (d >> 31)) as u32;
+        let k = rice.k();
+        bits += if v >> k < ESCAPE {
+            (v >> k) + 1 + k
+        } else {
+            ESCAPE + ESCAPE_BITS
+        };
+        rice.update(v);
+    }
+    bits.div_ceil(8) as usize
+}
+
 /// Reads a table written by [`write_table`] from the start of `data`; returns it and the bytes
 /// it took. Refuses frequencies that do not sum to [`TOTAL`].
 fn read_table(data: &[u8]) -> Result<([u32; 256], usize), Error> {
@@ -304,22 +395,18 @@ pub struct Plan {
 impl Plan {
     /// The block size of [`BLOCK_LOGS`] whose plan is smallest, and that plan.
     pub fn new(plane: &[u8]) -> Plan {
+        Plan::from_pieces(&pieces(plane))
+    }
+
+    /// [`Plan::new`] for a plane whose [`pieces`] are counted already.
+    pub fn from_pieces(pieces: &[[u32; 256]]) -> Plan {
         let first = BLOCK_LOGS[0];
-        let pieces: Vec<[u32; 256]> = plane.chunks(1 << first).map(histogram).collect();
         let mut best: Option<Plan> = None;
         let mut counts = Vec::with_capacity(pieces.len());
         for block_log in BLOCK_LOGS {
             let per_block = 1 << (block_log - first);
             counts.clear();
-            counts.extend(pieces.chunks(per_block).map(|p| {
-                let mut sum = [0u32; 256];
-                for h in p {
-                    for (s, &c) in sum.iter_mut().zip(h) {
-                        *s += c;
-                    }
-                }
-                sum
-            }));
+            counts.extend(pieces.chunks(per_block).map(total));
             let (bits, choices) = plan(&counts);
             if best.as_ref().is_none_or(|b| bits < b.bits) {
                 best = Some(Plan {
@@ -395,16 +482,13 @@ enum Choice {
 /// size in bits and the choices.
 fn plan(counts: &[[u32; 256]]) -> (f64, Vec<Choice>) {
     let mut previous: Option<[u32; 256]> = None;
-    let mut table = Vec::with_capacity(512);
     let mut total = 8.0;
     let mut choices = Vec::with_capacity(counts.len());
     for c in counts {
         let n: u32 = c.iter().sum();
         let raw = f64::from(n) * 8.0;
         let own = normalize(c);
-        table.clear();
-        write_table(&own, &mut table);
-        let with_own = cost_bits(c, &own) + (table.len() * 8) as f64;
+        let with_own = cost_bits(c, &own) + (table_bytes(&own) * 8) as f64;
         let with_previous = previous.as_ref().map_or(f64::INFINITY, |p| cost_bits(c, p));
         let coded_overhead = ((BLOCK_OVERHEAD - 1) * 8) as f64;
         total += 8.0;
@@ -472,22 +556,35 @@ impl EncSymbol {
 
 fn encode_block(block: &[u8], symbols: &[EncSymbol; 256], words: &mut Vec<u16>, out: &mut Vec<u8>) {
     let mut x = [LOW; LANES];
+    // Every byte sheds at most one word, so `words` never outgrows the block, and each step
+    // writes its word unconditionally and keeps it only when the state shed it: no branch to
+    // mispredict on the near-random planes.
     words.clear();
-    for (i, &b) in block.iter().enumerate().rev() {
+    words.resize(block.len(), 0);
+    let mut n = 0;
+    let mut step = |lane: &mut u32, b: u8| {
         let sym = &symbols[b as usize];
-        let lane = &mut x[i % LANES];
-        let mut v = *lane;
-        if u64::from(v) >= sym.bound {
-            words.push(v as u16);
-            v >>= 16;
+        let v = *lane;
+        let shed = u64::from(v) >= sym.bound;
+        words[n] = v as u16;
+        n += usize::from(shed);
+        *lane = sym.put(if shed { v >> 16 } else { v });
+    };
+    // Byte i goes to lane i % LANES, from the last byte to the first.
+    let (groups, tail) = block.as_chunks::<LANES>();
+    for (lane, &b) in x.iter_mut().zip(tail).rev() {
+        step(lane, b);
+    }
+    for group in groups.iter().rev() {
+        for (lane, &b) in x.iter_mut().zip(group).rev() {
+            step(lane, b);
         }
-        *lane = sym.put(v);
     }
     for v in x {
         out.extend_from_slice(&v.to_le_bytes());
     }
-    out.reserve(words.len() * 2);
-    for w in words.iter().rev() {
+    out.reserve(n * 2);
+    for w in words[..n].iter().rev() {
         out.extend_from_slice(&w.to_le_bytes());
     }
 }
@@ -789,6 +886,65 @@ mod tests {
         write_table(&f, &mut buf);
         let (back, used) = read_table(&buf).unwrap();
         assert_eq!((back, used), (f, buf.len()));
+    }
+
+    /// The greedy that [`normalize`] runs with a heap, one linear scan per slot taken.
+    fn normalize_by_scan(counts: &[u32; 256]) -> [u32; 256] {
+        let n: u64 = counts.iter().map(|&c| u64::from(c)).sum();
+        let mut freq = [0u32; 256];
+        for (f, &c) in freq.iter_mut().zip(counts) {
+            if c > 0 {
+                *f = ((u64::from(c) * u64::from(TOTAL) + n / 2) / n).max(1) as u32;
+            }
+        }
+        let sum: u32 = freq.iter().sum();
+        if sum < TOTAL {
+            let top = (0..256).max_by_key(|&s| counts[s]).unwrap();
+            freq[top] += TOTAL - sum;
+        }
+        for _ in TOTAL..sum {
+            let s = (0..256)
+                .filter(|&s| freq[s] > 1)
+                .min_by(|&a, &b| {
+                    (u64::from(counts[a]) * u64::from(freq[b])).cmp(&(u64::from(counts[b]) * u64::from(freq[a])))
+                })
+                .unwrap();
+            freq[s] -= 1;
+        }
+        freq
+    }
+
+    #[test]
+    fn normalizing_with_a_heap_takes_the_same_slots_and_table_sizes_are_exact() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) as u32
+        };
+        for case in 0..300 {
+            // Skewed, sparse and flat histograms, with many rare bytes that round up to 1.
+            let mut counts = [0u32; 256];
+            let present = 1 + next() as usize % 256;
+            for (s, c) in counts.iter_mut().enumerate().take(present) {
+                *c = match case % 3 {
+                    0 => 1 + next() % 4,
+                    1 => (1u32 << (next() % 20)) + next() % 7,
+                    _ => 1_000_000 >> s.min(19),
+                };
+                if next() % 5 == 0 {
+                    *c = 0;
+                }
+            }
+            if counts.iter().all(|&c| c == 0) {
+                counts[0] = 1;
+            }
+            let f = normalize(&counts);
+            assert_eq!(f, normalize_by_scan(&counts), "case {case}");
+            assert_eq!(f.iter().sum::<u32>(), TOTAL);
+            let mut buf = Vec::new();
+            write_table(&f, &mut buf);
+            assert_eq!(table_bytes(&f), buf.len(), "case {case}");
+        }
     }
 
     /// Encode and decode speed on the real base model's planes:

@@ -270,7 +270,7 @@ pub fn encode_file(
                     Ok((encoded, Some(Key::of(&back))))
                 })?;
                 let (encoded, lossy_hash) = encoded;
-                let hash = lossy_hash.unwrap_or_else(|| Key::of(data));
+                let hash = lossy_hash.unwrap_or(hash);
                 let result = match encoded.bytes {
                     None => (
                         Chunk {

@@ -190,6 +190,7 @@ impl Cas {
         let mut tmp = tempfile::NamedTempFile::new_in(&self.tmp).map_err(write_err)?;
         tmp.write_all(&header).map_err(write_err)?;
         tmp.write_all(body).map_err(write_err)?;
+        super::start_writeback(tmp.as_file());
         tmp.persist(&path).map_err(|e| write_err(e.error))?;
         Ok(Put {
             key,
