@@ -265,6 +265,66 @@ fn derived_parquet_stores_about_its_new_rows_and_both_versions_check_out_table_i
 }
 
 #[test]
+fn a_split_resharded_into_more_files_copies_rows_from_every_shard_of_its_base() {
+    // The Hugging Face layout: data/{split}-{shard}-of-{count}.parquet.
+    let sb = Sandbox::new().with_env("SPARSE_SMALL_FILE", 0);
+    let n = 40_000;
+    let batch = |lo: i64, hi: i64, v: u64| rows(&(lo..hi).collect::<Vec<_>>(), v);
+    let v1 = sb.join("v1/data");
+    write_parquet(&v1.join("train-00000-of-00002.parquet"), &[batch(0, 20_000, 0)]);
+    write_parquet(&v1.join("train-00001-of-00002.parquet"), &[batch(20_000, n, 0)]);
+    write_parquet(&v1.join("test-00000-of-00001.parquet"), &[batch(500_000, 505_000, 0)]);
+    // v2: the train rows, derived (removed, modified and new rows), cut into three shards at
+    // other places; the test split unchanged under its old name.
+    let train = concat_batches(&schema(), &derived(n)).unwrap();
+    let v2 = sb.join("v2/data");
+    let cuts = [0, 13_000, 27_000, train.num_rows()];
+    for k in 0..3 {
+        let part = train.slice(cuts[k], cuts[k + 1] - cuts[k]);
+        write_parquet(&v2.join(format!("train-0000{k}-of-00003.parquet")), &[part]);
+    }
+    std::fs::copy(
+        v1.join("test-00000-of-00001.parquet"),
+        v2.join("test-00000-of-00001.parquet"),
+    )
+    .unwrap();
+    let v2_bytes = dir_bytes(&v2);
+
+    sb.add_commit(&sb.join("v1"), "ds", None, "v1");
+    let growth = add_measured(&sb, &sb.join("v2"), "ds", Some("ds"));
+    // 1.5% new and 2.5% modified rows: a small fraction of the files, though no shard of v2
+    // has a file of the same name in v1.
+    assert!(growth * 10 < v2_bytes, "v2 added {growth} bytes for {v2_bytes}");
+    let train_shards = ["data/train-00000-of-00002.parquet", "data/train-00001-of-00002.parquet"];
+    for k in 0..3 {
+        let file = format!("data/train-0000{k}-of-00003.parquet");
+        let m = manifest(&sb, "ds", &file);
+        assert_eq!(m["kind"], "table", "{file}: {m}");
+        let from: Vec<&str> = m["table"]["base_tables"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{file} copies from several tables: {m}"))
+            .iter()
+            .map(|b| b["path"].as_str().unwrap())
+            .collect();
+        assert_eq!(from, train_shards, "{file}: the train shards only, not the test split");
+        assert_eq!(m["table"]["base_tables"][0]["rows"], 20_000);
+    }
+
+    let out = sb.checkout("ds", "out-v2");
+    for entry in std::fs::read_dir(&v2).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap();
+        assert_same_table(&out.join("data").join(name), &path);
+    }
+    // The first version, stored whole, comes back byte for byte.
+    let out = sb.checkout("ds~1", "out-v1");
+    for name in ["train-00000-of-00002.parquet", "test-00000-of-00001.parquet"] {
+        assert_eq!(sha256_file(&out.join("data").join(name)), sha256_file(&v1.join(name)));
+    }
+    sb.assert_fsck_ok();
+}
+
+#[test]
 fn arrow_ipc_files_round_trip_with_nulls_nested_binary_and_unicode_and_a_derived_version() {
     let sb = Sandbox::new().with_env("SPARSE_SMALL_FILE", 0);
     let base = vec![rows(&(0..3000).collect::<Vec<_>>(), 0)];
@@ -631,6 +691,30 @@ fn checkout_format_converts_tables_both_ways_and_refuses_nested_columns_as_csv()
     let text = std::fs::read_to_string(out.join("t.jsonl")).unwrap();
     assert_eq!(text.lines().count(), 100);
     assert!(text.contains("\"point\":{\"x\":"), "{}", &text[..200]);
+
+    // The same records as a JSON array: converted to the same table as the JSON Lines.
+    let lines: Vec<&str> = text.lines().collect();
+    sb.write("json/t.jsonl", text.as_bytes());
+    sb.write("json/a.json", format!("[\n  {}\n]\n", lines.join(",\n  ")).as_bytes());
+    sb.write("json/empty.json", b" [ ]\n");
+    sb.add_commit(&sb.join("json"), "json", None, "json");
+    let out = sb.join("json-parquet");
+    sb.run(&["checkout", "json", "-o", out.to_str().unwrap(), "--format", "parquet"])
+        .ok();
+    let (from_array, from_lines) = (read_table(&out.join("a.parquet")), read_table(&out.join("t.parquet")));
+    assert_eq!(from_array.num_rows(), 100);
+    assert!(
+        from_array == from_lines,
+        "the JSON array and the JSON Lines give other tables"
+    );
+    assert_eq!(read_table(&out.join("empty.parquet")).num_rows(), 0);
+    // A JSON array that breaks off: an error naming the file and the byte.
+    sb.write("broken/b.json", format!("[{},", lines[0]).as_bytes());
+    sb.add_commit(&sb.join("broken"), "broken", None, "broken");
+    let out = sb.join("broken-parquet");
+    let run = sb.run(&["checkout", "broken", "-o", out.to_str().unwrap(), "--format", "parquet"]);
+    let stderr = run.failed();
+    assert!(stderr.contains("b.json") && stderr.contains("not closed"), "{stderr}");
 }
 
 #[test]

@@ -116,11 +116,12 @@ impl Repository {
                     }
                 }
                 if let Some(t) = m.table.as_ref().filter(|t| t.added < t.rows) {
-                    if base.and_then(|b| b.manifests.get(&t.base_file)).is_none() {
-                        errors.push(format!(
-                            "commit {id}: {path}: copies rows of {:?}, which its base does not have",
-                            t.base_file
-                        ));
+                    for (from, _) in t.base_parts() {
+                        if base.and_then(|b| b.manifests.get(from)).is_none() {
+                            errors.push(format!(
+                                "commit {id}: {path}: copies rows of {from:?}, which its base does not have"
+                            ));
+                        }
                     }
                 }
                 for seg in &m.segments {

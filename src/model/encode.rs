@@ -341,7 +341,11 @@ pub fn encode_file(
             let (key, stored) = put_pieces(&t.pieces, cas, written, &mut new_bytes, &mut blobs)?;
             Some(TableRef {
                 format: t.format.name().into(),
-                base_file: file.path.clone(),
+                base_file: t
+                    .base_tables
+                    .first()
+                    .map_or_else(|| file.path.clone(), |b| b.path.clone()),
+                base_tables: t.base_tables,
                 rows: t.rows,
                 pieces: key,
                 count: t.pieces.len() as u64,

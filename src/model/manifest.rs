@@ -122,6 +122,24 @@ pub struct RecordsRef {
     pub hash: Key,
 }
 
+/// One of the base's tables that a table's copied rows are numbered over.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BaseTable {
+    pub path: String,
+    pub rows: u64,
+}
+
+impl TableRef {
+    /// The base's files that copied rows come from, in row order, with their row counts
+    /// (`None`: a lone base table, whose count is not recorded).
+    pub fn base_parts(&self) -> Vec<(&str, Option<u64>)> {
+        match self.base_tables.as_slice() {
+            [] => vec![(self.base_file.as_str(), None)],
+            parts => parts.iter().map(|b| (b.path.as_str(), Some(b.rows))).collect(),
+        }
+    }
+}
+
 /// How a `table` file (Parquet or Arrow IPC) is rebuilt: its rows are pieces, each a run of rows
 /// of `base_file` in the base snapshot or of the new-rows Parquet file that the manifest's
 /// segments tile. The rebuilt file holds the same schema, values and row order (docs/FORMAT.md,
@@ -132,6 +150,11 @@ pub struct TableRef {
     pub format: String,
     /// The file of the base snapshot that copied rows come from.
     pub base_file: String,
+    /// When rows are copied from several tables of the base (a split whose rows the new
+    /// version put into other shard files): each of them with its row count, in the order
+    /// their rows are numbered; `base_file` is the first. Empty: `base_file` alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub base_tables: Vec<BaseTable>,
     /// Rows of the table.
     pub rows: u64,
     /// The blob of the piece table (the records piece table, counted in rows), its piece count,

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use super::manifest::{Manifest, RecordsRef, TableRef};
 use super::snapshot::{self, Snapshot};
 use super::table::io::{ParquetStyle, RowHasher, Writer};
-use super::table::replay::{replay, Cursor};
+use super::table::replay::{replay, Cursor, Part};
 use super::table::{self, Format};
 use crate::codec::rows::{self, Piece};
 use crate::codec::{self, Codec};
@@ -676,52 +676,47 @@ impl Rebuilder<'_> {
         let mut new_cursor = Cursor::new(new_rows.path(), Format::Parquet);
         let schema = new_cursor.schema().map_err(table_err)?;
 
-        // The base's table, when rows are copied from it.
+        // The base's tables, when rows are copied from them: each rebuilt to a scratch file.
         let copies = pieces.iter().any(|p| matches!(p, Piece::Copy { .. }));
-        let base_file = match copies {
-            false => None,
-            true => {
-                let commit = snap.base()?.ok_or_else(|| Error::NoBase {
-                    file: path.to_string(),
-                    what: "its table".into(),
-                })?;
-                let base = self.base(&commit).ok_or_else(|| Error::NoBase {
-                    file: path.to_string(),
-                    what: "its table".into(),
-                })?;
-                if !base.manifests.contains_key(&t.base_file) {
+        let mut base_files = Vec::new();
+        if copies {
+            let commit = snap.base()?.ok_or_else(|| Error::NoBase {
+                file: path.to_string(),
+                what: "its table".into(),
+            })?;
+            let base = self.base(&commit).ok_or_else(|| Error::NoBase {
+                file: path.to_string(),
+                what: "its table".into(),
+            })?;
+            for (from, rows) in t.base_parts() {
+                let Some(manifest) = base.manifests.get(from) else {
                     return Err(Error::MissingCopy {
                         file: path.to_string(),
-                        from: t.base_file.clone(),
+                        from: from.to_string(),
                         offset: 0,
                         end: 0,
                         base: commit.to_string(),
                     });
-                }
-                let tmp = output_file(parent).map_err(io)?.into_temp_path();
-                self.write_file(base, &t.base_file, &tmp, &|_| {})?;
-                let format = match base.manifests[&t.base_file].table.as_ref() {
-                    Some(bt) => Format::from_name(&bt.format),
-                    None => table::detect(&t.base_file, &tmp).map_err(table_err)?,
                 };
-                let format =
-                    format.ok_or_else(|| bad(format!("copies rows of {}, which is not a table", t.base_file)))?;
-                Some((tmp, format))
+                let tmp = output_file(parent).map_err(io)?.into_temp_path();
+                self.write_file(base, from, &tmp, &|_| {})?;
+                let format = match manifest.table.as_ref() {
+                    Some(bt) => Format::from_name(&bt.format),
+                    None => table::detect(from, &tmp).map_err(table_err)?,
+                };
+                let format = format.ok_or_else(|| bad(format!("copies rows of {from}, which is not a table")))?;
+                base_files.push((from, tmp, format, rows.unwrap_or(u64::MAX)));
             }
-        };
-        let mut base_cursor = base_file.as_ref().map(|(p, f)| Cursor::new(p, *f));
-        let projection = match &mut base_cursor {
-            Some(c) => {
-                let base_schema = c.schema().map_err(table_err)?;
-                Some(table::replay::projection(&schema, &base_schema).ok_or_else(|| {
-                    bad(format!(
-                        "copies rows of {}, whose columns do not hold the table's",
-                        t.base_file
-                    ))
-                })?)
-            }
-            None => None,
-        };
+        }
+        let mut cursors = Vec::with_capacity(base_files.len());
+        for (from, tmp, format, rows) in &base_files {
+            let mut cursor = Cursor::new(tmp, *format);
+            let base_schema = cursor.schema().map_err(table_err)?;
+            let projection = table::replay::projection(&schema, &base_schema)
+                .ok_or_else(|| bad(format!("copies rows of {from}, whose columns do not hold the table's")))?;
+            cursors.push((cursor, *rows, projection));
+        }
+        let mut base_parts = Part::numbered(cursors);
 
         let out = output_file(parent).map_err(io)?;
         let style = ParquetStyle {
@@ -731,8 +726,7 @@ impl Rebuilder<'_> {
         let mut writer = Writer::new(out.reopen().map_err(io)?, dest, format, &schema, &style).map_err(table_err)?;
         let mut hasher =
             RowHasher::new(&schema).ok_or_else(|| bad("has columns arrow's row format cannot encode".into()))?;
-        let base = base_cursor.as_mut().zip(projection.as_deref());
-        replay(&pieces, base, &mut new_cursor, &schema, &mut |b| {
+        replay(&pieces, &mut base_parts, &mut new_cursor, &schema, &mut |b| {
             hasher.add(&b).map_err(|e| table::Error::Invalid {
                 path: dest.to_owned(),
                 why: format!("its rows cannot be encoded: {e}"),

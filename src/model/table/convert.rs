@@ -1,6 +1,7 @@
 //! Converting a checked-out table to another format (`checkout --format`): Parquet and Arrow
-//! IPC tables to CSV or JSON Lines, CSV, TSV and JSON Lines to Parquet (their schema inferred
-//! by arrow's readers over the whole file). Batch by batch, through arrow's readers and writers.
+//! IPC tables to CSV or JSON Lines, CSV, TSV, JSON Lines and JSON arrays of records to Parquet
+//! (their schema inferred by arrow over the whole file). Batch by batch, through arrow's readers
+//! and writers.
 
 use std::fs::File;
 use std::io::{BufReader, Seek, Write};
@@ -11,6 +12,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef};
 
 use super::io::{ParquetStyle, Reader, Writer, BATCH_ROWS};
+use super::json_array;
 use super::{BoxError, Error, Format};
 
 /// What `checkout --format` writes tables as.
@@ -38,6 +40,8 @@ enum Source {
     Binary(Format),
     Delimited(u8),
     JsonLines,
+    /// A `.json` file whose first byte other than whitespace is `[`.
+    JsonArray,
 }
 
 /// What `path` (the file `name` of a snapshot) is read as, if it is a table.
@@ -50,8 +54,31 @@ fn source(name: &str, path: &Path) -> Result<Option<Source>, Error> {
         Some("csv") => Some(Source::Delimited(b',')),
         Some("tsv") => Some(Source::Delimited(b'\t')),
         Some("jsonl" | "ndjson") => Some(Source::JsonLines),
+        Some("json") => {
+            let mut head = [0u8; 4096];
+            let n = read_head(path, &mut head).map_err(|source| Error::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+            let first = head[..n].iter().find(|b| !b.is_ascii_whitespace());
+            (first == Some(&b'[')).then_some(Source::JsonArray)
+        }
         _ => None,
     })
+}
+
+/// Reads the start of `path` into `buf`; returns how many bytes.
+fn read_head(path: &Path, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::Read;
+    let mut f = File::open(path)?;
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
 }
 
 /// Takes each batch, then None at the end.
@@ -118,6 +145,26 @@ pub fn convert(name: &str, path: &Path, target: Target) -> Result<Option<PathBuf
                 .build(file)
                 .map_err(read_err)?;
             (schema, Batches::Arrow(Box::new(reader)))
+        }
+        Source::JsonArray => {
+            let open = || File::open(path).map(|f| json_array::Elements::new(BufReader::new(f)));
+            let mut elements = open().map_err(io)?;
+            let mut element = Vec::new();
+            let values = std::iter::from_fn(|| match elements.next_into(&mut element) {
+                Ok(true) => Some(
+                    serde_json::from_slice::<serde_json::Value>(&element)
+                        .map_err(|e| arrow::error::ArrowError::JsonError(e.to_string())),
+                ),
+                Ok(false) => None,
+                Err(why) => Some(Err(arrow::error::ArrowError::JsonError(why))),
+            });
+            let schema = Arc::new(arrow::json::reader::infer_json_schema_from_iterator(values).map_err(read_err)?);
+            let decoder = arrow::json::ReaderBuilder::new(schema.clone())
+                .with_batch_size(BATCH_ROWS)
+                .build_decoder()
+                .map_err(read_err)?;
+            let batches = json_array::Batches::new(open().map_err(io)?, decoder, BATCH_ROWS);
+            (schema, Batches::Arrow(Box::new(batches)))
         }
     };
     if target == Target::Csv {

@@ -11,6 +11,7 @@
 pub mod check;
 pub mod convert;
 pub mod io;
+pub mod json_array;
 pub mod plan;
 pub mod replay;
 

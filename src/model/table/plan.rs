@@ -1,16 +1,19 @@
-//! Planning a table against the table at the same path in its base: each row of the new table
-//! is looked up by its identity (the hash of its row format, over the new table's columns) among
-//! the base's rows; runs found in order become copies, the rest are written to a new-rows
-//! Parquet file. The plan is then played back and its rows' hash compared with the new table's,
+//! Planning a table against its base's tables: the table at the same path and the other shards
+//! of its split ([`shards`]). Each row of the new table is looked up by its identity (the hash
+//! of its row format, over the new table's columns) among those tables' rows, numbered one table
+//! after another; runs found in order become copies, the rest are written to a new-rows Parquet
+//! file. The plan is then played back and its rows' hash compared with the new table's,
 //! so that a hash collision costs space (the table is stored whole), never correctness.
 
 use arrow::array::RecordBatch;
 
 use super::io::{project, row_id, ParquetStyle, Reader, RowHasher, Writer};
-use super::replay::{projection, replay, Cursor};
+use super::replay::{projection, replay, Cursor, Part};
 use super::{Error, Format};
 use crate::codec::rows::Piece;
 use crate::model::encode::{self, Base};
+use crate::model::manifest::BaseTable;
+use crate::model::snapshot::Snapshot;
 use crate::model::source::SourceFile;
 use crate::store::cas::{Cas, Key};
 
@@ -25,6 +28,8 @@ pub struct Planned {
     /// [`RowHasher::finish`] of the whole table.
     pub hash: Key,
     pub style: ParquetStyle,
+    /// The base's tables that rows are copied from, when not only the one at the table's path.
+    pub base_tables: Vec<BaseTable>,
 }
 
 /// The base's row identities in row order, and their indices sorted by identity.
@@ -41,10 +46,10 @@ impl Index {
 }
 
 /// The pieces of table `file` (in `format`) and its new rows, written as Parquet to the
-/// returned scratch file; None when the base has no table at its path, its columns do not hold
-/// the new table's, most rows are new, or its rows are the base's reordered (more than
-/// [`MAX_BACKWARD_JUMPS`] copies go back in the base, each a reopening of it at checkout): the
-/// table is then stored whole, byte for byte.
+/// returned scratch file; None when the base has no table at its path nor shards of its split,
+/// their columns do not hold the new table's, most rows are new, or its rows are the base's
+/// reordered (more than [`MAX_BACKWARD_JUMPS`] copies go back in the base, each a reopening of
+/// it at checkout): the table is then stored whole, byte for byte.
 /// A new table that cannot be read is an error naming the file and row group.
 pub fn plan(
     file: &SourceFile,
@@ -53,10 +58,8 @@ pub fn plan(
     cas: &Cas,
 ) -> Result<Option<(Planned, tempfile::NamedTempFile)>, encode::Error> {
     let Some(b) = base else { return Ok(None) };
-    let Some(parent) = b.snapshot.manifests.get(&file.path) else {
-        return Ok(None);
-    };
-    if parent.kind == "safetensors" || parent.kind == "records" {
+    let candidates = shards(&file.path, b.snapshot);
+    if candidates.is_empty() {
         return Ok(None);
     }
     let io = |source| Error::Io {
@@ -69,40 +72,21 @@ pub fn plan(
         return Ok(None);
     };
 
-    // 1. The base's table, rebuilt to a scratch file, and its rows' identities.
-    let base_path = cas.scratch().map_err(io)?.into_temp_path();
-    b.rebuilder
-        .write_file(b.snapshot, &file.path, &base_path, &|_| {})
-        .map_err(|e| encode::Error::Parent {
-            path: file.abs.clone(),
-            source: Box::new(e),
-        })?;
-    let base_format = match parent.table.as_ref().and_then(|t| Format::from_name(&t.format)) {
-        Some(f) => f,
-        None => match super::detect(&file.path, &base_path)? {
-            Some(f) => f,
-            None => return Ok(None),
-        },
-    };
-    let Ok(mut base_reader) = Reader::open(&base_path, base_format, 0) else {
-        return Ok(None);
-    };
-    let Some(proj) = projection(&schema, base_reader.schema()) else {
-        return Ok(None);
-    };
-    let Some(base_rows) = RowHasher::new(&schema) else {
-        return Ok(None);
-    };
+    // 1. The base's tables, each rebuilt to a scratch file, and their rows' identities. A
+    //    table whose columns do not hold the new table's is left out.
+    let mut parts: Vec<(String, tempfile::TempPath, Format, u64, Vec<usize>)> = Vec::new();
     let mut ids = Vec::new();
-    while let Some(batch) = base_reader.next_batch()? {
-        let Ok(batch) = project(&batch, &proj, &schema) else {
-            return Ok(None);
-        };
-        let rows = base_rows.rows_of(batch.columns()).map_err(|e| invalid(&base_path, e))?;
-        ids.extend(rows.iter().map(|r| row_id(r.as_ref())));
+    for path in candidates {
+        let rows_before = ids.len();
+        match base_table(&path, b, &schema, cas, &file.abs, &mut ids)? {
+            Some((tmp, format, proj)) => {
+                let rows = (ids.len() - rows_before) as u64;
+                parts.push((path, tmp, format, rows, proj));
+            }
+            None => ids.truncate(rows_before),
+        }
     }
-    drop(base_reader);
-    if ids.len() > u32::MAX as usize {
+    if parts.is_empty() || ids.len() > u32::MAX as usize {
         return Ok(None);
     }
     let mut by_id: Vec<u32> = (0..ids.len() as u32).collect();
@@ -174,18 +158,29 @@ pub fn plan(
     // 3. Played back, the plan must give the table's rows exactly.
     let hash = hasher.finish();
     let mut check = RowHasher::new(&schema).expect("the same schema as above");
-    let mut base_cursor = Cursor::new(&base_path, base_format);
-    let mut new_cursor = Cursor::new(new_rows.path(), Format::Parquet);
-    let played = replay(
-        &pieces,
-        Some((&mut base_cursor, &proj)),
-        &mut new_cursor,
-        &schema,
-        &mut |b| check.add(&b).map_err(|e| invalid(&file.abs, e)),
+    let mut base_parts = Part::numbered(
+        parts
+            .iter()
+            .map(|(_, tmp, f, rows, proj)| (Cursor::new(tmp, *f), *rows, proj.clone()))
+            .collect(),
     );
+    let mut new_cursor = Cursor::new(new_rows.path(), Format::Parquet);
+    let played = replay(&pieces, &mut base_parts, &mut new_cursor, &schema, &mut |b| {
+        check.add(&b).map_err(|e| invalid(&file.abs, e))
+    });
     if played.is_err() || check.rows != rows || check.finish() != hash {
         return Ok(None);
     }
+    let base_tables = match parts.as_slice() {
+        [(path, ..)] if *path == file.path => Vec::new(),
+        _ => parts
+            .iter()
+            .map(|(path, _, _, rows, _)| BaseTable {
+                path: path.clone(),
+                rows: *rows,
+            })
+            .collect(),
+    };
     let style = match format {
         Format::Parquet => ParquetStyle::of(&file.abs),
         _ => ParquetStyle::default(),
@@ -198,9 +193,96 @@ pub fn plan(
             added,
             hash,
             style,
+            base_tables,
         },
         new_rows,
     )))
+}
+
+/// Base tables beyond this many shards of a split are not read: the table at the same path
+/// alone is planned against.
+pub const MAX_SHARDS: usize = 16;
+
+/// The base's files a table at `path` may share rows with, in path order: the file at `path`
+/// and the other shards of its split, files in the same folder whose names are the same once
+/// their digits are dropped (`train-00000-of-00002.parquet` and `train-00001-of-00003.parquet`;
+/// `train/0000.parquet` and `train/0001.parquet`). Models and records files are not tables.
+pub fn shards(path: &str, base: &Snapshot) -> Vec<String> {
+    let is_table = |p: &str| {
+        base.manifests
+            .get(p)
+            .is_some_and(|m| m.kind != "safetensors" && m.kind != "records")
+    };
+    let key = shard_key(path);
+    let mut found: Vec<String> = base
+        .manifests
+        .keys()
+        .filter(|p| shard_key(p) == key && is_table(p))
+        .cloned()
+        .collect();
+    found.sort();
+    if found.len() > MAX_SHARDS {
+        found.retain(|p| p == path);
+    }
+    found
+}
+
+/// A file's folder and its name without digits.
+fn shard_key(path: &str) -> (&str, String) {
+    let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+    (dir, name.chars().filter(|c| !c.is_ascii_digit()).collect())
+}
+
+type BaseRows = (tempfile::TempPath, Format, Vec<usize>);
+
+/// Base table `path` rebuilt to a scratch file, with its format and the projection of its
+/// columns onto `schema`; its rows' identities are appended to `ids`. None when it is not a
+/// table or its columns do not hold `schema`'s.
+fn base_table(
+    path: &str,
+    b: &Base<'_>,
+    schema: &arrow::datatypes::SchemaRef,
+    cas: &Cas,
+    source: &std::path::Path,
+    ids: &mut Vec<u64>,
+) -> Result<Option<BaseRows>, encode::Error> {
+    let io = |e| Error::Io {
+        path: source.to_owned(),
+        source: e,
+    };
+    let tmp = cas.scratch().map_err(io)?.into_temp_path();
+    b.rebuilder
+        .write_file(b.snapshot, path, &tmp, &|_| {})
+        .map_err(|e| encode::Error::Parent {
+            path: source.to_owned(),
+            source: Box::new(e),
+        })?;
+    let manifest = &b.snapshot.manifests[path];
+    let format = match manifest.table.as_ref().and_then(|t| Format::from_name(&t.format)) {
+        Some(f) => f,
+        None => match super::detect(path, &tmp)? {
+            Some(f) => f,
+            None => return Ok(None),
+        },
+    };
+    let Ok(mut reader) = Reader::open(&tmp, format, 0) else {
+        return Ok(None);
+    };
+    let Some(proj) = projection(schema, reader.schema()) else {
+        return Ok(None);
+    };
+    let Some(rows) = RowHasher::new(schema) else {
+        return Ok(None);
+    };
+    while let Some(batch) = reader.next_batch()? {
+        let Ok(batch) = project(&batch, &proj, schema) else {
+            return Ok(None);
+        };
+        let r = rows.rows_of(batch.columns()).map_err(|e| invalid(&tmp, e))?;
+        ids.extend(r.iter().map(|r| row_id(r.as_ref())));
+    }
+    drop(reader);
+    Ok(Some((tmp, format, proj)))
 }
 
 /// Copies that go back in the base: each one reopens the base's table when played.

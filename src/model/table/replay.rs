@@ -91,34 +91,73 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Plays `pieces` (counted in rows): copies from `base` (its columns `projection`, in order),
-/// new rows from `new_rows`, each batch under `schema`.
+/// One table of the base that copied rows come from: rows `start .. start + rows` of the
+/// numbering the pieces use (the base's tables one after another), its columns `projection`.
+pub struct Part<'a> {
+    pub cursor: Cursor<'a>,
+    pub start: u64,
+    /// `u64::MAX` for a lone base table, whose count is not recorded.
+    pub rows: u64,
+    pub projection: Vec<usize>,
+}
+
+impl Part<'_> {
+    /// The parts over `cursors` (each with its row count and projection), numbered in order.
+    pub fn numbered<'a>(cursors: Vec<(Cursor<'a>, u64, Vec<usize>)>) -> Vec<Part<'a>> {
+        let mut start = 0u64;
+        cursors
+            .into_iter()
+            .map(|(cursor, rows, projection)| {
+                let part = Part {
+                    cursor,
+                    start,
+                    rows,
+                    projection,
+                };
+                start = start.saturating_add(rows);
+                part
+            })
+            .collect()
+    }
+}
+
+/// Plays `pieces` (counted in rows): copies from the `base` tables (each through its
+/// projection), new rows from `new_rows`, each batch under `schema`.
 pub fn replay(
     pieces: &[Piece],
-    base: Option<(&mut Cursor<'_>, &[usize])>,
+    base: &mut [Part<'_>],
     new_rows: &mut Cursor<'_>,
     schema: &SchemaRef,
     take: &mut dyn FnMut(RecordBatch) -> Result<(), Error>,
 ) -> Result<(), Error> {
-    let mut base = base;
     let mut added = 0u64;
     for p in pieces {
         match *p {
             Piece::Copy { from, len } => {
-                let Some((cursor, projection)) = base.as_mut() else {
-                    return Err(Error::Invalid {
-                        path: new_rows.path.to_owned(),
-                        why: "its table copies rows but has no base table".into(),
-                    });
-                };
-                let path = cursor.path.to_owned();
-                cursor.read(from, len, &mut |b| {
-                    let b = project(&b, projection, schema).map_err(|e| Error::Invalid {
-                        path: path.clone(),
-                        why: format!("its rows do not fit the table's schema: {e}"),
-                    })?;
-                    take(b)
+                let end = from.checked_add(len).ok_or_else(|| Error::Invalid {
+                    path: new_rows.path.to_owned(),
+                    why: format!("its table copies rows {from}+{len}, past any table"),
                 })?;
+                let mut at = from;
+                while at < end {
+                    let Some(part) = base.iter_mut().find(|b| b.start <= at && at - b.start < b.rows) else {
+                        return Err(Error::Invalid {
+                            path: new_rows.path.to_owned(),
+                            why: format!("its table copies row {at}, which no base table has"),
+                        });
+                    };
+                    let n = (end - at).min(part.rows - (at - part.start));
+                    let path = part.cursor.path.to_owned();
+                    let projection = &part.projection;
+                    part.cursor.read(at - part.start, n, &mut |b| {
+                        let b = project(&b, projection, schema).map_err(|e| Error::Invalid {
+                            path: path.clone(),
+                            why: format!("its rows do not fit the table's schema: {e}"),
+                        })?;
+                        take(b)
+                    })?;
+                    at += n;
+                }
             }
             Piece::New { len } => {
                 let path = new_rows.path.to_owned();
