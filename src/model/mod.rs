@@ -1,6 +1,7 @@
 //! Models: safetensors files and the other files of a model directory, turned into snapshot
 //! manifests ([`encode`]) and back into files ([`rebuild`]).
 
+pub mod bert;
 #[cfg(feature = "cuda")]
 pub mod device;
 pub mod encode;

@@ -13,7 +13,7 @@
 use std::fmt;
 use std::fs;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use super::index::BlobSizes;
@@ -145,6 +145,11 @@ impl Cas {
     pub fn put(&self, bytes: &[u8], compress: Compress) -> Result<Put, Error> {
         let key = Key::of(bytes);
         self.put_keyed(key, bytes, compress)
+    }
+
+    /// The store's temporary directory, where scratch files are made.
+    pub fn tmp_dir(&self) -> &Path {
+        &self.tmp
     }
 
     /// A scratch file in the store's temporary directory, deleted when dropped.
