@@ -96,6 +96,50 @@ mod tests {
     use super::*;
 
     #[test]
+    fn large_chunks_group_as_one_stable_sort() {
+        let mut seed = 7u64;
+        let mut next = move || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 32) as u32
+        };
+        for (width, bits, n) in [(4, 11, 100_003), (2, 8, 65_537), (8, 12, 70_001), (4, 16, 1_100_000)] {
+            // Parent values with few exponents, as a model's weights have.
+            let parent: Vec<u8> = (0..n)
+                .flat_map(|_| {
+                    let v = (next() as f64 / u32::MAX as f64 - 0.5) * 0.04;
+                    match width {
+                        2 => half::bf16::from_f64(v).to_le_bytes().to_vec(),
+                        4 => (v as f32).to_le_bytes().to_vec(),
+                        _ => v.to_le_bytes().to_vec(),
+                    }
+                })
+                .collect();
+            let data: Vec<u8> = parent.iter().map(|&b| b ^ (next() % 4) as u8).collect();
+            let mut grouped = vec![0; data.len()];
+            group_sub(&data, &parent, width, bits, &mut grouped);
+            // The reference: the differences, stably sorted by the parent's key.
+            let mut diffs = vec![0; data.len()];
+            crate::codec::delta::sub(&data, &parent, width, &mut diffs);
+            let shift = 8 * width as u32 - 1 - bits;
+            let key = |e: &[u8]| {
+                let mut v = [0u8; 8];
+                v[..width].copy_from_slice(e);
+                (u64::from_le_bytes(v) >> shift) & ((1 << bits) - 1)
+            };
+            let mut order: Vec<usize> = (0..n).collect();
+            order.sort_by_key(|&i| key(&parent[i * width..(i + 1) * width]));
+            let expected: Vec<u8> = order
+                .iter()
+                .flat_map(|&i| diffs[i * width..(i + 1) * width].to_vec())
+                .collect();
+            assert!(grouped == expected, "width {width}, {bits} bits");
+            let mut back = vec![0; data.len()];
+            ungroup_add(&grouped, &parent, width, bits, &mut back);
+            assert!(back == data, "width {width}, {bits} bits");
+        }
+    }
+
+    #[test]
     fn grouping_puts_alike_parents_together_and_round_trips() {
         let floats = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|f| f.to_le_bytes()).collect() };
         let parent = floats(&[1.5, -0.25, 1.75, 0.25, -1.5, 0.3]);
