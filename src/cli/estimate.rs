@@ -12,7 +12,9 @@ pub struct Args {
     /// Estimate deltas against this revision, or `auto` (as `add --base`).
     #[arg(long)]
     pub base: Option<String>,
-    /// Chunks sampled per file, at positions spread evenly over its tensor bytes.
+    /// Chunks sampled per file, at positions spread evenly over its tensor bytes. Tables and
+    /// text files with a counterpart in the base are compared row by row in full: whether a row
+    /// is in the base cannot be sampled without reading all of the base's rows anyway.
     #[arg(long, default_value_t = SampleSize::default().tensors)]
     pub sample_size: usize,
 }
