@@ -295,19 +295,23 @@ fn a_split_resharded_into_more_files_copies_rows_from_every_shard_of_its_base() 
     // 1.5% new and 2.5% modified rows: a small fraction of the files, though no shard of v2
     // has a file of the same name in v1.
     assert!(growth * 10 < v2_bytes, "v2 added {growth} bytes for {v2_bytes}");
+    // Each new shard lists the old train shards it copies rows from (never the test split):
+    // the first new shard's rows lie in the first old one, the middle one's in both, the last
+    // one's in the second.
     let train_shards = ["data/train-00000-of-00002.parquet", "data/train-00001-of-00002.parquet"];
-    for k in 0..3 {
+    for (k, expected) in [&train_shards[..1], &train_shards[..], &train_shards[1..]]
+        .iter()
+        .enumerate()
+    {
         let file = format!("data/train-0000{k}-of-00003.parquet");
         let m = manifest(&sb, "ds", &file);
         assert_eq!(m["kind"], "table", "{file}: {m}");
-        let from: Vec<&str> = m["table"]["base_tables"]
+        let tables = m["table"]["base_tables"]
             .as_array()
-            .unwrap_or_else(|| panic!("{file} copies from several tables: {m}"))
-            .iter()
-            .map(|b| b["path"].as_str().unwrap())
-            .collect();
-        assert_eq!(from, train_shards, "{file}: the train shards only, not the test split");
-        assert_eq!(m["table"]["base_tables"][0]["rows"], 20_000);
+            .unwrap_or_else(|| panic!("{file} copies from tables at other paths: {m}"));
+        let from: Vec<&str> = tables.iter().map(|b| b["path"].as_str().unwrap()).collect();
+        assert_eq!(&from, expected, "{file}");
+        assert!(tables.iter().all(|b| b["rows"] == 20_000), "{m}");
     }
 
     let out = sb.checkout("ds", "out-v2");
@@ -697,6 +701,8 @@ fn checkout_format_converts_tables_both_ways_and_refuses_nested_columns_as_csv()
     sb.write("json/t.jsonl", text.as_bytes());
     sb.write("json/a.json", format!("[\n  {}\n]\n", lines.join(",\n  ")).as_bytes());
     sb.write("json/empty.json", b" [ ]\n");
+    // An array of anything but records is not a table: written as it is.
+    sb.write("json/labels.json", b"[\"positive\", \"negative\"]\n");
     sb.add_commit(&sb.join("json"), "json", None, "json");
     let out = sb.join("json-parquet");
     sb.run(&["checkout", "json", "-o", out.to_str().unwrap(), "--format", "parquet"])
@@ -708,6 +714,11 @@ fn checkout_format_converts_tables_both_ways_and_refuses_nested_columns_as_csv()
         "the JSON array and the JSON Lines give other tables"
     );
     assert_eq!(read_table(&out.join("empty.parquet")).num_rows(), 0);
+    assert_eq!(
+        std::fs::read(out.join("labels.json")).unwrap(),
+        b"[\"positive\", \"negative\"]\n"
+    );
+    assert!(!out.join("labels.parquet").exists());
     // A JSON array that breaks off: an error naming the file and the byte.
     sb.write("broken/b.json", format!("[{},", lines[0]).as_bytes());
     sb.add_commit(&sb.join("broken"), "broken", None, "broken");

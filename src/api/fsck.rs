@@ -116,11 +116,30 @@ impl Repository {
                     }
                 }
                 if let Some(t) = m.table.as_ref().filter(|t| t.added < t.rows) {
-                    for (from, _) in t.base_parts() {
-                        if base.and_then(|b| b.manifests.get(from)).is_none() {
-                            errors.push(format!(
+                    let parts = t.base_parts();
+                    if parts.len() > crate::model::table::plan::MAX_SHARDS {
+                        errors.push(format!(
+                            "commit {id}: {path}: copies rows of {} base tables, more than {}",
+                            parts.len(),
+                            crate::model::table::plan::MAX_SHARDS
+                        ));
+                    }
+                    for (from, rows) in parts {
+                        match base.and_then(|b| b.manifests.get(from)) {
+                            None => errors.push(format!(
                                 "commit {id}: {path}: copies rows of {from:?}, which its base does not have"
-                            ));
+                            )),
+                            // A base table stored as rows records its count: it must agree.
+                            Some(bm) => {
+                                if let (Some(rows), Some(bt)) = (rows, &bm.table) {
+                                    if bt.rows != rows {
+                                        errors.push(format!(
+                                            "commit {id}: {path}: counts {rows} rows in {from:?}, which has {}",
+                                            bt.rows
+                                        ));
+                                    }
+                                }
+                            }
                         }
                     }
                 }

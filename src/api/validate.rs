@@ -42,8 +42,8 @@ pub enum Error {
     Model(#[from] bert::Error),
     #[error("revision {rev}: no file {path} to run the model of")]
     NoModel { rev: String, path: String },
-    #[error("no sentences to run the model on")]
-    NoSentences,
+    #[error("no sentences to run the model on in {files}")]
+    NoSentences { files: String },
 }
 
 /// How alike two models' sentence embeddings are: the cosine similarity of each sentence's.
@@ -229,12 +229,19 @@ impl Repository {
     /// `sentences`, and compares their mean-pooled embeddings with the source's.
     pub fn validate_model(&self, rev: &str, source: &str, sentences: &[String]) -> Result<ModelCheck, Error> {
         if sentences.is_empty() {
-            return Err(Error::NoSentences);
+            return Err(Error::NoSentences {
+                files: "the list given".into(),
+            });
         }
         let files = source::resolve(source)?;
-        let file = files
+        // The model's own weights: the safetensors file with a tokenizer beside it (a
+        // sentence-transformers folder also holds the weights of its extra layers).
+        let models: Vec<&SourceFile> = files.iter().filter(|f| is_safetensors(f)).collect();
+        let has_tokenizer = |f: &&&SourceFile| bert::companions(&f.abs).is_ok_and(|(_, tokenizer)| tokenizer.is_file());
+        let file = *models
             .iter()
-            .find(|f| is_safetensors(f))
+            .find(has_tokenizer)
+            .or(models.first())
             .ok_or_else(|| Error::NoTensors { path: source.into() })?;
         let (config, tokenizer) = bert::companions(&file.abs)?;
         let arch = bert::Architecture::load(&config, &tokenizer)?;

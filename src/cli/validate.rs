@@ -28,8 +28,16 @@ pub fn run(repo: &Repository, args: &Args, out: &Output) -> Result<i32, Error> {
             let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
             sentences.extend(crate::model::bert::sentences(&text));
         }
-        sentences.dedup();
+        let mut seen = std::collections::HashSet::new();
+        sentences.retain(|s| seen.insert(s.clone()));
         sentences.truncate(args.max_sentences);
+        if sentences.is_empty() {
+            let files: Vec<String> = args.sentences.iter().map(|p| p.display().to_string()).collect();
+            return Err(crate::api::validate::Error::NoSentences {
+                files: files.join(", "),
+            }
+            .into());
+        }
         report.model = Some(repo.validate_model(&args.rev, &args.against, &sentences)?);
     }
     out.emit(&report, |r| {

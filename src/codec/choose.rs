@@ -16,8 +16,11 @@ pub struct Encoded {
 /// than on its own.
 ///
 /// A chunk of at least four [`SAMPLE`]s is coded once: its first `SAMPLE` bytes, coded with
-/// each candidate, choose the transform. On the real MiniLM pair the fallback candidates never
-/// won, and coding whole chunks with them had made `add` take a third longer.
+/// each candidate, choose the transform, so for such a chunk the promise above holds for its
+/// start, not always for the whole (a chunk whose start resembles its parent and whose rest
+/// does not may cost a little more than `full`; it is still lossless). On the real MiniLM pair
+/// the fallback candidates never won, and coding whole chunks with them had made `add` take
+/// twice as long.
 pub fn encode_best(data: &[u8], parent: Option<&[u8]>, width: usize, level: i32) -> Encoded {
     let parent = parent.filter(|p| p.len() == data.len());
     let Some(p) = parent else {

@@ -24,8 +24,14 @@ pub enum Error {
     Model { what: String, source: candle_core::Error },
 }
 
-/// Where a model's configuration and tokenizer lie: beside its weights file (a link followed).
+/// Where a model's configuration and tokenizer lie: beside its weights file, else beside the
+/// file a link to it points at (a model linked in from elsewhere). The Hugging Face cache links
+/// each file of a snapshot folder into its blob store, so the link's own folder comes first.
 pub fn companions(weights: &Path) -> Result<(PathBuf, PathBuf), Error> {
+    let beside = weights.parent().unwrap_or(Path::new("."));
+    if beside.join("config.json").is_file() {
+        return Ok((beside.join("config.json"), beside.join("tokenizer.json")));
+    }
     let real = std::fs::canonicalize(weights).map_err(|source| Error::Io {
         path: weights.to_owned(),
         source,
@@ -38,6 +44,7 @@ pub fn companions(weights: &Path) -> Result<(PathBuf, PathBuf), Error> {
 pub struct Architecture {
     config: Config,
     tokenizer: Tokenizer,
+    tokenizer_path: PathBuf,
 }
 
 impl Architecture {
@@ -50,20 +57,25 @@ impl Architecture {
             path: config.to_owned(),
             source,
         })?;
+        let tokenizer_path = tokenizer.to_owned();
         let mut tokenizer = Tokenizer::from_file(tokenizer).map_err(|e| Error::Tokenizer {
-            path: tokenizer.to_owned(),
+            path: tokenizer_path.clone(),
             why: e.to_string(),
         })?;
         // One sentence at a time: no padding; at most the positions the model has.
         let config: Config = config_value;
         tokenizer.with_padding(None);
-        Ok(Architecture { config, tokenizer })
+        Ok(Architecture {
+            config,
+            tokenizer,
+            tokenizer_path,
+        })
     }
 
     /// The token ids of `sentence`, special tokens added, cut to the model's positions.
     fn tokens(&self, sentence: &str) -> Result<Vec<u32>, Error> {
         let encoding = self.tokenizer.encode(sentence, true).map_err(|e| Error::Tokenizer {
-            path: PathBuf::from("tokenizer.json"),
+            path: self.tokenizer_path.clone(),
             why: format!("cannot encode {sentence:?}: {e}"),
         })?;
         let mut ids = encoding.get_ids().to_vec();

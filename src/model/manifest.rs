@@ -141,7 +141,7 @@ impl TableRef {
 }
 
 /// How a `table` file (Parquet or Arrow IPC) is rebuilt: its rows are pieces, each a run of rows
-/// of `base_file` in the base snapshot or of the new-rows Parquet file that the manifest's
+/// of the base snapshot's tables ([`TableRef::base_parts`]) or of the new-rows Parquet file that the manifest's
 /// segments tile. The rebuilt file holds the same schema, values and row order (docs/FORMAT.md,
 /// "Tables"), not necessarily the same bytes.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -618,9 +618,9 @@ impl<'a> Rebuilder<'a> {
 }
 
 impl Rebuilder<'_> {
-    /// Writes table `path` of `snap` to `dest`: its base's table (rebuilt to a scratch file)
-    /// and its new rows, played as its pieces say, in the table's format; the rows' hash is
-    /// checked before the file appears. Returns the bytes written.
+    /// Writes table `path` of `snap` to `dest`: its base's tables (each rebuilt to a scratch
+    /// file) and its new rows, played as its pieces say, in the table's format; the rows' hash
+    /// is checked before the file appears. Returns the bytes written.
     fn write_table(
         &self,
         snap: &Snapshot,
@@ -688,7 +688,15 @@ impl Rebuilder<'_> {
                 file: path.to_string(),
                 what: "its table".into(),
             })?;
-            for (from, rows) in t.base_parts() {
+            let parts = t.base_parts();
+            if parts.len() > table::plan::MAX_SHARDS {
+                return Err(bad(format!(
+                    "copies rows of {} base tables, more than {}",
+                    parts.len(),
+                    table::plan::MAX_SHARDS
+                )));
+            }
+            for (from, rows) in parts {
                 let Some(manifest) = base.manifests.get(from) else {
                     return Err(Error::MissingCopy {
                         file: path.to_string(),

@@ -150,15 +150,28 @@ pub fn convert(name: &str, path: &Path, target: Target) -> Result<Option<PathBuf
             let open = || File::open(path).map(|f| json_array::Elements::new(BufReader::new(f)));
             let mut elements = open().map_err(io)?;
             let mut element = Vec::new();
+            // An array of anything but objects (labels, numbers) is not a table: left as it is.
+            let mut records = true;
             let values = std::iter::from_fn(|| match elements.next_into(&mut element) {
-                Ok(true) => Some(
-                    serde_json::from_slice::<serde_json::Value>(&element)
-                        .map_err(|e| arrow::error::ArrowError::JsonError(e.to_string())),
-                ),
+                Ok(true) => match serde_json::from_slice::<serde_json::Value>(&element) {
+                    Ok(v) if v.is_object() => Some(Ok(v)),
+                    Ok(_) => {
+                        records = false;
+                        None
+                    }
+                    Err(e) => Some(Err(arrow::error::ArrowError::JsonError(format!(
+                        "the element at byte {}: {e}",
+                        elements.last_start()
+                    )))),
+                },
                 Ok(false) => None,
                 Err(why) => Some(Err(arrow::error::ArrowError::JsonError(why))),
             });
-            let schema = Arc::new(arrow::json::reader::infer_json_schema_from_iterator(values).map_err(read_err)?);
+            let schema = arrow::json::reader::infer_json_schema_from_iterator(values).map_err(read_err)?;
+            if !records {
+                return Ok(None);
+            }
+            let schema = Arc::new(schema);
             let decoder = arrow::json::ReaderBuilder::new(schema.clone())
                 .with_batch_size(BATCH_ROWS)
                 .build_decoder()

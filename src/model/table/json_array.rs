@@ -14,6 +14,8 @@ pub struct Elements<R> {
     ended: bool,
     /// Bytes consumed so far: where an error is.
     offset: u64,
+    /// Where the last element read starts.
+    last: u64,
 }
 
 impl<R: BufRead> Elements<R> {
@@ -23,6 +25,7 @@ impl<R: BufRead> Elements<R> {
             started: false,
             ended: false,
             offset: 0,
+            last: 0,
         }
     }
 
@@ -46,6 +49,7 @@ impl<R: BufRead> Elements<R> {
         }
         self.skip_whitespace()?;
         let start = self.offset;
+        self.last = start;
         let (mut depth, mut in_string, mut escaped) = (0u32, false, false);
         'element: loop {
             let buf = self
@@ -93,6 +97,11 @@ impl<R: BufRead> Elements<R> {
             self.end()?;
         }
         Ok(true)
+    }
+
+    /// The byte offset of the element [`Elements::next_into`] read last.
+    pub fn last_start(&self) -> u64 {
+        self.last
     }
 
     fn consume(&mut self, n: usize) {

@@ -154,6 +154,7 @@ pub fn plan(
     if rows == 0 || (rows - added) * 2 < rows || backward_jumps(&pieces) > MAX_BACKWARD_JUMPS {
         return Ok(None);
     }
+    keep_used(&mut parts, &mut pieces);
 
     // 3. Played back, the plan must give the table's rows exactly.
     let hash = hasher.finish();
@@ -227,10 +228,56 @@ pub fn shards(path: &str, base: &Snapshot) -> Vec<String> {
     found
 }
 
-/// A file's folder and its name without digits.
+/// Drops the base tables no copy reads from, and numbers the copies' rows over the rest: a
+/// checkout rebuilds only the tables it needs.
+fn keep_used<T>(parts: &mut Vec<(String, T, Format, u64, Vec<usize>)>, pieces: &mut [Piece]) {
+    let mut starts = Vec::with_capacity(parts.len());
+    let mut at = 0u64;
+    for p in parts.iter() {
+        starts.push(at);
+        at += p.3;
+    }
+    let part_of = |row: u64| starts.partition_point(|&s| s <= row) - 1;
+    let mut used = vec![false; parts.len()];
+    for p in pieces.iter() {
+        if let Piece::Copy { from, len } = *p {
+            for u in &mut used[part_of(from)..=part_of(from + len - 1)] {
+                *u = true;
+            }
+        }
+    }
+    let mut new_starts = Vec::with_capacity(parts.len());
+    let mut at = 0u64;
+    for (p, &u) in parts.iter().zip(&used) {
+        new_starts.push(at);
+        if u {
+            at += p.3;
+        }
+    }
+    for p in pieces.iter_mut() {
+        if let Piece::Copy { from, .. } = p {
+            let k = part_of(*from);
+            *from = *from - starts[k] + new_starts[k];
+        }
+    }
+    let mut keep = used.into_iter();
+    parts.retain(|_| keep.next().expect("one flag a part"));
+}
+
+/// A file's folder and its name without digits, nor a hash that ends its stem
+/// (`train-00000-of-00002-5f2a3b4c.parquet`: `train--of-.parquet`).
 fn shard_key(path: &str) -> (&str, String) {
     let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
-    (dir, name.chars().filter(|c| !c.is_ascii_digit()).collect())
+    let (stem, ext) = name.split_once('.').map_or((name, ""), |(s, e)| (s, e));
+    let stem = match stem.rsplit_once('-') {
+        Some((head, hash)) if hash.len() >= 8 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => head,
+        _ => stem,
+    };
+    let key = format!("{stem}.{ext}")
+        .chars()
+        .filter(|c| !c.is_ascii_digit())
+        .collect();
+    (dir, key)
 }
 
 type BaseRows = (tempfile::TempPath, Format, Vec<usize>);
@@ -314,5 +361,57 @@ fn invalid(path: &std::path::Path, e: arrow::error::ArrowError) -> Error {
     Error::Invalid {
         path: path.to_owned(),
         why: format!("its rows cannot be encoded: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_of_a_split_share_a_key_and_other_splits_do_not() {
+        let key = |p| shard_key(p);
+        assert_eq!(
+            key("data/train-00000-of-00002.parquet"),
+            key("data/train-00002-of-00003.parquet")
+        );
+        assert_eq!(
+            key("data/train-00000-of-00002-5f2a3b4c.parquet"),
+            key("data/train-00001-of-00003-9d1e0a77.parquet")
+        );
+        assert_eq!(key("train/0000.parquet"), key("train/0001.parquet"));
+        assert_ne!(
+            key("data/train-00000-of-00002.parquet"),
+            key("data/test-00000-of-00001.parquet")
+        );
+        assert_ne!(key("train/0000.parquet"), key("test/0000.parquet"));
+        assert_ne!(key("data/t1.parquet"), key("data/t1.arrow"));
+    }
+
+    #[test]
+    fn tables_no_copy_reads_are_dropped_and_copies_renumbered() {
+        // Three base tables of 10, 5 and 20 rows; copies read the first and the last only, one
+        // of them across nothing but the third table's start.
+        let mut parts: Vec<(String, (), Format, u64, Vec<usize>)> = [10, 5, 20]
+            .iter()
+            .enumerate()
+            .map(|(i, &r)| (format!("t{i}"), (), Format::Parquet, r, vec![]))
+            .collect();
+        let mut pieces = vec![
+            Piece::Copy { from: 2, len: 8 },
+            Piece::New { len: 3 },
+            Piece::Copy { from: 15, len: 20 },
+        ];
+        keep_used(&mut parts, &mut pieces);
+        let names: Vec<&str> = parts.iter().map(|p| p.0.as_str()).collect();
+        assert_eq!(names, ["t0", "t2"]);
+        assert_eq!(
+            pieces,
+            [
+                Piece::Copy { from: 2, len: 8 },
+                Piece::New { len: 3 },
+                Piece::Copy { from: 10, len: 20 }
+            ]
+        );
     }
 }

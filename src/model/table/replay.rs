@@ -1,4 +1,4 @@
-//! Playing a table's pieces: runs of the base table's rows and of the new-rows file, in order,
+//! Playing a table's pieces: runs of the base tables' rows and of the new-rows file, in order,
 //! as record batches of the table's schema.
 
 use std::path::Path;
