@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use common::*;
 
 /// Writes the sources once, so that every store below codes the same bytes.
-fn sources(sb: &Sandbox) -> [PathBuf; 3] {
+fn sources_with_other(sb: &Sandbox) -> [PathBuf; 3] {
     [
         sb.write("in/base/model.safetensors", &safetensors_bytes(&small_model(1), &[])),
         sb.write(
@@ -32,7 +32,7 @@ fn store_bytes(store: &Path) -> u64 {
 #[test]
 fn deleting_a_name_and_gc_leave_what_the_remaining_names_need() {
     let sb = sandbox();
-    let [base, ft, other] = sources(&sb);
+    let [base, ft, other] = sources_with_other(&sb);
     sb.add_commit(&base, "base", None, "base");
     sb.add_commit(&ft, "tuned", Some("base"), "fine-tune");
     let needed = store_bytes(&sb.store());
@@ -68,7 +68,7 @@ fn deleting_a_name_and_gc_leave_what_the_remaining_names_need() {
 #[test]
 fn a_base_whose_name_is_gone_stays_while_a_fine_tune_needs_it() {
     let sb = sandbox();
-    let [base, ft, _] = sources(&sb);
+    let [base, ft, _] = sources_with_other(&sb);
     sb.add_commit(&base, "base", None, "base");
     sb.add_commit(&ft, "tuned", Some("base"), "fine-tune");
     std::fs::remove_file(&base).unwrap(); // no known copy: the blobs are the only source
@@ -84,7 +84,7 @@ fn a_base_whose_name_is_gone_stays_while_a_fine_tune_needs_it() {
 #[test]
 fn tags_and_staged_models_are_kept() {
     let sb = sandbox();
-    let [base, ft, other] = sources(&sb);
+    let [base, ft, other] = sources_with_other(&sb);
     sb.add_commit(&base, "base", None, "base");
     sb.run(&["tag", "v1", "base"]).ok();
     sb.run(&["branch", "-d", "base"]).ok();
@@ -106,7 +106,7 @@ fn tags_and_staged_models_are_kept() {
 #[test]
 fn a_dry_run_changes_nothing() {
     let sb = sandbox();
-    let [base, _, other] = sources(&sb);
+    let [base, _, other] = sources_with_other(&sb);
     sb.add_commit(&base, "base", None, "base");
     sb.add_commit(&other, "other", None, "other");
     sb.run(&["branch", "-d", "other"]).ok();
@@ -120,7 +120,7 @@ fn a_dry_run_changes_nothing() {
 #[test]
 fn gc_during_an_add_keeps_what_the_add_writes() {
     let sb = sandbox();
-    let [base, ft, other] = sources(&sb);
+    let [base, ft, other] = sources_with_other(&sb);
     sb.add_commit(&other, "other", None, "other");
     sb.run(&["branch", "-d", "other"]).ok();
     // Several adds and gcs at once: the write lock orders them, and no add loses a blob.

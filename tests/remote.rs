@@ -5,27 +5,11 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 
 use common::*;
 
 fn sandbox() -> Sandbox {
     Sandbox::new().with_env("SPARSE_CHUNK_SIZE", 4096)
-}
-
-/// A sandbox with sources for a base and two fine-tunes of it.
-fn sources(sb: &Sandbox) -> [PathBuf; 3] {
-    [
-        sb.write("in/base/model.safetensors", &safetensors_bytes(&small_model(1), &[])),
-        sb.write(
-            "in/tuned/model.safetensors",
-            &safetensors_bytes(&small_finetune(5), &[]),
-        ),
-        sb.write(
-            "in/tuned2/model.safetensors",
-            &safetensors_bytes(&small_finetune(9), &[]),
-        ),
-    ]
 }
 
 fn path(p: &std::path::Path) -> &str {

@@ -220,18 +220,7 @@ fn of_two_concurrent_pushes_to_one_name_in_a_bucket_one_wins() {
         let tb = s.spawn(|| b.run(&["push", &url]));
         (ta.join().unwrap(), tb.join().unwrap())
     });
-    assert!(
-        ra.success() != rb.success(),
-        "exactly one wins:\n{}\n{}",
-        ra.stderr,
-        rb.stderr
-    );
-    let (winner, loser) = if ra.success() { (ida, &rb) } else { (idb, &ra) };
-    let err = loser.failed();
-    assert!(
-        err.contains("fast-forward") || err.contains("changed meanwhile"),
-        "{err}"
-    );
+    let winner = race_winner(&ra, &rb, ida, idb);
     let other = sandbox(&server, SECRET);
     other.run(&["clone", &url, "c"]).ok();
     let head = git(&other.join("c/.sparse"), &["rev-parse", "refs/heads/m"]);

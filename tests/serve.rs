@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Stdio};
 
 use common::*;
@@ -81,20 +81,6 @@ fn token_env(sb: &Sandbox, token: &str) -> Vec<(&'static str, String)> {
 
 fn blob_names(store: &Path) -> BTreeSet<String> {
     cas_blobs(store).into_iter().map(|(k, _)| k).collect()
-}
-
-fn sources(sb: &Sandbox) -> [PathBuf; 3] {
-    [
-        sb.write("in/base/model.safetensors", &safetensors_bytes(&small_model(1), &[])),
-        sb.write(
-            "in/tuned/model.safetensors",
-            &safetensors_bytes(&small_finetune(5), &[]),
-        ),
-        sb.write(
-            "in/tuned2/model.safetensors",
-            &safetensors_bytes(&small_finetune(9), &[]),
-        ),
-    ]
 }
 
 #[test]
@@ -287,18 +273,7 @@ fn of_two_concurrent_pushes_to_one_name_one_wins_and_the_other_is_refused() {
             let tb = s.spawn(|| run_with(&b, &token_env(&b, WRITE), &["push", &server.url]));
             (ta.join().unwrap(), tb.join().unwrap())
         });
-        assert!(
-            ra.success() != rb.success(),
-            "exactly one wins:\n{}\n{}",
-            ra.stderr,
-            rb.stderr
-        );
-        let (winner, loser) = if ra.success() { (ida, &rb) } else { (idb, &ra) };
-        let err = loser.failed();
-        assert!(
-            err.contains("fast-forward") || err.contains("changed meanwhile"),
-            "refused cleanly: {err}"
-        );
+        let winner = race_winner(&ra, &rb, ida, idb);
         assert_eq!(remote.git_ref(&name), Some(winner));
     }
     remote.assert_fsck_ok();

@@ -858,32 +858,23 @@ fn tables_are_found_by_their_bytes_and_kind_bytes_stores_them_as_plain_files() {
     );
     assert_same_table(&sb.checkout("t", "out").join("table.data"), &v2);
     // --kind table finds it the same way; --kind bytes stores it as bytes.
-    sb.run(&[
-        "add",
-        v2.to_str().unwrap(),
-        "--name",
-        "k",
-        "--base",
-        "t~1",
-        "--kind",
-        "table",
-    ])
-    .ok();
-    sb.run(&["commit", "-m", "as table"]).ok();
-    assert_eq!(manifest(&sb, "k", "table.data")["kind"], "table");
-    sb.run(&[
-        "add",
-        v2.to_str().unwrap(),
-        "--name",
-        "k",
-        "--base",
-        "t~1",
-        "--kind",
-        "bytes",
-    ])
-    .ok();
-    sb.run(&["commit", "-m", "as bytes"]).ok();
-    assert_eq!(manifest(&sb, "k", "table.data")["kind"], "file");
+    let add_as = |kind: &str| {
+        sb.run(&[
+            "add",
+            v2.to_str().unwrap(),
+            "--name",
+            "k",
+            "--base",
+            "t~1",
+            "--kind",
+            kind,
+        ])
+        .ok();
+        sb.run(&["commit", "-m", &format!("as {kind}")]).ok();
+        manifest(&sb, "k", "table.data")["kind"].clone()
+    };
+    assert_eq!(add_as("table"), "table");
+    assert_eq!(add_as("bytes"), "file");
     assert_eq!(
         sha256_file(&sb.checkout("k", "out-k").join("table.data")),
         sha256_file(&v2)

@@ -114,18 +114,11 @@ impl Repository {
     /// Compares every float tensor of revision `rev` with the same-named tensor of `source`.
     pub fn validate(&self, rev: &str, source: &str) -> Result<Report, Error> {
         let commit = self.resolve(rev)?;
-        let info = self.history.commit_info(commit)?;
-        let snap_err = |source| Error::Snapshot {
-            rev: rev.into(),
-            source,
-        };
-        let snap = Snapshot::load(&self.history, info.tree).map_err(snap_err)?;
+        let (snap, rebuilder) = self.rebuildable(rev, commit)?;
         let rebuild_err = |source| Error::Rebuild {
             rev: rev.into(),
             source: Box::new(source),
         };
-        let rebuilder =
-            Rebuilder::new(&self.history, &self.cas, snap.base().map_err(snap_err)?).map_err(rebuild_err)?;
         let files = source::resolve(source)?;
         let mut report = Report {
             commit: commit.to_string(),
@@ -245,36 +238,21 @@ impl Repository {
             .ok_or_else(|| Error::NoTensors { path: source.into() })?;
         let (config, tokenizer) = bert::companions(&file.abs)?;
         let arch = bert::Architecture::load(&config, &tokenizer)?;
-        let read = |path: &std::path::Path| {
-            std::fs::read(path).map_err(|source| bert::Error::Io {
-                path: path.to_owned(),
-                source,
-            })
-        };
-        let original = arch
-            .model(read(&file.abs)?, &file.abs.display().to_string())?
-            .embed(sentences)?;
+        let weights = std::fs::read(&file.abs).map_err(|source| bert::Error::Io {
+            path: file.abs.clone(),
+            source,
+        })?;
+        let original = arch.model(weights, &file.abs.display().to_string())?.embed(sentences)?;
 
         let commit = self.resolve(rev)?;
-        let revision = self.rebuild_model_file(rev, commit, file, &read)?;
+        let (revision, base_commit) = self.rebuild_model_file(rev, commit, file)?;
         let revision = arch
             .model(revision, &format!("revision {rev}: {}", file.path))?
             .embed(sentences)?;
-        let base_commit = {
-            let info = self.history.commit_info(commit)?;
-            let snap = Snapshot::load(&self.history, info.tree).map_err(|source| Error::Snapshot {
-                rev: rev.into(),
-                source,
-            })?;
-            snap.base().map_err(|source| Error::Snapshot {
-                rev: rev.into(),
-                source,
-            })?
-        };
         let base = match base_commit {
             Some(b) => {
                 let name = format!("{rev}'s base {b}");
-                let bytes = self.rebuild_model_file(&name, b, file, &read)?;
+                let (bytes, _) = self.rebuild_model_file(&name, b, file)?;
                 Some(arch.model(bytes, &format!("{name}: {}", file.path))?.embed(sentences)?)
             }
             None => None,
@@ -295,21 +273,32 @@ impl Repository {
         })
     }
 
-    /// The bytes of `file`'s path in `commit` (or of its only safetensors file), rebuilt into a
-    /// scratch file and read back.
-    fn rebuild_model_file(
-        &self,
-        rev: &str,
-        commit: history::ObjectId,
-        file: &SourceFile,
-        read: &dyn Fn(&std::path::Path) -> Result<Vec<u8>, bert::Error>,
-    ) -> Result<Vec<u8>, Error> {
+    /// The snapshot of `commit` (named `rev` in errors) and a rebuilder of its files.
+    fn rebuildable(&self, rev: &str, commit: history::ObjectId) -> Result<(Snapshot, Rebuilder<'_>), Error> {
         let snap_err = |source| Error::Snapshot {
             rev: rev.into(),
             source,
         };
         let info = self.history.commit_info(commit)?;
         let snap = Snapshot::load(&self.history, info.tree).map_err(snap_err)?;
+        let rebuilder = Rebuilder::new(&self.history, &self.cas, snap.base().map_err(snap_err)?).map_err(|source| {
+            Error::Rebuild {
+                rev: rev.into(),
+                source: Box::new(source),
+            }
+        })?;
+        Ok((snap, rebuilder))
+    }
+
+    /// The bytes of `file`'s path in `commit` (or of its only safetensors file), rebuilt into a
+    /// scratch file and read back, and the commit's base.
+    fn rebuild_model_file(
+        &self,
+        rev: &str,
+        commit: history::ObjectId,
+        file: &SourceFile,
+    ) -> Result<(Vec<u8>, Option<history::ObjectId>), Error> {
+        let (snap, rebuilder) = self.rebuildable(rev, commit)?;
         let path = match snap.manifests.contains_key(&file.path) {
             true => Some(file.path.clone()),
             false => {
@@ -324,22 +313,23 @@ impl Repository {
             rev: rev.into(),
             path: file.path.clone(),
         })?;
-        let rebuild_err = |source| Error::Rebuild {
-            rev: rev.into(),
-            source: Box::new(source),
+        let io = |path: &std::path::Path| {
+            let path = path.to_owned();
+            move |source| bert::Error::Io { path, source }
         };
-        let rebuilder =
-            Rebuilder::new(&self.history, &self.cas, snap.base().map_err(snap_err)?).map_err(rebuild_err)?;
-        let tmp = self
-            .cas
-            .scratch()
-            .map_err(|source| bert::Error::Io {
-                path: self.cas.tmp_dir().to_owned(),
-                source,
-            })?
-            .into_temp_path();
-        rebuilder.write_file(&snap, &path, &tmp, &|_| {}).map_err(rebuild_err)?;
-        Ok(read(&tmp)?)
+        let tmp = self.cas.scratch().map_err(io(self.cas.tmp_dir()))?.into_temp_path();
+        rebuilder
+            .write_file(&snap, &path, &tmp, &|_| {})
+            .map_err(|source| Error::Rebuild {
+                rev: rev.into(),
+                source: Box::new(source),
+            })?;
+        let bytes = std::fs::read(&tmp).map_err(io(&tmp))?;
+        let base = snap.base().map_err(|source| Error::Snapshot {
+            rev: rev.into(),
+            source,
+        })?;
+        Ok((bytes, base))
     }
 }
 

@@ -97,11 +97,7 @@ mod tests {
 
     #[test]
     fn large_chunks_group_as_one_stable_sort() {
-        let mut seed = 7u64;
-        let mut next = move || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (seed >> 32) as u32
-        };
+        let mut next = crate::codec::test_rng(7);
         for (width, bits, n) in [(4, 11, 100_003), (2, 8, 65_537), (8, 12, 70_001), (4, 16, 1_100_000)] {
             // Parent values with few exponents, as a model's weights have.
             let parent: Vec<u8> = (0..n)

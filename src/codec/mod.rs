@@ -101,3 +101,15 @@ pub enum Error {
     #[error("lossy chunk: {0}")]
     Lossy(&'static str),
 }
+
+/// Seeded pseudo-random numbers for the codec's tests: a 64-bit LCG's high 32 bits.
+#[cfg(test)]
+pub(crate) fn test_rng(seed: u64) -> impl FnMut() -> u32 {
+    let mut state = seed;
+    move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 32) as u32
+    }
+}

@@ -916,11 +916,7 @@ mod tests {
 
     #[test]
     fn normalizing_with_a_heap_takes_the_same_slots_and_table_sizes_are_exact() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (seed >> 33) as u32
-        };
+        let mut next = crate::codec::test_rng(0x9e37_79b9_7f4a_7c15);
         for case in 0..300 {
             // Skewed, sparse and flat histograms, with many rare bytes that round up to 1.
             let mut counts = [0u32; 256];
@@ -931,7 +927,7 @@ mod tests {
                     1 => (1u32 << (next() % 20)) + next() % 7,
                     _ => 1_000_000 >> s.min(19),
                 };
-                if next() % 5 == 0 {
+                if next().is_multiple_of(5) {
                     *c = 0;
                 }
             }

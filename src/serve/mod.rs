@@ -108,8 +108,16 @@ fn allow(state: &Served, headers: &HeaderMap, need: Scope) -> Result<(), (Status
     })
 }
 
-/// Runs store work off the async threads.
-async fn blocking(state: Shared, f: impl FnOnce(&Served) -> Answer + Send + 'static) -> Response {
+/// Checks the request's token for `need`, then runs the store work `f` off the async threads.
+async fn blocking(
+    state: Shared,
+    headers: &HeaderMap,
+    need: Scope,
+    f: impl FnOnce(&Served) -> Answer + Send + 'static,
+) -> Response {
+    if let Err(e) = allow(&state, headers, need) {
+        return e.into_response();
+    }
     let answer = tokio::task::spawn_blocking(move || f(&state)).await;
     match answer {
         Ok(Ok(r)) => r,
@@ -164,10 +172,7 @@ fn keys(list: &[String]) -> Result<Vec<Key>, (StatusCode, String)> {
 }
 
 async fn list_refs(State(state): State<Shared>, headers: HeaderMap) -> Response {
-    if let Err(e) = allow(&state, &headers, Scope::Read) {
-        return e.into_response();
-    }
-    blocking(state, |s| {
+    blocking(state, &headers, Scope::Read, |s| {
         let refs = s.remote.refs().map_err(fail)?;
         json(&Refs {
             refs: refs.into_iter().map(|(n, id)| (n, id.to_string())).collect(),
@@ -177,10 +182,7 @@ async fn list_refs(State(state): State<Shared>, headers: HeaderMap) -> Response 
 }
 
 async fn missing(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(e) = allow(&state, &headers, Scope::Read) {
-        return e.into_response();
-    }
-    blocking(state, move |s| {
+    blocking(state, &headers, Scope::Read, move |s| {
         let ask: Keys = parse(&body)?;
         let blobs = keys(&ask.blobs)?;
         if ask.objects.len() > transport::BATCH {
@@ -201,10 +203,7 @@ async fn missing(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -
 }
 
 async fn get_blob(State(state): State<Shared>, headers: HeaderMap, UrlPath(hex): UrlPath<String>) -> Response {
-    if let Err(e) = allow(&state, &headers, Scope::Read) {
-        return e.into_response();
-    }
-    blocking(state, move |s| {
+    blocking(state, &headers, Scope::Read, move |s| {
         let file = s.remote.get_blob(&key(&hex)?).map_err(fail)?;
         Ok(file.into_response())
     })
@@ -217,10 +216,7 @@ async fn put_blob(
     UrlPath(hex): UrlPath<String>,
     body: Bytes,
 ) -> Response {
-    if let Err(e) = allow(&state, &headers, Scope::Write) {
-        return e.into_response();
-    }
-    blocking(state, move |s| {
+    blocking(state, &headers, Scope::Write, move |s| {
         s.remote.put_blob(&key(&hex)?, &body).map_err(fail)?;
         Ok(StatusCode::CREATED.into_response())
     })
@@ -228,10 +224,7 @@ async fn put_blob(
 }
 
 async fn get_object(State(state): State<Shared>, headers: HeaderMap, UrlPath(hex): UrlPath<String>) -> Response {
-    if let Err(e) = allow(&state, &headers, Scope::Read) {
-        return e.into_response();
-    }
-    blocking(state, move |s| {
+    blocking(state, &headers, Scope::Read, move |s| {
         let id = object_id(&hex)?;
         let bytes = s.remote.get_object(id).map_err(|e| {
             let mut e = fail(e);
@@ -251,10 +244,7 @@ async fn put_object(
     UrlPath(hex): UrlPath<String>,
     body: Bytes,
 ) -> Response {
-    if let Err(e) = allow(&state, &headers, Scope::Write) {
-        return e.into_response();
-    }
-    blocking(state, move |s| {
+    blocking(state, &headers, Scope::Write, move |s| {
         s.remote.put_object(object_id(&hex)?, &body).map_err(fail)?;
         Ok(StatusCode::CREATED.into_response())
     })
@@ -262,10 +252,7 @@ async fn put_object(
 }
 
 async fn full_rows(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(e) = allow(&state, &headers, Scope::Read) {
-        return e.into_response();
-    }
-    blocking(state, move |s| {
+    blocking(state, &headers, Scope::Read, move |s| {
         let ask: Rows = parse(&body)?;
         let rows = s.remote.full_rows(&keys(&ask.blobs)?).map_err(fail)?;
         json(&Rows {
@@ -277,10 +264,7 @@ async fn full_rows(State(state): State<Shared>, headers: HeaderMap, body: Bytes)
 }
 
 async fn record(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(e) = allow(&state, &headers, Scope::Write) {
-        return e.into_response();
-    }
-    blocking(state, move |s| {
+    blocking(state, &headers, Scope::Write, move |s| {
         let rows: Rows = parse(&body)?;
         let blobs = keys(&rows.blobs)?;
         let full = rows
@@ -306,10 +290,7 @@ fn open(root: &Path) -> Result<Repository, (StatusCode, String)> {
 }
 
 async fn move_ref(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(e) = allow(&state, &headers, Scope::Write) {
-        return e.into_response();
-    }
-    blocking(state, move |s| {
+    blocking(state, &headers, Scope::Write, move |s| {
         let wire: RefWire = parse(&body)?;
         transport::check_ref_name(&wire.name).map_err(bad)?;
         let change = RefChange {

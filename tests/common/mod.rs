@@ -741,3 +741,36 @@ pub fn assert_bit_exact(sb: &Sandbox, rev: &str, sha256: &str) {
     let out = sb.checkout(rev, &format!("out-{n}"));
     assert_eq!(sha256_file(&out.join("model.safetensors")), sha256, "{rev}");
 }
+
+/// Sources for a base and two fine-tunes of it, written under `sb`'s `in/`.
+pub fn sources(sb: &Sandbox) -> [PathBuf; 3] {
+    [
+        sb.write("in/base/model.safetensors", &safetensors_bytes(&small_model(1), &[])),
+        sb.write(
+            "in/tuned/model.safetensors",
+            &safetensors_bytes(&small_finetune(5), &[]),
+        ),
+        sb.write(
+            "in/tuned2/model.safetensors",
+            &safetensors_bytes(&small_finetune(9), &[]),
+        ),
+    ]
+}
+
+/// Of two pushes `ra` and `rb` of commits `ida` and `idb` that raced for one ref: exactly one
+/// won and the other was refused cleanly. Returns the winner's commit.
+pub fn race_winner(ra: &Run, rb: &Run, ida: String, idb: String) -> String {
+    assert!(
+        ra.success() != rb.success(),
+        "exactly one wins:\n{}\n{}",
+        ra.stderr,
+        rb.stderr
+    );
+    let (winner, loser) = if ra.success() { (ida, rb) } else { (idb, ra) };
+    let err = loser.failed();
+    assert!(
+        err.contains("fast-forward") || err.contains("changed meanwhile"),
+        "refused cleanly: {err}"
+    );
+    winner
+}
