@@ -34,12 +34,20 @@ fn main() {
     let (mut g, mut u) = (Vec::new(), Vec::new());
     for _ in 0..7 {
         let t = Instant::now();
-        for ((d, p), o) in data.chunks(chunk).zip(parent.chunks(chunk)).zip(grouped.chunks_mut(chunk)) {
+        for ((d, p), o) in data
+            .chunks(chunk)
+            .zip(parent.chunks(chunk))
+            .zip(grouped.chunks_mut(chunk))
+        {
             group_sub(d, p, width, bits, o);
         }
         g.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
-        for ((gr, p), o) in grouped.chunks(chunk).zip(parent.chunks(chunk)).zip(back.chunks_mut(chunk)) {
+        for ((gr, p), o) in grouped
+            .chunks(chunk)
+            .zip(parent.chunks(chunk))
+            .zip(back.chunks_mut(chunk))
+        {
             ungroup_add(gr, p, width, bits, o);
         }
         u.push(t.elapsed().as_secs_f64());

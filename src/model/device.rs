@@ -351,7 +351,8 @@ fn rebuild_level(
     ))
 }
 
-/// Decodes the planes of `batch` into `stage` (in parallel) and describes each chunk as a job.
+/// Decodes the planes of `batch` into `stage` (in parallel) and describes each block of each
+/// chunk (see [`codec::chunk`]) as a job.
 fn decode_batch<'p>(
     cas: &Cas,
     snap: &Snapshot,
@@ -388,11 +389,11 @@ fn decode_batch<'p>(
                 .buffer
                 .addr(task.start);
             let parent = parent_of(task)?.map(|p| p.addr(task.start));
-            let op = match (chunk.codec, chunk.blob) {
-                (Codec::Same, _) => Op::Same,
+            let (op, blocks) = match (chunk.codec, chunk.blob) {
+                (Codec::Same, _) => (Op::Same, vec![task.len]),
                 (c, Some(blob)) if c.is_lossy() => return Err(lossy_refused(task.file, what(), task.chunk, blob)),
                 (_, Some(blob)) => {
-                    let transform = with_buffer(|coded| {
+                    let (transform, blocks) = with_buffer(|coded| {
                         let body = cas.read_unverified(&blob, coded).map_err(|source| Error::Blob {
                             file: task.file.to_string(),
                             what: what(),
@@ -409,12 +410,13 @@ fn decode_batch<'p>(
                             },
                         )
                     })?;
-                    match transform {
+                    let op = match transform {
                         Transform::Full => Op::Full,
                         Transform::Xor => Op::Xor,
                         Transform::Sub => Op::Sub,
                         Transform::SubCtx { bits } => Op::SubCtx { bits },
-                    }
+                    };
+                    (op, blocks)
                 }
                 (_, None) => unreachable!("validated: only `same` chunks have no blob"),
             };
@@ -427,16 +429,27 @@ fn decode_batch<'p>(
                 }
                 (_, p) => p.unwrap_or(0),
             };
-            Ok(Job {
-                op,
-                width: task.segment.width as usize,
-                len: task.len,
-                out,
-                parent,
-                planes: at,
-            })
+            // Block i's planes lie where the block lies in the chunk.
+            let mut start = 0;
+            let jobs = blocks.into_iter().map(|len| {
+                let job = Job {
+                    op,
+                    width: task.segment.width as usize,
+                    len,
+                    out: out + start as u64,
+                    parent: match parent {
+                        0 => 0,
+                        p => p + start as u64,
+                    },
+                    planes: at + start,
+                };
+                start += len;
+                job
+            });
+            Ok(jobs.collect::<Vec<Job>>())
         })
-        .collect::<Result<Vec<Job>, Error>>()
+        .collect::<Result<Vec<Vec<Job>>, Error>>()
+        .map(|jobs| jobs.into_iter().flatten().collect())
         .map_err(DeviceError::from)
 }
 
