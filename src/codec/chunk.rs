@@ -29,6 +29,11 @@ const HEADER: usize = 12;
 /// ms of CPU with one block per 4 MiB chunk and 128 with 1 MiB blocks (docs/ARCHITECTURE.md).
 pub const BLOCK: usize = 1 << 20;
 
+/// The most blocks a chunk may have (a chunk is at most 256 MiB): each block costs a decoder
+/// its bookkeeping (a table of 2^k buckets for `subctx`, a job on a device), so a chunk cut
+/// into many tiny blocks would cost far more to decode than its bytes.
+pub const MAX_BLOCKS: usize = 256;
+
 thread_local! {
     /// Buffers reused by every chunk coded on this thread (a fresh buffer per chunk costs a
     /// page fault per page): the transformed chunk and its planes. They only ever grow, and
@@ -99,7 +104,8 @@ pub fn encode(transform: Transform, data: &[u8], parent: Option<&[u8]>, width: u
     encode_blocks(transform, data, parent, width, level, BLOCK)
 }
 
-/// [`encode`] with blocks of `block` bytes (rounded down to whole elements, at least one).
+/// [`encode`] with blocks of `block` bytes (rounded down to whole elements, at least one), or
+/// larger where that would make more than [`MAX_BLOCKS`].
 pub fn encode_blocks(
     transform: Transform,
     data: &[u8],
@@ -115,7 +121,8 @@ pub fn encode_blocks(
     if let Some(p) = parent {
         assert_eq!(p.len(), data.len(), "a parent chunk of the same length");
     }
-    let block = (block / width).max(1) * width;
+    let fewest = data.len().div_ceil(MAX_BLOCKS).div_ceil(width) * width;
+    let block = ((block / width).max(1) * width).max(fewest);
     let mut out = Vec::with_capacity(HEADER + data.len() / 2);
     let mut at = 0;
     loop {
@@ -182,9 +189,12 @@ struct Parsed<'a> {
 /// decoded length `len`: every length is checked, and the blocks must decode to exactly `len`
 /// bytes, before anything is decompressed. A chunk of no bytes is one empty block.
 fn parse(coded: &[u8], width: usize, len: usize) -> Result<Vec<Parsed<'_>>, Error> {
-    let mut blocks = Vec::with_capacity(len.div_ceil(BLOCK).max(1));
+    let mut blocks = Vec::with_capacity(len.div_ceil(BLOCK).clamp(1, MAX_BLOCKS));
     let (mut rest, mut decoded) = (coded, 0);
     loop {
+        if blocks.len() == MAX_BLOCKS {
+            return Err(Error::Blocks(MAX_BLOCKS));
+        }
         let (block, tail) = parse_block(rest, width, len - decoded)?;
         decoded += block.n;
         blocks.push(block);
@@ -456,6 +466,38 @@ mod tests {
         // The blocks as coded decode.
         decode(&whole, Some(&parent), 4, &mut out).unwrap();
         assert_eq!(out, data);
+    }
+
+    #[test]
+    fn a_chunk_has_at_most_max_blocks() {
+        let data = floats(7, MAX_BLOCKS + 1);
+        let parent = floats(8, MAX_BLOCKS + 1);
+        // Asked for one element per block, the writer makes blocks of two: 129 of them.
+        let coded = encode_blocks(Transform::SubCtx { bits: 11 }, &data, Some(&parent), 4, 3, 4);
+        let mut planes = vec![0; data.len()];
+        let (_, lens) = decode_planes(&coded, 4, &mut planes).unwrap();
+        assert_eq!(lens.len(), MAX_BLOCKS.div_ceil(2) + 1);
+        let mut out = vec![0; data.len()];
+        decode(&coded, Some(&parent), 4, &mut out).unwrap();
+        assert_eq!(out, data);
+        // One element per block, written by hand: one block too many is refused.
+        let hostile: Vec<u8> = data
+            .chunks_exact(4)
+            .zip(parent.chunks_exact(4))
+            .flat_map(|(d, p)| encode(Transform::SubCtx { bits: 16 }, d, Some(p), 4, 3))
+            .collect();
+        assert!(matches!(
+            decode(&hostile, Some(&parent), 4, &mut out),
+            Err(Error::Blocks(MAX_BLOCKS))
+        ));
+        assert!(matches!(
+            decode_planes(&hostile, 4, &mut planes),
+            Err(Error::Blocks(MAX_BLOCKS))
+        ));
+        let fits = &hostile[..hostile.len() / (MAX_BLOCKS + 1) * MAX_BLOCKS];
+        let mut shorter = vec![0; 4 * MAX_BLOCKS];
+        decode(fits, Some(&parent[..4 * MAX_BLOCKS]), 4, &mut shorter).unwrap();
+        assert_eq!(shorter, data[..4 * MAX_BLOCKS]);
     }
 
     #[test]

@@ -98,6 +98,8 @@ pub enum Error {
     Rans(&'static str),
     #[error("coded chunk has {0} trailing bytes")]
     Trailing(usize),
+    #[error("coded chunk has more than {0} blocks")]
+    Blocks(usize),
     #[error("lossy chunk: {0}")]
     Lossy(&'static str),
 }
