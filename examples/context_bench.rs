@@ -31,26 +31,18 @@ fn main() {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
+    // Seconds for `f` over every chunk of `input` and `parent`, writing `out`.
+    let pass = |input: &[u8], out: &mut [u8], f: fn(&[u8], &[u8], usize, u32, &mut [u8])| {
+        let t = Instant::now();
+        for ((i, p), o) in input.chunks(chunk).zip(parent.chunks(chunk)).zip(out.chunks_mut(chunk)) {
+            f(i, p, width, bits, o);
+        }
+        t.elapsed().as_secs_f64()
+    };
     let (mut g, mut u) = (Vec::new(), Vec::new());
     for _ in 0..7 {
-        let t = Instant::now();
-        for ((d, p), o) in data
-            .chunks(chunk)
-            .zip(parent.chunks(chunk))
-            .zip(grouped.chunks_mut(chunk))
-        {
-            group_sub(d, p, width, bits, o);
-        }
-        g.push(t.elapsed().as_secs_f64());
-        let t = Instant::now();
-        for ((gr, p), o) in grouped
-            .chunks(chunk)
-            .zip(parent.chunks(chunk))
-            .zip(back.chunks_mut(chunk))
-        {
-            ungroup_add(gr, p, width, bits, o);
-        }
-        u.push(t.elapsed().as_secs_f64());
+        g.push(pass(data, &mut grouped, group_sub));
+        u.push(pass(&grouped, &mut back, ungroup_add));
     }
     assert!(back == data, "ungrouping gives back the fine-tune");
     let per = |s: f64| s * 1e9 / (len / width) as f64;

@@ -2,8 +2,8 @@
 //!
 //! Every chunk of every tensor is decoded on the host as far as its byte planes
 //! ([`codec::chunk::decode_planes`], on all cores), into one of two page-locked stages; while
-//! the device applies one stage's batch (a job per block of each chunk) against the parent's tensors (already on the device),
-//! the host fills the other. A snapshot whose base is not on the device is rebuilt on top of
+//! the device applies one stage's batch (a job per block of each chunk) against the parent's
+//! tensors (already on the device), the host fills the other. A snapshot whose base is not on the device is rebuilt on top of
 //! its base, rebuilt the same way first, down the chain. [`verify`] reads the tensors back in
 //! stage-sized batches and checks every chunk against its blake3, which is also how checkout
 //! to a directory writes them.
@@ -420,15 +420,12 @@ fn decode_batch<'p>(
                 }
                 (_, None) => unreachable!("validated: only `same` chunks have no blob"),
             };
-            let parent = match (op.needs_parent(), parent) {
-                (true, None) => {
-                    return Err(Error::NoBase {
-                        file: task.file.to_string(),
-                        what: what(),
-                    })
-                }
-                (_, p) => p.unwrap_or(0),
-            };
+            if op.needs_parent() && parent.is_none() {
+                return Err(Error::NoBase {
+                    file: task.file.to_string(),
+                    what: what(),
+                });
+            }
             // Block i's planes lie where the block lies in the chunk.
             let mut start = 0;
             let jobs = blocks.into_iter().map(|len| {
@@ -437,10 +434,7 @@ fn decode_batch<'p>(
                     width: task.segment.width as usize,
                     len,
                     out: out + start as u64,
-                    parent: match parent {
-                        0 => 0,
-                        p => p + start as u64,
-                    },
+                    parent: parent.map_or(0, |p| p + start as u64),
                     planes: at + start,
                 };
                 start += len;
