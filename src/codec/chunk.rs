@@ -20,7 +20,7 @@
 
 use std::cell::RefCell;
 
-use super::{context, delta, entropy, planes, Codec, Error};
+use super::{context, delta, entropy, planes, rans, Codec, Error};
 
 const VERSION: u8 = 1;
 const HEADER: usize = 12;
@@ -277,52 +277,63 @@ pub fn decode(coded: &[u8], parent: Option<&[u8]>, width: usize, out: &mut [u8])
         }
         (true, None) => return Err(Error::MissingParent),
     };
-    let mut at = 0;
-    for block in blocks {
-        let end = at + block.n;
-        decode_block(block, parent.map(|p| &p[at..end]), width, &mut out[at..end])?;
-        at = end;
-    }
-    Ok(codec)
-}
-
-/// Decodes one parsed block into `out` (its length), against `parent` if its transform needs one.
-fn decode_block(block: Parsed<'_>, parent: Option<&[u8]>, width: usize, out: &mut [u8]) -> Result<(), Error> {
-    let plane_len = out.len() / width;
     SCRATCH.with_borrow_mut(|(grouped, split)| {
         // Raw planes are read where they lie in `coded`; the others are decoded into `split`.
         let split = at_least(split, out.len());
-        let mut decoded = split.chunks_mut(plane_len.max(1));
-        let mut planes: Vec<&[u8]> = Vec::with_capacity(width);
-        for (mode, bytes) in block.planes {
-            match mode {
-                entropy::Mode::Raw if bytes.len() == plane_len => planes.push(bytes),
-                _ => {
-                    let plane = decoded.next().unwrap_or_default();
-                    entropy::decompress(mode, bytes, plane)?;
-                    planes.push(plane);
+        decode_entropy(&blocks, width, split, false)?;
+        let mut at = 0;
+        for block in &blocks {
+            let (n, plane_len) = (block.n, block.n / width);
+            let planes: Vec<&[u8]> = (block.planes.iter().enumerate())
+                .map(|(k, &(mode, bytes))| match mode {
+                    entropy::Mode::Raw => bytes,
+                    _ => &split[at + k * plane_len..at + (k + 1) * plane_len],
+                })
+                .collect();
+            let (out, parent) = (&mut out[at..at + n], parent.map(|p| &p[at..at + n]));
+            match (block.transform, parent) {
+                (Transform::SubCtx { bits }, Some(p)) => {
+                    let grouped = at_least(grouped, n);
+                    planes::join(&planes, grouped);
+                    context::ungroup_add(grouped, p, width, u32::from(bits), out);
                 }
+                (Transform::Sub, Some(p)) => {
+                    planes::join(&planes, out);
+                    delta::unsub(out, p, width);
+                }
+                (Transform::Xor, Some(p)) => {
+                    planes::join(&planes, out);
+                    delta::unxor(out, p);
+                }
+                _ => planes::join(&planes, out),
             }
+            at += n;
         }
-
-        match (block.transform, parent) {
-            (Transform::SubCtx { bits }, Some(p)) => {
-                let grouped = at_least(grouped, out.len());
-                planes::join(&planes, grouped);
-                context::ungroup_add(grouped, p, width, u32::from(bits), out);
-            }
-            (Transform::Sub, Some(p)) => {
-                planes::join(&planes, out);
-                delta::unsub(out, p, width);
-            }
-            (Transform::Xor, Some(p)) => {
-                planes::join(&planes, out);
-                delta::unxor(out, p);
-            }
-            _ => planes::join(&planes, out),
-        }
-        Ok(())
+        Ok(codec)
     })
+}
+
+/// The entropy stage of a chunk: decodes each block's planes into `planes` (the chunk's exact
+/// decoded length), block `i`'s where the block lies in the chunk, its plane `k` at `k` times
+/// its plane length from there. The rANS planes of all blocks decode together
+/// ([`rans::decode_many`]). Raw planes are copied only when `copy_raw`: a reader that takes
+/// them where they lie in the coded chunk saves the copy.
+fn decode_entropy(blocks: &[Parsed<'_>], width: usize, planes: &mut [u8], copy_raw: bool) -> Result<(), Error> {
+    let mut coded_rans = Vec::new();
+    let mut rest = planes;
+    for block in blocks {
+        let plane_len = block.n / width;
+        for &(mode, bytes) in &block.planes {
+            let (plane, after) = std::mem::take(&mut rest).split_at_mut(plane_len);
+            rest = after;
+            match mode {
+                entropy::Mode::Raw if !copy_raw && bytes.len() == plane_len => {}
+                entropy::Mode::Rans => coded_rans.push((bytes, plane)),
+                _ => entropy::decompress(mode, bytes, plane)?,
+            }
+        }
+    }
+    rans::decode_many(coded_rans)
 }
 
 /// The entropy stage of [`decode`] alone: writes each block's byte planes, one after another,
@@ -333,17 +344,8 @@ fn decode_block(block: Parsed<'_>, parent: Option<&[u8]>, width: usize, out: &mu
 pub fn decode_planes(coded: &[u8], width: usize, planes: &mut [u8]) -> Result<(Transform, Vec<usize>), Error> {
     let blocks = parse(coded, width, planes.len())?;
     let transform = shared_transform(&blocks)?;
-    let lens = blocks.iter().map(|b| b.n).collect();
-    let mut at = 0;
-    for block in blocks {
-        let out = &mut planes[at..at + block.n];
-        let plane_len = block.n / width;
-        for ((mode, bytes), plane) in block.planes.into_iter().zip(out.chunks_mut(plane_len.max(1))) {
-            entropy::decompress(mode, bytes, plane)?;
-        }
-        at += block.n;
-    }
-    Ok((transform, lens))
+    decode_entropy(&blocks, width, planes, true)?;
+    Ok((transform, blocks.iter().map(|b| b.n).collect()))
 }
 
 #[cfg(test)]

@@ -16,6 +16,8 @@
 
 use super::Error;
 
+mod avx2;
+
 /// Bits of the frequency total: every table's frequencies sum to `1 << SCALE`.
 pub const SCALE: u32 = 12;
 const TOTAL: u32 = 1 << SCALE;
@@ -628,46 +630,155 @@ impl DecodeTable {
 /// Decodes a plane coded by [`encode`] into `out`, which has the plane's exact length. Corrupt
 /// or truncated input is refused with an error, never read or written out of bounds.
 pub fn decode(coded: &[u8], out: &mut [u8]) -> Result<(), Error> {
-    let (&block_log, mut rest) = coded.split_first().ok_or(Error::Truncated)?;
-    if !(MIN_BLOCK_LOG..=MAX_BLOCK_LOG).contains(&block_log) {
-        return Err(Error::Rans("block size out of range"));
-    }
-    let mut table = DecodeTable::new();
-    let mut have_table = false;
-    for block in out.chunks_mut(1 << block_log) {
-        let (&kind, tail) = rest.split_first().ok_or(Error::Truncated)?;
-        rest = tail;
-        match kind {
-            RAW => {
-                let bytes = rest.get(..block.len()).ok_or(Error::Truncated)?;
-                block.copy_from_slice(bytes);
-                rest = &rest[block.len()..];
+    decode_many(vec![(coded, out)])
+}
+
+/// Decodes several planes, each coded by [`encode`], into their outputs (each of its plane's
+/// exact length), as [`decode`] does one by one.
+///
+/// A block's states form one chain of dependent steps, so one plane decodes no faster than a
+/// step's latency allows. Where the CPU has AVX2, the blocks in progress of up to [`STREAMS`]
+/// planes advance together instead, the [`LANES`] states of each in one vector register: the
+/// steps of different planes do not wait on each other ([`avx2`]).
+pub fn decode_many(planes: Vec<(&[u8], &mut [u8])>) -> Result<(), Error> {
+    decode_streams(planes, avx2::available())
+}
+
+/// [`decode_many`], with the planes' blocks advancing `together` or one plane at a time.
+fn decode_streams(planes: Vec<(&[u8], &mut [u8])>, together: bool) -> Result<(), Error> {
+    let mut live = planes
+        .into_iter()
+        .map(|(coded, out)| Stream::new(coded, out))
+        .collect::<Result<Vec<_>, _>>()?;
+    loop {
+        let mut i = 0;
+        while i < live.len() {
+            if live[i].left == 0 && !live[i].next_block()? {
+                live.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        if live.is_empty() {
+            return Ok(());
+        }
+        for batch in live.chunks_mut(STREAMS) {
+            let groups = batch
+                .iter()
+                .map(Stream::safe_groups)
+                .min()
+                .expect("batches are not empty");
+            let alone = !together || batch.len() == 1;
+            if alone || groups == 0 {
+                for stream in batch.iter_mut() {
+                    if alone || stream.safe_groups() == 0 {
+                        stream.finish_block()?;
+                    }
+                }
                 continue;
             }
-            NEW => {
-                let (freq, used) = read_table(rest)?;
-                table.set(&freq);
-                have_table = true;
-                rest = &rest[used..];
-            }
-            PREVIOUS if have_table => {}
-            PREVIOUS => return Err(Error::Rans("block reuses a table before the first")),
-            _ => return Err(Error::Rans("unknown block kind")),
+            avx2::groups(batch, groups);
         }
-        let states = rest.get(..4 * LANES).ok_or(Error::Truncated)?;
-        let mut x: [u32; LANES] =
-            std::array::from_fn(|j| u32::from_le_bytes(states[4 * j..4 * j + 4].try_into().expect("4 bytes")));
-        rest = &rest[4 * LANES..];
-        let used = decode_block(&table, &mut x, rest, block)?;
-        rest = &rest[used..];
-        if x != [LOW; LANES] {
+    }
+}
+
+/// The most planes [`decode_many`] advances together.
+pub const STREAMS: usize = 8;
+
+/// A plane being decoded by [`decode_many`]: what is left of its coded bytes and of its
+/// output, and the block in progress.
+struct Stream<'a> {
+    /// Coded bytes not yet read; in a block, from its first unread renormalization word.
+    rest: &'a [u8],
+    /// Output not yet written; in a block, from its next byte.
+    out: &'a mut [u8],
+    block_log: u8,
+    table: Box<DecodeTable>,
+    have_table: bool,
+    x: [u32; LANES],
+    /// Bytes of the block in progress still to decode (0: between blocks).
+    left: usize,
+}
+
+impl<'a> Stream<'a> {
+    fn new(coded: &'a [u8], out: &'a mut [u8]) -> Result<Self, Error> {
+        let (&block_log, rest) = coded.split_first().ok_or(Error::Truncated)?;
+        if !(MIN_BLOCK_LOG..=MAX_BLOCK_LOG).contains(&block_log) {
+            return Err(Error::Rans("block size out of range"));
+        }
+        Ok(Stream {
+            rest,
+            out,
+            block_log,
+            table: DecodeTable::new(),
+            have_table: false,
+            x: [LOW; LANES],
+            left: 0,
+        })
+    }
+
+    /// Moves into the next coded block, copying raw blocks on the way. False at the end of the
+    /// plane, which must also be the end of its coded bytes.
+    fn next_block(&mut self) -> Result<bool, Error> {
+        loop {
+            if self.out.is_empty() {
+                return match self.rest.len() {
+                    0 => Ok(false),
+                    n => Err(Error::Trailing(n)),
+                };
+            }
+            let n = self.out.len().min(1 << self.block_log);
+            let (&kind, tail) = self.rest.split_first().ok_or(Error::Truncated)?;
+            self.rest = tail;
+            match kind {
+                RAW => {
+                    let bytes = self.rest.get(..n).ok_or(Error::Truncated)?;
+                    let (block, after) = std::mem::take(&mut self.out).split_at_mut(n);
+                    block.copy_from_slice(bytes);
+                    (self.out, self.rest) = (after, &self.rest[n..]);
+                    continue;
+                }
+                NEW => {
+                    let (freq, used) = read_table(self.rest)?;
+                    self.table.set(&freq);
+                    self.have_table = true;
+                    self.rest = &self.rest[used..];
+                }
+                PREVIOUS if self.have_table => {}
+                PREVIOUS => return Err(Error::Rans("block reuses a table before the first")),
+                _ => return Err(Error::Rans("unknown block kind")),
+            }
+            let states = self.rest.get(..4 * LANES).ok_or(Error::Truncated)?;
+            self.x = std::array::from_fn(|j| u32::from_le_bytes(states[4 * j..4 * j + 4].try_into().expect("4 bytes")));
+            self.rest = &self.rest[4 * LANES..];
+            self.left = n;
+            return Ok(true);
+        }
+    }
+
+    /// Whole groups of [`LANES`] bytes that may be decoded from the block in progress without
+    /// checks: a group reads at most one word per lane.
+    fn safe_groups(&self) -> usize {
+        (self.left / LANES).min(self.rest.len() / (2 * LANES))
+    }
+
+    /// Takes the next `n` bytes of the block in progress, decoded, and `used` bytes of words.
+    fn advance(&mut self, n: usize, used: usize) {
+        self.out = &mut std::mem::take(&mut self.out)[n..];
+        self.rest = &self.rest[used..];
+        self.left -= n;
+    }
+
+    /// Decodes what is left of the block in progress one state at a time, and checks that the
+    /// block ends in its initial states.
+    fn finish_block(&mut self) -> Result<(), Error> {
+        let used = decode_block(&self.table, &mut self.x, self.rest, &mut self.out[..self.left])?;
+        self.advance(self.left, used);
+        if self.x != [LOW; LANES] {
             return Err(Error::Rans("block does not end in its initial states"));
         }
+        Ok(())
     }
-    if !rest.is_empty() {
-        return Err(Error::Trailing(rest.len()));
-    }
-    Ok(())
 }
 
 /// Decodes one block into `out` from states `x` and the words at the start of `input`;
@@ -872,6 +983,91 @@ mod tests {
         }
     }
 
+    /// Planes of many shapes: skewed, near uniform, mixed (new, raw and reused tables), tiny
+    /// and empty, each with its own block size; coded, and decoded `together` or not.
+    fn assorted_planes() -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut mixed = skewed(21, 5000);
+        mixed.extend(noise(22, 3000));
+        mixed.extend(skewed(23, 9000).iter().map(|b| b ^ 0x55));
+        let planes = [
+            (skewed(11, 70_000), 14),
+            (skewed(12, 70_000), 16),
+            (mixed.clone(), MIN_BLOCK_LOG),
+            (skewed(13, 1 << 15), 15),
+            (noise(14, 20_000), 14),
+            (skewed(15, 9), MIN_BLOCK_LOG),
+            (Vec::new(), 16),
+            (skewed(16, 8), MIN_BLOCK_LOG),
+            (mixed, 12),
+            (skewed(17, 123_457), 17),
+            (skewed(18, 4001), MIN_BLOCK_LOG),
+        ];
+        planes
+            .into_iter()
+            .map(|(plane, block_log)| {
+                let mut coded = Vec::new();
+                encode_with(&plane, block_log, &mut coded);
+                (plane, coded)
+            })
+            .collect()
+    }
+
+    fn decode_all(coded: &[&[u8]], lens: &[usize], together: bool) -> Result<Vec<Vec<u8>>, Error> {
+        let mut outs: Vec<Vec<u8>> = lens.iter().map(|&n| vec![0xAA; n]).collect();
+        let pairs = coded
+            .iter()
+            .copied()
+            .zip(outs.iter_mut().map(Vec::as_mut_slice))
+            .collect();
+        decode_streams(pairs, together)?;
+        Ok(outs)
+    }
+
+    #[test]
+    fn planes_decoded_together_equal_each_decoded_alone() {
+        let planes = assorted_planes();
+        let lens: Vec<usize> = planes.iter().map(|(p, _)| p.len()).collect();
+        let coded: Vec<&[u8]> = planes.iter().map(|(_, c)| c.as_slice()).collect();
+        let modes: &[bool] = if avx2::available() { &[false, true] } else { &[false] };
+        for &together in modes {
+            // Every count of planes at once, up to more than one batch.
+            for n in 1..=planes.len() {
+                let outs = decode_all(&coded[..n], &lens[..n], together).expect("intact planes decode");
+                for (i, (out, (plane, _))) in outs.iter().zip(&planes).enumerate() {
+                    assert!(out == plane, "plane {i} of {n}, together {together}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_damaged_plane_among_others_is_refused_without_panic() {
+        let planes = assorted_planes();
+        let lens: Vec<usize> = planes.iter().map(|(p, _)| p.len()).collect();
+        let modes: &[bool] = if avx2::available() { &[false, true] } else { &[false] };
+        for &together in modes {
+            for victim in [0, 2, 9] {
+                let good = &planes[victim].1;
+                let step = (good.len() / 97).max(1);
+                for cut in (0..good.len()).step_by(step) {
+                    let mut coded: Vec<&[u8]> = planes.iter().map(|(_, c)| c.as_slice()).collect();
+                    coded[victim] = &good[..cut];
+                    assert!(
+                        decode_all(&coded, &lens, together).is_err(),
+                        "plane {victim} cut at {cut}, together {together}"
+                    );
+                }
+                for at in (0..good.len()).step_by(step) {
+                    let mut bad = good.clone();
+                    bad[at] ^= 0x80;
+                    let mut coded: Vec<&[u8]> = planes.iter().map(|(_, c)| c.as_slice()).collect();
+                    coded[victim] = &bad;
+                    let _ = decode_all(&coded, &lens, together);
+                }
+            }
+        }
+    }
+
     #[test]
     fn normalized_tables_sum_to_the_total() {
         let mut counts = [1u32; 256];
@@ -985,6 +1181,19 @@ mod tests {
                 decode(c, &mut out[..p.len()]).unwrap();
             }
             let dec = t.elapsed().as_secs_f64();
+            let mut outs: Vec<Vec<u8>> = set.iter().map(|p| vec![1u8; p.len()]).collect();
+            let t = std::time::Instant::now();
+            for (c, o) in coded.chunks(STREAMS).zip(outs.chunks_mut(STREAMS)) {
+                decode_many(
+                    c.iter()
+                        .map(Vec::as_slice)
+                        .zip(o.iter_mut().map(Vec::as_mut_slice))
+                        .collect(),
+                )
+                .unwrap();
+            }
+            let many = t.elapsed().as_secs_f64();
+            assert!(outs.iter().zip(&set).all(|(o, p)| o == p));
             let raw: usize = set.iter().map(|p| p.len()).sum();
             let size: usize = coded.iter().map(Vec::len).sum();
             let mb = raw as f64 / 1e6;
@@ -994,10 +1203,11 @@ mod tests {
                 format!("plane {k}")
             };
             println!(
-                "{which}, blocks {block_log:?}: {:.4} of raw, encode {:.0} MB/s, decode {:.0} MB/s",
+                "{which}, blocks {block_log:?}: {:.4} of raw, encode {:.0} MB/s, decode {:.0} MB/s, {STREAMS} at once {:.0} MB/s",
                 size as f64 / raw as f64,
                 mb / enc,
-                mb / dec
+                mb / dec,
+                mb / many
             );
         }
     }
