@@ -206,7 +206,7 @@ fn an_interrupted_push_to_a_bucket_completes_and_sends_only_the_rest() {
 }
 
 #[test]
-fn of_two_concurrent_pushes_to_one_name_in_a_bucket_one_wins() {
+fn of_two_concurrent_pushes_to_one_name_in_a_bucket_a_winner_holds_the_ref() {
     let Some(server) = start() else { return };
     let url = format!("s3://{BUCKET}/race");
     let a = sandbox(&server, SECRET);
@@ -220,11 +220,20 @@ fn of_two_concurrent_pushes_to_one_name_in_a_bucket_one_wins() {
         let tb = s.spawn(|| b.run(&["push", &url]));
         (ta.join().unwrap(), tb.join().unwrap())
     });
-    let winner = race_winner(&ra, &rb, ida, idb);
+    // s3s-fs checks `If-None-Match: *` before it writes an object, not in one step with the
+    // write as S3 does, so two creates that overlap can both succeed there, the later write
+    // standing. What holds on any server: at least one push wins, a losing one is refused
+    // cleanly, and the ref is a winner's commit. (tests/serve.rs holds `sparse serve` to
+    // exactly one winner.)
+    let winners = match ra.success() && rb.success() {
+        true => vec![ida, idb],
+        false => vec![race_winner(&ra, &rb, ida, idb)],
+    };
     let other = sandbox(&server, SECRET);
     other.run(&["clone", &url, "c"]).ok();
     let head = git(&other.join("c/.sparse"), &["rev-parse", "refs/heads/m"]);
-    assert_eq!(String::from_utf8_lossy(&head.stdout).trim(), winner);
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+    assert!(winners.contains(&head), "the ref {head} is a winner's: {winners:?}");
     run_in(&other.join("c"), &["fsck"], &other.env).ok();
 }
 

@@ -4,15 +4,20 @@
 //! stored raw, or coded with a table of its own, or with the table of the block before: the
 //! encoder picks whichever is smallest, counting the table's own bytes. A block is coded by
 //! [`LANES`] interleaved rANS states (u32, renormalized 16 bits at a time), so that decoding
-//! has that many independent chains to run at once. Layout (docs/FORMAT.md, "rANS plane"):
+//! has that many independent chains to run at once, and gives the length of its coded bytes,
+//! so that blocks decode side by side too ([`decode_many`]). Layout (docs/FORMAT.md, "rANS
+//! plane"):
 //!
 //! ```text
 //! 1 byte  block_log (10..=24)
-//! per block: 1 byte kind (0 raw, 1 new table, 2 previous table), then
+//! per block: 1 byte kind (0 raw, 1 new table, 2 previous table, 3 and 4: 1 and 2 sized), then
 //!   raw:   the block's bytes
-//!   table: kind 1 only: the table (bit-packed, see write_table), padded to a byte;
-//!          LANES states, u32 LE; the renormalization words, u16 LE, in decoding order
+//!   coded: kinds 1 and 3: the table (bit-packed, see write_table), padded to a byte;
+//!          LANES states, u32 LE; kinds 3 and 4: the words' byte length, u32 LE;
+//!          the renormalization words, u16 LE, in decoding order
 //! ```
+
+use std::rc::Rc;
 
 use super::Error;
 
@@ -38,9 +43,14 @@ const MAX_BLOCK_LOG: u8 = 24;
 const RAW: u8 = 0;
 const NEW: u8 = 1;
 const PREVIOUS: u8 = 2;
+/// [`NEW`] and [`PREVIOUS`], with the byte length of the block's words after its states: the
+/// decoder finds every block's start before decoding any, and decodes blocks together.
+const NEW_SIZED: u8 = 3;
+const PREVIOUS_SIZED: u8 = 4;
 
-/// Bytes a coded block spends besides its symbols and table: the kind and the states.
-const BLOCK_OVERHEAD: usize = 1 + 4 * LANES;
+/// Bytes a coded block spends besides its symbols and table: the kind, the states and the
+/// words' length.
+const BLOCK_OVERHEAD: usize = 1 + 4 * LANES + 4;
 
 /// Byte counts of `bytes`.
 pub fn histogram(bytes: &[u8]) -> [u32; 256] {
@@ -392,6 +402,9 @@ pub struct Plan {
     block_log: u8,
     choices: Vec<Choice>,
     bits: f64,
+    /// Whether coded blocks give their words' length (kinds [`NEW_SIZED`] and
+    /// [`PREVIOUS_SIZED`]); only tests write the first format's blocks, without it.
+    sized: bool,
 }
 
 impl Plan {
@@ -415,6 +428,7 @@ impl Plan {
                     block_log,
                     choices,
                     bits,
+                    sized: true,
                 });
             }
             if pieces.len() <= per_block {
@@ -432,6 +446,7 @@ impl Plan {
             block_log,
             choices,
             bits,
+            sized: true,
         }
     }
 
@@ -453,16 +468,16 @@ impl Plan {
                     continue;
                 }
                 Choice::New(freq) => {
-                    out.push(NEW);
+                    out.push(if self.sized { NEW_SIZED } else { NEW });
                     write_table(freq, out);
                     let start = starts(freq);
                     for (sym, (&f, &st)) in symbols.iter_mut().zip(freq.iter().zip(&start)) {
                         *sym = EncSymbol::new(st, f);
                     }
                 }
-                Choice::Previous => out.push(PREVIOUS),
+                Choice::Previous => out.push(if self.sized { PREVIOUS_SIZED } else { PREVIOUS }),
             }
-            encode_block(block, &symbols, &mut words, out);
+            encode_block(block, &symbols, &mut words, self.sized, out);
         }
     }
 }
@@ -556,7 +571,9 @@ impl EncSymbol {
     }
 }
 
-fn encode_block(block: &[u8], symbols: &[EncSymbol; 256], words: &mut Vec<u16>, out: &mut Vec<u8>) {
+/// Appends the states and words coding `block`, with the words' byte length between them when
+/// `sized`.
+fn encode_block(block: &[u8], symbols: &[EncSymbol; 256], words: &mut Vec<u16>, sized: bool, out: &mut Vec<u8>) {
     let mut x = [LOW; LANES];
     // Every byte sheds at most one word, so `words` never outgrows the block, and each step
     // writes its word unconditionally and keeps it only when the state shed it: no branch to
@@ -585,6 +602,10 @@ fn encode_block(block: &[u8], symbols: &[EncSymbol; 256], words: &mut Vec<u16>, 
     for v in x {
         out.extend_from_slice(&v.to_le_bytes());
     }
+    if sized {
+        let len = u32::try_from(2 * n).expect("blocks are at most 2^24 bytes");
+        out.extend_from_slice(&len.to_le_bytes());
+    }
     out.reserve(n * 2);
     for w in words[..n].iter().rev() {
         out.extend_from_slice(&w.to_le_bytes());
@@ -601,20 +622,20 @@ struct DecodeTable {
 const _: () = assert!(SCALE == 12, "the slot packing holds 12-bit frequencies and offsets");
 
 impl DecodeTable {
-    fn new() -> Box<Self> {
-        Box::new(DecodeTable {
+    /// The table for frequencies `freq`.
+    fn new(freq: &[u32; 256]) -> Rc<Self> {
+        let mut table = Rc::new(DecodeTable {
             slots: [0; TOTAL as usize],
-        })
-    }
-
-    fn set(&mut self, freq: &[u32; 256]) {
+        });
+        let slots = &mut Rc::get_mut(&mut table).expect("not shared yet").slots;
         let mut at = 0;
         for (s, &f) in freq.iter().enumerate() {
-            for (offset, slot) in self.slots[at..at + f as usize].iter_mut().enumerate() {
+            for (offset, slot) in slots[at..at + f as usize].iter_mut().enumerate() {
                 *slot = s as u32 | (f - 1) << 8 | (offset as u32) << 20;
             }
             at += f as usize;
         }
+        table
     }
 
     /// One decoding step of state `x`: the byte and the state before it was coded (not yet
@@ -636,94 +657,116 @@ pub fn decode(coded: &[u8], out: &mut [u8]) -> Result<(), Error> {
 /// Decodes several planes, each coded by [`encode`], into their outputs (each of its plane's
 /// exact length), as [`decode`] does one by one.
 ///
-/// A block's states form one chain of dependent steps, so one plane decodes no faster than a
-/// step's latency allows. Where the CPU has AVX2, the blocks in progress of up to [`STREAMS`]
-/// planes advance together instead, the [`LANES`] states of each in one vector register: the
-/// steps of different planes do not wait on each other ([`avx2`]).
+/// A block's states form one chain of dependent steps, so one block decodes no faster than a
+/// step's latency allows. Every block gives the length of its words, so the start of each is
+/// known before any is decoded, and where the CPU has AVX2 up to [`STREAMS`] blocks, of one
+/// plane or of several, advance together, the [`LANES`] states of each in one vector
+/// register: their steps do not wait on each other ([`avx2`]). A block of the first format,
+/// without its length, holds up the rest of its plane until it is decoded.
 pub fn decode_many(planes: Vec<(&[u8], &mut [u8])>) -> Result<(), Error> {
     decode_streams(planes, avx2::available())
 }
 
-/// [`decode_many`], with the planes' blocks advancing `together` or one plane at a time.
+/// [`decode_many`], with the blocks advancing `together` or one at a time.
 fn decode_streams(planes: Vec<(&[u8], &mut [u8])>, together: bool) -> Result<(), Error> {
-    let mut live = planes
+    let mut planes = planes
         .into_iter()
-        .map(|(coded, out)| Stream::new(coded, out))
+        .map(|(coded, out)| Plane::new(coded, out))
         .collect::<Result<Vec<_>, _>>()?;
+    let mut blocks = Vec::new();
     loop {
-        let mut i = 0;
-        while i < live.len() {
-            if live[i].left == 0 && !live[i].next_block()? {
-                live.swap_remove(i);
-            } else {
-                i += 1;
+        for (i, plane) in planes.iter_mut().enumerate() {
+            if !plane.waiting {
+                plane.parse(i, &mut blocks)?;
             }
         }
-        if live.is_empty() {
-            return Ok(());
+        if blocks.is_empty() {
+            return Ok(()); // every plane was parsed to its end
         }
-        for batch in live.chunks_mut(STREAMS) {
+        for batch in blocks.chunks_mut(STREAMS) {
             let groups = batch
                 .iter()
-                .map(Stream::safe_groups)
+                .map(Block::safe_groups)
                 .min()
                 .expect("batches are not empty");
             let alone = !together || batch.len() == 1;
             if alone || groups == 0 {
-                for stream in batch.iter_mut() {
-                    if alone || stream.safe_groups() == 0 {
-                        stream.finish_block()?;
+                for block in batch.iter_mut() {
+                    if alone || block.safe_groups() == 0 {
+                        block.finish()?;
                     }
                 }
                 continue;
             }
             avx2::groups(batch, groups);
         }
+        let mut i = 0;
+        while i < blocks.len() {
+            if !blocks[i].done {
+                i += 1;
+                continue;
+            }
+            // A block without its length hands its plane the bytes after its last word.
+            let block = blocks.swap_remove(i);
+            if let Some(p) = block.plane {
+                planes[p].rest = block.words;
+                planes[p].waiting = false;
+            }
+        }
     }
 }
 
-/// The most planes [`decode_many`] advances together.
+/// The most blocks [`decode_many`] advances together.
 pub const STREAMS: usize = 8;
 
-/// A plane being decoded by [`decode_many`]: what is left of its coded bytes and of its
-/// output, and the block in progress.
-struct Stream<'a> {
-    /// Coded bytes not yet read; in a block, from its first unread renormalization word.
+/// A plane being parsed by [`decode_many`]: what is left of its coded bytes and of its output.
+struct Plane<'a> {
     rest: &'a [u8],
-    /// Output not yet written; in a block, from its next byte.
     out: &'a mut [u8],
     block_log: u8,
-    table: Box<DecodeTable>,
-    have_table: bool,
-    x: [u32; LANES],
-    /// Bytes of the block in progress still to decode (0: between blocks).
-    left: usize,
+    table: Option<Rc<DecodeTable>>,
+    /// Whether a block in progress, one without its length, holds the rest of the bytes.
+    waiting: bool,
 }
 
-impl<'a> Stream<'a> {
+/// A coded block being decoded by [`decode_many`].
+struct Block<'a> {
+    /// Its renormalization words not yet read: exactly its own for a block that gives their
+    /// length, else everything after them too.
+    words: &'a [u8],
+    /// Its output not yet written.
+    out: &'a mut [u8],
+    table: Rc<DecodeTable>,
+    x: [u32; LANES],
+    /// The plane waiting for the block's end, for a block that does not give its length.
+    plane: Option<usize>,
+    /// Whether it was decoded to its end and checked.
+    done: bool,
+}
+
+impl<'a> Plane<'a> {
     fn new(coded: &'a [u8], out: &'a mut [u8]) -> Result<Self, Error> {
         let (&block_log, rest) = coded.split_first().ok_or(Error::Truncated)?;
         if !(MIN_BLOCK_LOG..=MAX_BLOCK_LOG).contains(&block_log) {
             return Err(Error::Rans("block size out of range"));
         }
-        Ok(Stream {
+        Ok(Plane {
             rest,
             out,
             block_log,
-            table: DecodeTable::new(),
-            have_table: false,
-            x: [LOW; LANES],
-            left: 0,
+            table: None,
+            waiting: false,
         })
     }
 
-    /// Moves into the next coded block, copying raw blocks on the way. False at the end of the
-    /// plane, which must also be the end of its coded bytes.
-    fn next_block(&mut self) -> Result<bool, Error> {
+    /// Parses blocks, copying raw ones and adding coded ones (plane number `index`) to
+    /// `blocks`, until the end of the plane, which must be the end of its coded bytes, or a
+    /// block without its length: where that one ends is known once it is decoded.
+    fn parse(&mut self, index: usize, blocks: &mut Vec<Block<'a>>) -> Result<(), Error> {
         loop {
             if self.out.is_empty() {
                 return match self.rest.len() {
-                    0 => Ok(false),
+                    0 => Ok(()),
                     n => Err(Error::Trailing(n)),
                 };
             }
@@ -738,45 +781,77 @@ impl<'a> Stream<'a> {
                     (self.out, self.rest) = (after, &self.rest[n..]);
                     continue;
                 }
-                NEW => {
+                NEW | NEW_SIZED => {
                     let (freq, used) = read_table(self.rest)?;
-                    self.table.set(&freq);
-                    self.have_table = true;
+                    self.table = Some(DecodeTable::new(&freq));
                     self.rest = &self.rest[used..];
                 }
-                PREVIOUS if self.have_table => {}
-                PREVIOUS => return Err(Error::Rans("block reuses a table before the first")),
+                PREVIOUS | PREVIOUS_SIZED if self.table.is_some() => {}
+                PREVIOUS | PREVIOUS_SIZED => return Err(Error::Rans("block reuses a table before the first")),
                 _ => return Err(Error::Rans("unknown block kind")),
             }
             let states = self.rest.get(..4 * LANES).ok_or(Error::Truncated)?;
-            self.x = std::array::from_fn(|j| u32::from_le_bytes(states[4 * j..4 * j + 4].try_into().expect("4 bytes")));
+            let x = std::array::from_fn(|j| u32::from_le_bytes(states[4 * j..4 * j + 4].try_into().expect("4 bytes")));
             self.rest = &self.rest[4 * LANES..];
-            self.left = n;
-            return Ok(true);
+            let (out, after) = std::mem::take(&mut self.out).split_at_mut(n);
+            self.out = after;
+            let table = Rc::clone(self.table.as_ref().expect("set above"));
+            let mut block = Block {
+                words: self.rest,
+                out,
+                table,
+                x,
+                plane: None,
+                done: false,
+            };
+            if matches!(kind, NEW_SIZED | PREVIOUS_SIZED) {
+                let len = self.rest.get(..4).ok_or(Error::Truncated)?;
+                let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+                block.words = self.rest[4..].get(..len).ok_or(Error::Truncated)?;
+                self.rest = &self.rest[4 + len..];
+                blocks.push(block);
+            } else {
+                block.plane = Some(index);
+                blocks.push(block);
+                self.waiting = true;
+                return Ok(());
+            }
         }
     }
+}
 
-    /// Whole groups of [`LANES`] bytes that may be decoded from the block in progress without
-    /// checks: a group reads at most one word per lane.
+impl Block<'_> {
+    /// Whole groups of [`LANES`] bytes that may be decoded without checks: a group reads at
+    /// most one word per lane.
     fn safe_groups(&self) -> usize {
-        (self.left / LANES).min(self.rest.len() / (2 * LANES))
+        if self.done {
+            return 0;
+        }
+        (self.out.len() / LANES).min(self.words.len() / (2 * LANES))
     }
 
-    /// Takes the next `n` bytes of the block in progress, decoded, and `used` bytes of words.
+    /// Takes the next `n` bytes of output, decoded, and `used` bytes of words.
     fn advance(&mut self, n: usize, used: usize) {
         self.out = &mut std::mem::take(&mut self.out)[n..];
-        self.rest = &self.rest[used..];
-        self.left -= n;
+        self.words = &self.words[used..];
     }
 
-    /// Decodes what is left of the block in progress one state at a time, and checks that the
-    /// block ends in its initial states.
-    fn finish_block(&mut self) -> Result<(), Error> {
-        let used = decode_block(&self.table, &mut self.x, self.rest, &mut self.out[..self.left])?;
-        self.advance(self.left, used);
+    /// Decodes the rest of the block one state at a time and checks its end: the states back
+    /// at their start, and for a block that gives its words' length, every word read.
+    fn finish(&mut self) -> Result<(), Error> {
+        if self.done {
+            return Ok(());
+        }
+        let n = self.out.len();
+        let used = decode_block(&self.table, &mut self.x, self.words, self.out)?;
+        self.advance(n, used);
         if self.x != [LOW; LANES] {
             return Err(Error::Rans("block does not end in its initial states"));
         }
+        if self.plane.is_none() && !self.words.is_empty() {
+            return Err(Error::Rans("block ends before the words it gives"));
+        }
+        self.done = true;
         Ok(())
     }
 }
@@ -1002,14 +1077,35 @@ mod tests {
             (skewed(17, 123_457), 17),
             (skewed(18, 4001), MIN_BLOCK_LOG),
         ];
+        // Every third plane in the first format, whose blocks do not give their length.
         planes
             .into_iter()
-            .map(|(plane, block_log)| {
+            .enumerate()
+            .map(|(i, (plane, block_log))| {
                 let mut coded = Vec::new();
-                encode_with(&plane, block_log, &mut coded);
+                let mut plan = Plan::with_block_log(&plane, block_log);
+                plan.sized = i % 3 != 1;
+                plan.encode(&plane, &mut coded);
                 (plane, coded)
             })
             .collect()
+    }
+
+    #[test]
+    fn blocks_without_their_length_still_decode() {
+        let planes = assorted_planes();
+        let first_format = planes.iter().enumerate().filter(|(i, _)| i % 3 == 1);
+        let mut coded_blocks = 0;
+        for (i, (plane, coded)) in first_format {
+            let mut out = vec![0xAA; plane.len()];
+            decode(coded, &mut out).expect("a plane of the first format decodes");
+            assert!(&out == plane, "plane {i}");
+            coded_blocks += usize::from(coded.get(1) == Some(&NEW));
+        }
+        assert!(
+            coded_blocks >= 2,
+            "some of them start with a coded block of the first format"
+        );
     }
 
     fn decode_all(coded: &[&[u8]], lens: &[usize], together: bool) -> Result<Vec<Vec<u8>>, Error> {

@@ -1,14 +1,14 @@
-//! rANS decoding of several planes at once with AVX2. The [`LANES`](super::LANES) states of a
-//! plane's block fill one vector register, and each round takes one step of every plane, so
-//! that the latency of one plane's step (a table gather, a multiply, the renormalization) is
-//! hidden behind the others'. The result is exactly the scalar decoder's, which the tests
-//! compare it with, and the coded format is the same.
+//! rANS decoding of several blocks at once with AVX2. The [`LANES`](super::LANES) states of a
+//! block fill one vector register, and each round takes one step of every block, so that the
+//! latency of one block's step (a table gather, a multiply, the renormalization) is hidden
+//! behind the others'. The result is exactly the scalar decoder's, which the tests compare it
+//! with.
 //!
-//! On the real fp32 base's exponent planes, eight planes at once decode at twice the speed of
-//! one plane at a time (`cargo test --release rans_speed -- --ignored --nocapture`); four at
+//! On the real fp32 base's exponent planes, eight blocks at once decode at twice the speed of
+//! one at a time (`cargo test --release rans_speed -- --ignored --nocapture`); four at
 //! once gave 1.4 times.
 
-use super::Stream;
+use super::Block;
 
 /// Whether this CPU can run [`groups`].
 pub fn available() -> bool {
@@ -22,27 +22,27 @@ pub fn available() -> bool {
     }
 }
 
-/// Decodes the next `groups` groups of [`LANES`](super::LANES) bytes of each stream's block in progress.
-/// Every stream must have that many [`Stream::safe_groups`], and the CPU AVX2 ([`available`]).
-pub fn groups(streams: &mut [Stream<'_>], groups: usize) {
+/// Decodes the next `groups` groups of [`LANES`](super::LANES) bytes of each block.
+/// Every block must have that many [`Block::safe_groups`], and the CPU AVX2 ([`available`]).
+pub fn groups(blocks: &mut [Block<'_>], groups: usize) {
     assert!(available(), "AVX2 is there");
     assert!(
-        streams.iter().all(|s| s.safe_groups() >= groups),
-        "every stream has the groups"
+        blocks.iter().all(|s| s.safe_groups() >= groups),
+        "every block has the groups"
     );
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX2 is there, and every stream has `groups` safe groups (both asserted above).
+    // SAFETY: AVX2 is there, and every block has `groups` safe groups (both asserted above).
     unsafe {
-        match streams.len() {
-            1 => x86::groups::<1>(streams.try_into().expect("1 stream"), groups),
-            2 => x86::groups::<2>(streams.try_into().expect("2 streams"), groups),
-            3 => x86::groups::<3>(streams.try_into().expect("3 streams"), groups),
-            4 => x86::groups::<4>(streams.try_into().expect("4 streams"), groups),
-            5 => x86::groups::<5>(streams.try_into().expect("5 streams"), groups),
-            6 => x86::groups::<6>(streams.try_into().expect("6 streams"), groups),
-            7 => x86::groups::<7>(streams.try_into().expect("7 streams"), groups),
-            8 => x86::groups::<8>(streams.try_into().expect("8 streams"), groups),
-            n => panic!("{n} streams: at most 8 at once"),
+        match blocks.len() {
+            1 => x86::groups::<1>(blocks.try_into().expect("1 block"), groups),
+            2 => x86::groups::<2>(blocks.try_into().expect("2 blocks"), groups),
+            3 => x86::groups::<3>(blocks.try_into().expect("3 blocks"), groups),
+            4 => x86::groups::<4>(blocks.try_into().expect("4 blocks"), groups),
+            5 => x86::groups::<5>(blocks.try_into().expect("5 blocks"), groups),
+            6 => x86::groups::<6>(blocks.try_into().expect("6 blocks"), groups),
+            7 => x86::groups::<7>(blocks.try_into().expect("7 blocks"), groups),
+            8 => x86::groups::<8>(blocks.try_into().expect("8 blocks"), groups),
+            n => panic!("{n} blocks: at most 8 at once"),
         }
     }
 }
@@ -51,7 +51,7 @@ pub fn groups(streams: &mut [Stream<'_>], groups: usize) {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::super::{Stream, LANES, LOW, MASK, SCALE};
+    use super::super::{Block, LANES, LOW, MASK, SCALE};
 
     const _: () = assert!(LANES == 8, "one state per 32-bit lane of a 256-bit register");
     const _: () = assert!(LOW == 1 << 16, "a state renormalizes below 2^16");
@@ -76,9 +76,9 @@ mod x86 {
     }
 
     /// # Safety
-    /// The CPU has AVX2, and every stream has at least `groups` [`Stream::safe_groups`].
+    /// The CPU has AVX2, and every block has at least `groups` [`Block::safe_groups`].
     #[target_feature(enable = "avx2")]
-    pub unsafe fn groups<const K: usize>(streams: &mut [Stream<'_>; K], groups: usize) {
+    pub unsafe fn groups<const K: usize>(blocks: &mut [Block<'_>; K], groups: usize) {
         let mask = _mm256_set1_epi32(MASK as i32);
         let one = _mm256_set1_epi32(1);
         let zero = _mm256_setzero_si256();
@@ -87,14 +87,14 @@ mod x86 {
             0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, //
             0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
         );
-        let mut x: [__m256i; K] = std::array::from_fn(|s| _mm256_loadu_si256(streams[s].x.as_ptr().cast()));
-        let slots: [*const i32; K] = std::array::from_fn(|s| streams[s].table.slots.as_ptr().cast());
-        let words: [*const u8; K] = std::array::from_fn(|s| streams[s].rest.as_ptr());
-        let out: [*mut u8; K] = std::array::from_fn(|s| streams[s].out.as_mut_ptr());
+        let mut x: [__m256i; K] = std::array::from_fn(|s| _mm256_loadu_si256(blocks[s].x.as_ptr().cast()));
+        let slots: [*const i32; K] = std::array::from_fn(|s| blocks[s].table.slots.as_ptr().cast());
+        let words: [*const u8; K] = std::array::from_fn(|s| blocks[s].words.as_ptr());
+        let out: [*mut u8; K] = std::array::from_fn(|s| blocks[s].out.as_mut_ptr());
         let mut pos = [0usize; K];
         for g in 0..groups {
             for s in 0..K {
-                // SAFETY (reads and writes): indices are masked to the table's slots; a stream
+                // SAFETY (reads and writes): indices are masked to the table's slots; a block
                 // with `groups` safe groups has 8 output bytes per group and at least 16 bytes of
                 // words from any group's start (a group takes at most 16).
                 let e = _mm256_i32gather_epi32::<4>(slots[s], _mm256_and_si256(x[s], mask));
@@ -114,9 +114,9 @@ mod x86 {
                 pos[s] += 2 * taking.count_ones() as usize;
             }
         }
-        for (s, stream) in streams.iter_mut().enumerate() {
-            _mm256_storeu_si256(stream.x.as_mut_ptr().cast(), x[s]);
-            stream.advance(groups * LANES, pos[s]);
+        for (s, block) in blocks.iter_mut().enumerate() {
+            _mm256_storeu_si256(block.x.as_mut_ptr().cast(), x[s]);
+            block.advance(groups * LANES, pos[s]);
         }
     }
 }
