@@ -278,16 +278,18 @@ pub fn decode(coded: &[u8], parent: Option<&[u8]>, width: usize, out: &mut [u8])
         (true, None) => return Err(Error::MissingParent),
     };
     SCRATCH.with_borrow_mut(|(grouped, split)| {
-        // Raw planes are read where they lie in `coded`; the others are decoded into `split`.
-        let split = at_least(split, out.len());
-        decode_entropy(&blocks, width, split, false)?;
+        // Raw planes are read where they lie in `coded`; the others are decoded into `split`,
+        // a block at a time: its rANS blocks give enough of them to decode side by side, and
+        // the planes are still in cache when joined.
         let mut at = 0;
         for block in &blocks {
             let (n, plane_len) = (block.n, block.n / width);
+            let split = at_least(split, n);
+            decode_entropy(std::slice::from_ref(block), width, split, false)?;
             let planes: Vec<&[u8]> = (block.planes.iter().enumerate())
                 .map(|(k, &(mode, bytes))| match mode {
                     entropy::Mode::Raw => bytes,
-                    _ => &split[at + k * plane_len..at + (k + 1) * plane_len],
+                    _ => &split[k * plane_len..(k + 1) * plane_len],
                 })
                 .collect();
             let (out, parent) = (&mut out[at..at + n], parent.map(|p| &p[at..at + n]));
@@ -313,9 +315,9 @@ pub fn decode(coded: &[u8], parent: Option<&[u8]>, width: usize, out: &mut [u8])
     })
 }
 
-/// The entropy stage of a chunk: decodes each block's planes into `planes` (the chunk's exact
-/// decoded length), block `i`'s where the block lies in the chunk, its plane `k` at `k` times
-/// its plane length from there. The rANS planes of all blocks decode together
+/// The entropy stage of `blocks`: decodes each block's planes into `planes` (the blocks' exact
+/// decoded length), block `i`'s where the block lies among them, its plane `k` at `k` times
+/// its plane length from there. The rANS planes of all the blocks decode together
 /// ([`rans::decode_many`]). Raw planes are copied only when `copy_raw`: a reader that takes
 /// them where they lie in the coded chunk saves the copy.
 fn decode_entropy(blocks: &[Parsed<'_>], width: usize, planes: &mut [u8], copy_raw: bool) -> Result<(), Error> {
