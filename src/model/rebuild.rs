@@ -127,6 +127,22 @@ fn hash_file(file: &File, size: u64) -> std::io::Result<Key> {
     Ok(Key(*hasher.finalize().as_bytes()))
 }
 
+/// Gives the output file `file` its `size`, with its blocks allocated up front where the file
+/// system can: a full disk is refused before anything is decoded, and the writes then skip the
+/// file system's reservation of each page (on ext4, checkout of the real fp32 fine-tune took 78
+/// -> 69 ms, docs/PERFORMANCE.md). Elsewhere the file is sized sparse.
+fn presize(file: &File, size: u64) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    if size > 0 {
+        match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, size) {
+            Ok(()) => return Ok(()),
+            Err(rustix::io::Errno::NOSPC) => return Err(rustix::io::Errno::NOSPC.into()),
+            Err(_) => {} // not supported by this file system
+        }
+    }
+    file.set_len(size)
+}
+
 /// Decoded chunks that may wait for the writer: bounds the memory of a checkout.
 const WRITES_QUEUED: usize = 4;
 
@@ -532,7 +548,7 @@ impl<'a> Rebuilder<'a> {
         };
         let parent = dest.parent().expect("destinations are inside the output directory");
         let tmp = output_file(parent).map_err(io)?;
-        tmp.as_file().set_len(manifest.size).map_err(io)?;
+        presize(tmp.as_file(), manifest.size).map_err(io)?;
         let file: &File = tmp.as_file();
         // Jobs: (segment, chunk), or for a records file (none, window of the file).
         let jobs: Vec<(Option<usize>, usize)> = match &manifest.records {
