@@ -278,41 +278,54 @@ pub fn decode(coded: &[u8], parent: Option<&[u8]>, width: usize, out: &mut [u8])
         (true, None) => return Err(Error::MissingParent),
     };
     SCRATCH.with_borrow_mut(|(grouped, split)| {
-        // Raw planes are read where they lie in `coded`; the others are decoded into `split`,
-        // a block at a time: its rANS blocks give enough of them to decode side by side, and
-        // the planes are still in cache when joined.
         let mut at = 0;
         for block in &blocks {
-            let (n, plane_len) = (block.n, block.n / width);
-            let split = at_least(split, n);
-            decode_entropy(std::slice::from_ref(block), width, split, false)?;
-            let planes: Vec<&[u8]> = (block.planes.iter().enumerate())
-                .map(|(k, &(mode, bytes))| match mode {
-                    entropy::Mode::Raw => bytes,
-                    _ => &split[k * plane_len..(k + 1) * plane_len],
-                })
-                .collect();
-            let (out, parent) = (&mut out[at..at + n], parent.map(|p| &p[at..at + n]));
-            match (block.transform, parent) {
-                (Transform::SubCtx { bits }, Some(p)) => {
-                    let grouped = at_least(grouped, n);
-                    planes::join(&planes, grouped);
-                    context::ungroup_add(grouped, p, width, u32::from(bits), out);
-                }
-                (Transform::Sub, Some(p)) => {
-                    planes::join(&planes, out);
-                    delta::unsub(out, p, width);
-                }
-                (Transform::Xor, Some(p)) => {
-                    planes::join(&planes, out);
-                    delta::unxor(out, p);
-                }
-                _ => planes::join(&planes, out),
-            }
-            at += n;
+            let (out, parent) = (&mut out[at..at + block.n], parent.map(|p| &p[at..at + block.n]));
+            decode_block(block, parent, width, out, grouped, split)?;
+            at += block.n;
         }
         Ok(codec)
     })
+}
+
+/// Decodes one parsed block into `out` (its length), against `parent` if its transform needs
+/// one. Raw planes are read where they lie in the coded chunk; the others are decoded into
+/// `split`, a block at a time: a block's rANS blocks are enough to decode side by side, and
+/// its planes are still in cache when joined (into `grouped`, for `subctx`).
+fn decode_block(
+    block: &Parsed<'_>,
+    parent: Option<&[u8]>,
+    width: usize,
+    out: &mut [u8],
+    grouped: &mut Vec<u8>,
+    split: &mut Vec<u8>,
+) -> Result<(), Error> {
+    let (n, plane_len) = (block.n, block.n / width);
+    let split = at_least(split, n);
+    decode_entropy(std::slice::from_ref(block), width, split, false)?;
+    let planes: Vec<&[u8]> = (block.planes.iter().enumerate())
+        .map(|(k, &(mode, bytes))| match mode {
+            entropy::Mode::Raw => bytes,
+            _ => &split[k * plane_len..(k + 1) * plane_len],
+        })
+        .collect();
+    match (block.transform, parent) {
+        (Transform::SubCtx { bits }, Some(p)) => {
+            let grouped = at_least(grouped, n);
+            planes::join(&planes, grouped);
+            context::ungroup_add(grouped, p, width, u32::from(bits), out);
+        }
+        (Transform::Sub, Some(p)) => {
+            planes::join(&planes, out);
+            delta::unsub(out, p, width);
+        }
+        (Transform::Xor, Some(p)) => {
+            planes::join(&planes, out);
+            delta::unxor(out, p);
+        }
+        _ => planes::join(&planes, out),
+    }
+    Ok(())
 }
 
 /// The entropy stage of `blocks`: decodes each block's planes into `planes` (the blocks' exact

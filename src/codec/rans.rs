@@ -681,7 +681,7 @@ fn decode_streams(planes: Vec<(&[u8], &mut [u8])>, together: bool) -> Result<(),
             }
         }
         if blocks.is_empty() {
-            return Ok(()); // every plane was parsed to its end
+            return Ok(()); // no plane stopped for room or waits: every one was parsed to its end
         }
         for batch in blocks.chunks_mut(STREAMS) {
             let groups = batch
@@ -761,9 +761,14 @@ impl<'a> Plane<'a> {
 
     /// Parses blocks, copying raw ones and adding coded ones (plane number `index`) to
     /// `blocks`, until the end of the plane, which must be the end of its coded bytes, or a
-    /// block without its length: where that one ends is known once it is decoded.
+    /// block without its length (where that one ends is known once it is decoded), or until
+    /// `blocks` holds [`STREAMS`]: each coded block may bring a table of 16 KiB, so a hostile
+    /// plane of tiny blocks must not have them all at once.
     fn parse(&mut self, index: usize, blocks: &mut Vec<Block<'a>>) -> Result<(), Error> {
         loop {
+            if blocks.len() >= STREAMS {
+                return Ok(());
+            }
             if self.out.is_empty() {
                 return match self.rest.len() {
                     0 => Ok(()),
