@@ -14,34 +14,15 @@ pub fn split(data: &[u8], width: usize, out: &mut [u8]) {
     );
     match width {
         1 => out.copy_from_slice(data),
-        2 | 4 => {
-            let done = match width {
-                2 => simd::split2(data, out),
-                _ => simd::split4(data, out),
-            };
-            match (done, width) {
-                (0, 2) => split_w::<2>(data, out),
-                (0, _) => split_w::<4>(data, out),
-                // The last few elements, byte by byte.
-                _ => {
-                    let n = data.len() / width;
-                    for (i, element) in data.chunks_exact(width).enumerate().skip(done) {
-                        for (k, &byte) in element.iter().enumerate() {
-                            out[k * n + i] = byte;
-                        }
-                    }
-                }
-            }
-        }
+        2 | 4 => match sse2::split(data, width, out) {
+            0 => match width {
+                2 => split_w::<2>(data, out),
+                _ => split_w::<4>(data, out),
+            },
+            done => split_bytes(data, width, out, done),
+        },
         8 => split_w::<8>(data, out),
-        _ => {
-            let n = data.len() / width;
-            for (i, element) in data.chunks_exact(width).enumerate() {
-                for (k, &byte) in element.iter().enumerate() {
-                    out[k * n + i] = byte;
-                }
-            }
-        }
+        _ => split_bytes(data, width, out, 0),
     }
 }
 
@@ -60,25 +41,34 @@ pub fn join(planes: &[&[u8]], out: &mut [u8]) {
     );
     match width {
         1 => out.copy_from_slice(planes[0]),
-        2 | 4 => {
-            let done = match width {
-                2 => simd::join2(planes[0], planes[1], out),
-                _ => simd::join4(planes.try_into().expect("4 planes"), out),
-            };
-            let rest: Vec<&[u8]> = planes.iter().map(|p| &p[done..]).collect();
-            let out = &mut out[width * done..];
-            match width {
-                2 => join_w::<2>(&rest, out),
-                _ => join_w::<4>(&rest, out),
-            }
-        }
+        2 | 4 => match sse2::join(planes, out) {
+            0 => match width {
+                2 => join_w::<2>(planes, out),
+                _ => join_w::<4>(planes, out),
+            },
+            done => join_bytes(planes, out, done),
+        },
         8 => join_w::<8>(planes, out),
-        _ => {
-            for (i, element) in out.chunks_exact_mut(width).enumerate() {
-                for (byte, plane) in element.iter_mut().zip(planes) {
-                    *byte = plane[i];
-                }
-            }
+        _ => join_bytes(planes, out, 0),
+    }
+}
+
+/// [`split`] byte by byte, of the elements from `from` on.
+fn split_bytes(data: &[u8], width: usize, out: &mut [u8], from: usize) {
+    let n = data.len() / width;
+    for (i, element) in data.chunks_exact(width).enumerate().skip(from) {
+        for (k, &byte) in element.iter().enumerate() {
+            out[k * n + i] = byte;
+        }
+    }
+}
+
+/// [`join`] byte by byte, of the elements from `from` on.
+fn join_bytes(planes: &[&[u8]], out: &mut [u8], from: usize) {
+    let width = planes.len();
+    for (i, element) in out.chunks_exact_mut(width).enumerate().skip(from) {
+        for (byte, plane) in element.iter_mut().zip(planes) {
+            *byte = plane[i];
         }
     }
 }
@@ -135,117 +125,95 @@ fn split_w<const W: usize>(data: &[u8], out: &mut [u8]) {
     }
 }
 
-/// Joins and splits of 2- and 4-byte elements, 16 elements at a time with SSE2 unpacks and
-/// packs (part of every x86-64 CPU). Each returns how many elements it did, a multiple of 16;
-/// the caller does the rest. On other CPUs they do none.
-mod simd {
+/// [`split`] and [`join`] of 2- and 4-byte elements, 16 elements at a time with SSE2 unpacks
+/// and packs (part of every x86-64 CPU); the byte loops had taken a load, a shift and an or per
+/// byte. Each returns how many elements it did, a multiple of 16, for the caller to finish; on
+/// other CPUs none.
+mod sse2 {
+    /// [`super::split`] of the first elements of `data` (2- or 4-byte elements).
+    pub fn split(data: &[u8], width: usize, out: &mut [u8]) -> usize {
+        #[cfg(target_arch = "x86_64")]
+        return x86::split(data, width, out);
+        #[cfg(not(target_arch = "x86_64"))]
+        return 0;
+    }
+
+    /// [`super::join`] of the first elements of `out` (2 or 4 planes).
+    pub fn join(planes: &[&[u8]], out: &mut [u8]) -> usize {
+        #[cfg(target_arch = "x86_64")]
+        return x86::join(planes, out);
+        #[cfg(not(target_arch = "x86_64"))]
+        return 0;
+    }
+
     #[cfg(target_arch = "x86_64")]
-    use std::arch::x86_64::*;
+    mod x86 {
+        use std::arch::x86_64::*;
 
-    /// Interleaves planes `a` and `b` into 2-byte elements in `out`.
-    pub fn join2(a: &[u8], b: &[u8], out: &mut [u8]) -> usize {
-        #[cfg(target_arch = "x86_64")]
-        for ((a, b), out) in a.chunks_exact(16).zip(b.chunks_exact(16)).zip(out.chunks_exact_mut(32)) {
-            // SAFETY: every load reads 16 bytes of a 16-byte chunk, every store writes 16 bytes
-            // at offset 0 or 16 of a 32-byte chunk.
-            unsafe {
-                let (a, b) = (_mm_loadu_si128(a.as_ptr().cast()), _mm_loadu_si128(b.as_ptr().cast()));
-                let out = out.as_mut_ptr().cast::<__m128i>();
-                _mm_storeu_si128(out, _mm_unpacklo_epi8(a, b));
-                _mm_storeu_si128(out.add(1), _mm_unpackhi_epi8(a, b));
-            }
-        }
-        match cfg!(target_arch = "x86_64") {
-            true => (a.len().min(b.len()).min(out.len() / 2)) / 16 * 16,
-            false => 0,
-        }
-    }
-
-    /// Interleaves four planes into 4-byte elements in `out`.
-    pub fn join4(p: &[&[u8]; 4], out: &mut [u8]) -> usize {
-        let n = p.iter().map(|p| p.len()).min().expect("4 planes").min(out.len() / 4) / 16 * 16;
-        #[cfg(target_arch = "x86_64")]
-        for (i, out) in out[..4 * n].chunks_exact_mut(64).enumerate() {
-            let at = 16 * i;
-            // SAFETY: every load reads bytes at..at + 16 of a plane of at least n >= at + 16
-            // bytes, every store writes 16 bytes at offset 0, 16, 32 or 48 of a 64-byte chunk.
-            unsafe {
-                let [a, b, c, d] = p.map(|p| _mm_loadu_si128(p[at..at + 16].as_ptr().cast()));
-                let (ab_lo, ab_hi) = (_mm_unpacklo_epi8(a, b), _mm_unpackhi_epi8(a, b));
-                let (cd_lo, cd_hi) = (_mm_unpacklo_epi8(c, d), _mm_unpackhi_epi8(c, d));
-                let out = out.as_mut_ptr().cast::<__m128i>();
-                _mm_storeu_si128(out, _mm_unpacklo_epi16(ab_lo, cd_lo));
-                _mm_storeu_si128(out.add(1), _mm_unpackhi_epi16(ab_lo, cd_lo));
-                _mm_storeu_si128(out.add(2), _mm_unpacklo_epi16(ab_hi, cd_hi));
-                _mm_storeu_si128(out.add(3), _mm_unpackhi_epi16(ab_hi, cd_hi));
-            }
-        }
-        match cfg!(target_arch = "x86_64") {
-            true => n,
-            false => 0,
-        }
-    }
-
-    /// The even and the odd bytes of 32 bytes `x0`, `x1`, each as 16 bytes.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "sse2")]
-    fn deinterleave(x0: __m128i, x1: __m128i) -> (__m128i, __m128i) {
-        let low = _mm_set1_epi16(0xff);
-        let even = _mm_packus_epi16(_mm_and_si128(x0, low), _mm_and_si128(x1, low));
-        let odd = _mm_packus_epi16(_mm_srli_epi16::<8>(x0), _mm_srli_epi16::<8>(x1));
-        (even, odd)
-    }
-
-    /// Splits 2-byte elements `data` into two planes of `n` bytes, one after the other in `out`.
-    pub fn split2(data: &[u8], out: &mut [u8]) -> usize {
-        let n = data.len() / 2;
-        #[cfg(target_arch = "x86_64")]
-        let (p0, p1) = out.split_at_mut(n);
-        #[cfg(target_arch = "x86_64")]
-        for ((x, p0), p1) in data
-            .chunks_exact(32)
-            .zip(p0.chunks_exact_mut(16))
-            .zip(p1.chunks_exact_mut(16))
-        {
-            // SAFETY: loads read 16 bytes at offset 0 or 16 of a 32-byte chunk, stores write
-            // a whole 16-byte chunk.
-            unsafe {
+        pub fn split(data: &[u8], width: usize, out: &mut [u8]) -> usize {
+            let n = data.len() / width;
+            let done = n / 16 * 16;
+            let mut store = |k: usize, at: usize, bytes: __m128i| {
+                // SAFETY: plane k starts at k * n in `out`, and at + 16 <= done <= n.
+                unsafe { _mm_storeu_si128(out[k * n + at..k * n + at + 16].as_mut_ptr().cast(), bytes) }
+            };
+            for (i, x) in data[..width * done].chunks_exact(16 * width).enumerate() {
+                let at = 16 * i;
                 let x = x.as_ptr().cast::<__m128i>();
-                let (even, odd) = deinterleave(_mm_loadu_si128(x), _mm_loadu_si128(x.add(1)));
-                _mm_storeu_si128(p0.as_mut_ptr().cast(), even);
-                _mm_storeu_si128(p1.as_mut_ptr().cast(), odd);
-            }
-        }
-        match cfg!(target_arch = "x86_64") {
-            true => n / 16 * 16,
-            false => 0,
-        }
-    }
-
-    /// Splits 4-byte elements `data` into four planes of `n` bytes, one after the other in `out`.
-    pub fn split4(data: &[u8], out: &mut [u8]) -> usize {
-        let n = data.len() / 4;
-        let done = n / 16 * 16;
-        #[cfg(target_arch = "x86_64")]
-        for (i, x) in data[..4 * done].chunks_exact(64).enumerate() {
-            let at = 16 * i;
-            // SAFETY: loads read 16 bytes at offset 0, 16, 32 or 48 of a 64-byte chunk; plane k
-            // starts at k * n in `out`, and at + 16 <= done <= n, so each store writes within
-            // plane k.
-            unsafe {
-                let x = x.as_ptr().cast::<__m128i>();
-                let (e_lo, o_lo) = deinterleave(_mm_loadu_si128(x), _mm_loadu_si128(x.add(1)));
-                let (e_hi, o_hi) = deinterleave(_mm_loadu_si128(x.add(2)), _mm_loadu_si128(x.add(3)));
-                let (b0, b2) = deinterleave(e_lo, e_hi);
-                let (b1, b3) = deinterleave(o_lo, o_hi);
-                for (k, bytes) in [b0, b1, b2, b3].into_iter().enumerate() {
-                    _mm_storeu_si128(out[k * n + at..k * n + at + 16].as_mut_ptr().cast(), bytes);
+                // SAFETY: the loads read the 16 * width bytes of chunk `x`.
+                unsafe {
+                    let (even, odd) = deinterleave(_mm_loadu_si128(x), _mm_loadu_si128(x.add(1)));
+                    if width == 2 {
+                        store(0, at, even);
+                        store(1, at, odd);
+                    } else {
+                        let (e_hi, o_hi) = deinterleave(_mm_loadu_si128(x.add(2)), _mm_loadu_si128(x.add(3)));
+                        let ((b0, b2), (b1, b3)) = (deinterleave(even, e_hi), deinterleave(odd, o_hi));
+                        for (k, bytes) in [b0, b1, b2, b3].into_iter().enumerate() {
+                            store(k, at, bytes);
+                        }
+                    }
                 }
             }
+            done
         }
-        match cfg!(target_arch = "x86_64") {
-            true => done,
-            false => 0,
+
+        pub fn join(planes: &[&[u8]], out: &mut [u8]) -> usize {
+            let width = planes.len();
+            let done = out.len() / width / 16 * 16;
+            for (i, out) in out[..width * done].chunks_exact_mut(16 * width).enumerate() {
+                let at = 16 * i;
+                // SAFETY: each load reads bytes at..at + 16 of a plane of out.len() / width >=
+                // done >= at + 16 bytes; store j writes bytes 16j..16j + 16 of the
+                // 16 * width-byte chunk `out`.
+                unsafe {
+                    let load = |k: usize| _mm_loadu_si128(planes[k][at..at + 16].as_ptr().cast());
+                    let out = out.as_mut_ptr().cast::<__m128i>();
+                    let (a, b) = (load(0), load(1));
+                    let (ab_lo, ab_hi) = (_mm_unpacklo_epi8(a, b), _mm_unpackhi_epi8(a, b));
+                    if width == 2 {
+                        _mm_storeu_si128(out, ab_lo);
+                        _mm_storeu_si128(out.add(1), ab_hi);
+                    } else {
+                        let (c, d) = (load(2), load(3));
+                        let (cd_lo, cd_hi) = (_mm_unpacklo_epi8(c, d), _mm_unpackhi_epi8(c, d));
+                        _mm_storeu_si128(out, _mm_unpacklo_epi16(ab_lo, cd_lo));
+                        _mm_storeu_si128(out.add(1), _mm_unpackhi_epi16(ab_lo, cd_lo));
+                        _mm_storeu_si128(out.add(2), _mm_unpacklo_epi16(ab_hi, cd_hi));
+                        _mm_storeu_si128(out.add(3), _mm_unpackhi_epi16(ab_hi, cd_hi));
+                    }
+                }
+            }
+            done
+        }
+
+        /// The even and the odd bytes of 32 bytes `x0`, `x1`, each as 16 bytes.
+        #[target_feature(enable = "sse2")]
+        fn deinterleave(x0: __m128i, x1: __m128i) -> (__m128i, __m128i) {
+            let low = _mm_set1_epi16(0xff);
+            let even = _mm_packus_epi16(_mm_and_si128(x0, low), _mm_and_si128(x1, low));
+            let odd = _mm_packus_epi16(_mm_srli_epi16::<8>(x0), _mm_srli_epi16::<8>(x1));
+            (even, odd)
         }
     }
 }

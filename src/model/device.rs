@@ -3,8 +3,8 @@
 //! Every chunk of every tensor is decoded on the host as far as its byte planes
 //! ([`codec::chunk::decode_planes`], on all cores), into one of two page-locked stages; while
 //! the device applies one stage's batch (a job per block of each chunk) against the parent's
-//! tensors (already on the device), the host fills the other. A snapshot whose base is not on the device is rebuilt on top of
-//! its base, rebuilt the same way first, down the chain. [`verify`] reads the tensors back in
+//! tensors (already on the device), the host fills the other. A snapshot whose base is not on
+//! the device is rebuilt on top of its base, rebuilt the same way first, down the chain. [`verify`] reads the tensors back in
 //! stage-sized batches and checks every chunk against its blake3, which is also how checkout
 //! to a directory writes them.
 
