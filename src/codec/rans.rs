@@ -405,6 +405,9 @@ pub struct Plan {
     /// Whether coded blocks give their words' length (kinds [`NEW_SIZED`] and
     /// [`PREVIOUS_SIZED`]); only tests write the first format's blocks, without it.
     sized: bool,
+    /// Whether blocks are coded with AVX2 ([`avx2::encode`]), where the CPU has it; tests
+    /// turn it off to compare with the scalar coder, whose bytes are the same.
+    simd: bool,
 }
 
 impl Plan {
@@ -429,6 +432,7 @@ impl Plan {
                     choices,
                     bits,
                     sized: true,
+                    simd: avx2::available(),
                 });
             }
             if pieces.len() <= per_block {
@@ -447,6 +451,7 @@ impl Plan {
             choices,
             bits,
             sized: true,
+            simd: avx2::available(),
         }
     }
 
@@ -458,9 +463,27 @@ impl Plan {
     /// Codes `plane`, which this plan was made for, and appends it to `out`.
     pub fn encode(&self, plane: &[u8], out: &mut Vec<u8>) {
         out.push(self.block_log);
-        let mut symbols = Box::new([EncSymbol::default(); 256]);
+        let blocks: Vec<&[u8]> = plane.chunks(1 << self.block_log).collect();
+        let mut tables: Vec<EncodeTable> = Vec::new();
+        let mut table_of = Vec::with_capacity(blocks.len());
+        for choice in &self.choices {
+            match choice {
+                Choice::Raw => table_of.push(None),
+                Choice::New(freq) => {
+                    tables.push(EncodeTable::new(freq));
+                    table_of.push(Some(tables.len() - 1));
+                }
+                Choice::Previous => table_of.push(Some(tables.len() - 1)),
+            }
+        }
+        let coded: Vec<(&[u8], &EncodeTable)> = blocks
+            .iter()
+            .zip(&table_of)
+            .filter_map(|(&block, t)| t.map(|t| (block, &tables[t])))
+            .collect();
         let mut words = Vec::new();
-        for (block, choice) in plane.chunks(1 << self.block_log).zip(&self.choices) {
+        let mut coded = code_blocks(&coded, &mut words, self.simd).into_iter();
+        for (block, choice) in blocks.iter().zip(&self.choices) {
             match choice {
                 Choice::Raw => {
                     out.push(RAW);
@@ -470,14 +493,22 @@ impl Plan {
                 Choice::New(freq) => {
                     out.push(if self.sized { NEW_SIZED } else { NEW });
                     write_table(freq, out);
-                    let start = starts(freq);
-                    for (sym, (&f, &st)) in symbols.iter_mut().zip(freq.iter().zip(&start)) {
-                        *sym = EncSymbol::new(st, f);
-                    }
                 }
                 Choice::Previous => out.push(if self.sized { PREVIOUS_SIZED } else { PREVIOUS }),
             }
-            encode_block(block, &symbols, &mut words, self.sized, out);
+            let (x, range) = coded.next().expect("a coding per coded block");
+            for v in x {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            let words = &words[range];
+            if self.sized {
+                let len = u32::try_from(2 * words.len()).expect("blocks are at most 2^24 bytes");
+                out.extend_from_slice(&len.to_le_bytes());
+            }
+            out.reserve(words.len() * 2);
+            for w in words {
+                out.extend_from_slice(&w.to_le_bytes());
+            }
         }
     }
 }
@@ -571,44 +602,104 @@ impl EncSymbol {
     }
 }
 
-/// Appends the states and words coding `block`, with the words' byte length between them when
-/// `sized`.
-fn encode_block(block: &[u8], symbols: &[EncSymbol; 256], words: &mut Vec<u16>, sized: bool, out: &mut Vec<u8>) {
-    let mut x = [LOW; LANES];
-    // Every byte sheds at most one word, so `words` never outgrows the block, and each step
-    // writes its word unconditionally and keeps it only when the state shed it: no branch to
-    // mispredict on the near-random planes.
-    words.clear();
-    words.resize(block.len(), 0);
-    let mut n = 0;
-    let mut step = |lane: &mut u32, b: u8| {
-        let sym = &symbols[b as usize];
-        let v = *lane;
-        let shed = u64::from(v) >= sym.bound;
-        words[n] = v as u16;
-        n += usize::from(shed);
-        *lane = sym.put(if shed { v >> 16 } else { v });
-    };
-    // Byte i goes to lane i % LANES, from the last byte to the first.
-    let (groups, tail) = block.as_chunks::<LANES>();
-    for (lane, &b) in x.iter_mut().zip(tail).rev() {
-        step(lane, b);
-    }
-    for group in groups.iter().rev() {
-        for (lane, &b) in x.iter_mut().zip(group).rev() {
-            step(lane, b);
+/// A frequency table ready for coding: each byte's [`EncSymbol`] for the scalar coder, and for
+/// the AVX2 one its frequency and first slot packed in a u32 (`freq | start << 16`) and the
+/// reciprocal of its frequency.
+struct EncodeTable {
+    symbols: [EncSymbol; 256],
+    packed: [u32; 256],
+    rcp: [f64; 256],
+}
+
+impl EncodeTable {
+    fn new(freq: &[u32; 256]) -> EncodeTable {
+        let start = starts(freq);
+        EncodeTable {
+            symbols: std::array::from_fn(|b| EncSymbol::new(start[b], freq[b])),
+            packed: std::array::from_fn(|b| freq[b] | start[b] << 16),
+            rcp: std::array::from_fn(|b| if freq[b] == 0 { 0.0 } else { 1.0 / f64::from(freq[b]) }),
         }
     }
-    for v in x {
-        out.extend_from_slice(&v.to_le_bytes());
+}
+
+/// One block being coded: the groups of [`LANES`] bytes still to code (from the last to the
+/// first), its table, its states, and the words it has shed, written backwards from the end of
+/// `words`: the coded words are `words[pos..]`.
+struct Coding<'a> {
+    groups: &'a [[u8; LANES]],
+    table: &'a EncodeTable,
+    x: [u32; LANES],
+    words: &'a mut [u16],
+    pos: usize,
+}
+
+/// Codes each block with its table, into `words`; returns each block's final states and the
+/// range of `words` that holds its words, in decoding order. With `simd`, up to four blocks at
+/// once with AVX2 ([`avx2::encode`]), whose bytes are the scalar coder's.
+///
+/// Coding runs from a block's last byte to its first, and the decoder reads the words in the
+/// opposite order, so they are written backwards. Every byte sheds at most one word, so a
+/// block's words never outnumber its bytes, and before a byte is coded `pos` is at least the
+/// bytes left to code.
+fn code_blocks(
+    blocks: &[(&[u8], &EncodeTable)],
+    words: &mut Vec<u16>,
+    simd: bool,
+) -> Vec<([u32; LANES], std::ops::Range<usize>)> {
+    words.clear();
+    words.resize(blocks.iter().map(|(b, _)| b.len()).sum(), 0);
+    let mut codings = Vec::with_capacity(blocks.len());
+    let mut rest = words.as_mut_slice();
+    for &(block, table) in blocks {
+        let (mine, after) = std::mem::take(&mut rest).split_at_mut(block.len());
+        rest = after;
+        let (groups, tail) = block.as_chunks::<LANES>();
+        let mut c = Coding {
+            groups,
+            table,
+            x: [LOW; LANES],
+            pos: mine.len(),
+            words: mine,
+        };
+        // Byte i goes to lane i % LANES; within a group the lanes run from the last to the first.
+        for (lane, &b) in tail.iter().enumerate().rev() {
+            c.step(lane, b);
+        }
+        codings.push(c);
     }
-    if sized {
-        let len = u32::try_from(2 * n).expect("blocks are at most 2^24 bytes");
-        out.extend_from_slice(&len.to_le_bytes());
+    if simd {
+        avx2::encode(&mut codings);
+    } else {
+        for c in &mut codings {
+            while let Some((group, before)) = c.groups.split_last() {
+                c.groups = before;
+                for (lane, &b) in group.iter().enumerate().rev() {
+                    c.step(lane, b);
+                }
+            }
+        }
     }
-    out.reserve(n * 2);
-    for w in words[..n].iter().rev() {
-        out.extend_from_slice(&w.to_le_bytes());
+    let mut at = 0;
+    codings
+        .into_iter()
+        .map(|c| {
+            let range = at + c.pos..at + c.words.len();
+            at += c.words.len();
+            (c.x, range)
+        })
+        .collect()
+}
+
+impl Coding<'_> {
+    /// Codes byte `b` into the state of `lane`. The word is written unconditionally and kept
+    /// only when the state shed it: no branch to mispredict on the near-random planes.
+    fn step(&mut self, lane: usize, b: u8) {
+        let sym = &self.table.symbols[b as usize];
+        let v = self.x[lane];
+        let shed = u64::from(v) >= sym.bound;
+        self.words[self.pos - 1] = v as u16;
+        self.pos -= usize::from(shed);
+        self.x[lane] = sym.put(if shed { v >> 16 } else { v });
     }
 }
 
@@ -1094,6 +1185,39 @@ mod tests {
                 (plane, coded)
             })
             .collect()
+    }
+
+    #[test]
+    fn avx2_coding_gives_the_scalar_coders_bytes() {
+        if !avx2::available() {
+            eprintln!("skipped: this CPU has no AVX2");
+            return;
+        }
+        let mut mixed = skewed(31, 5000);
+        mixed.extend(noise(32, 3000));
+        // One byte value taking the whole table (frequency 4096) next to the rest.
+        let planes = [
+            skewed(33, 100_003),
+            noise(34, 65_536),
+            mixed,
+            vec![7; 40_000],
+            skewed(35, 15),
+            skewed(36, 8),
+        ];
+        for (i, plane) in planes.iter().enumerate() {
+            for block_log in [MIN_BLOCK_LOG, 14, 17] {
+                let mut plan = Plan::with_block_log(plane, block_log);
+                let mut simd = Vec::new();
+                plan.encode(plane, &mut simd);
+                plan.simd = false;
+                let mut scalar = Vec::new();
+                plan.encode(plane, &mut scalar);
+                assert!(simd == scalar, "plane {i}, blocks of 2^{block_log}");
+                let mut back = vec![0; plane.len()];
+                decode(&simd, &mut back).expect("a coded plane decodes");
+                assert!(&back == plane, "plane {i}, blocks of 2^{block_log}");
+            }
+        }
     }
 
     #[test]
