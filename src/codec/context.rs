@@ -52,29 +52,31 @@ pub fn ungroup_add(grouped: &[u8], parent: &[u8], width: usize, bits: u32, out: 
 // bf16 one (examples/context_bench.rs, docs/PERFORMANCE.md).
 
 /// Per-thread scratch of a counting sort: each element's key, each bucket's count in four
-/// tables, and each bucket's next free slot. Indexed by 16-bit keys, the tables need no
-/// bounds checks.
+/// tables, and each bucket's next free slot for the elements of each half of the block.
+/// Indexed by 16-bit keys, the tables need no bounds checks.
 struct Scratch {
     keys: Vec<u16>,
     counts: Box<[[u32; 4]; 1 << MAX_BITS]>,
-    next: Box<[u32; 1 << MAX_BITS]>,
+    next: [Box<[u32; 1 << MAX_BITS]>; 2],
 }
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
         keys: Vec::new(),
         counts: vec![[0; 4]; 1 << MAX_BITS].try_into().expect("the table's size"),
-        next: vec![0; 1 << MAX_BITS].try_into().expect("the table's size"),
+        next: std::array::from_fn(|_| vec![0; 1 << MAX_BITS].try_into().expect("the table's size")),
     });
 }
 
-/// Runs `f` with every parent element's key and each bucket's start: a counting sort's first
-/// half. Counting into four tables in turn keeps elements with equal keys from waiting on each
-/// other's increments.
+/// Runs `f` with every parent element's key and, for each half of the elements, each bucket's
+/// next free slot: a counting sort's first half. Counting into four tables in turn keeps
+/// elements with equal keys from waiting on each other's increments; the second pass moves the
+/// two halves side by side for the same reason (a run of equal keys is a chain of dependent
+/// increments of one slot).
 fn with_starts<const W: usize, R>(
     parent: &[u8],
     bits: u32,
-    f: impl FnOnce(&[u16], &mut [u32; 1 << MAX_BITS]) -> R,
+    f: impl FnOnce(&[u16], [&mut [u32; 1 << MAX_BITS]; 2]) -> R,
 ) -> R {
     assert!((1..=MAX_BITS).contains(&bits), "a context of 1 to 16 bits");
     assert!(
@@ -89,42 +91,77 @@ fn with_starts<const W: usize, R>(
         keys.extend(elements.iter().map(|e| ((Lane::<W>::load(e).0 >> shift) & mask) as u16));
         let buckets = 1usize << bits;
         counts[..buckets].fill([0; 4]);
-        let (quads, rest) = keys.as_chunks::<4>();
-        for q in quads {
-            for (lane, &k) in q.iter().enumerate() {
-                counts[usize::from(k)][lane] += 1;
+        let half = keys.len() / 2 / 4 * 4;
+        let [first, second] = next;
+        let count = |counts: &mut [[u32; 4]; 1 << MAX_BITS], keys: &[u16]| {
+            let (quads, rest) = keys.as_chunks::<4>();
+            for q in quads {
+                for (lane, &k) in q.iter().enumerate() {
+                    counts[usize::from(k)][lane] += 1;
+                }
             }
+            for &k in rest {
+                counts[usize::from(k)][0] += 1;
+            }
+        };
+        count(counts, &keys[..half]);
+        for (m, c) in second[..buckets].iter_mut().zip(&counts[..buckets]) {
+            *m = c.iter().sum::<u32>();
         }
-        for &k in rest {
-            counts[usize::from(k)][0] += 1;
-        }
+        count(counts, &keys[half..]);
         let mut sum = 0;
-        for (start, c) in next[..buckets].iter_mut().zip(&counts[..buckets]) {
+        for ((start, m), c) in first[..buckets]
+            .iter_mut()
+            .zip(&mut second[..buckets])
+            .zip(&counts[..buckets])
+        {
             (*start, sum) = (sum, sum + c.iter().sum::<u32>());
+            *m += *start;
         }
-        f(keys, next)
+        f(keys, [first, second])
     })
 }
 
 fn group_sub_w<const W: usize>(data: &[u8], parent: &[u8], bits: u32, out: &mut [u8]) {
-    with_starts::<W, _>(parent, bits, |keys, next| {
+    with_starts::<W, _>(parent, bits, |keys, [a, b]| {
         let (dst, _) = out.as_chunks_mut::<W>();
-        let elements = data.as_chunks::<W>().0.iter().zip(parent.as_chunks::<W>().0);
-        for ((e, p), &k) in elements.zip(keys) {
-            let slot = &mut next[usize::from(k)];
-            Lane::<W>::load(e)
-                .sub_from(Lane::load(p))
+        let (data, _) = data.as_chunks::<W>();
+        let (parent, _) = parent.as_chunks::<W>();
+        let half = keys.len() / 2 / 4 * 4;
+        let mut put = |next: &mut [u32; 1 << MAX_BITS], i: usize| {
+            let slot = &mut next[usize::from(keys[i])];
+            Lane::<W>::load(&data[i])
+                .sub_from(Lane::load(&parent[i]))
                 .store(&mut dst[*slot as usize]);
             *slot += 1;
+        };
+        for i in 0..half {
+            put(a, i);
+            put(b, half + i);
+        }
+        for i in 2 * half..keys.len() {
+            put(b, i);
         }
     });
 }
 
 fn ungroup_add_w<const W: usize>(grouped: &[u8], parent: &[u8], bits: u32, out: &mut [u8]) {
-    with_starts::<W, _>(parent, bits, |keys, next| {
+    with_starts::<W, _>(parent, bits, |keys, [a, b]| {
         let (src, _) = grouped.as_chunks::<W>();
-        for (o, &k) in out.as_chunks_mut::<W>().0.iter_mut().zip(keys) {
-            let slot = &mut next[usize::from(k)];
+        let (dst, _) = out.as_chunks_mut::<W>();
+        let half = keys.len() / 2 / 4 * 4;
+        let (first, second) = dst.split_at_mut(half);
+        let (ka, kb) = keys.split_at(half);
+        for ((oa, &k1), (ob, &k2)) in first.iter_mut().zip(ka).zip(second.iter_mut().zip(kb)) {
+            let s1 = &mut a[usize::from(k1)];
+            *oa = src[*s1 as usize];
+            *s1 += 1;
+            let s2 = &mut b[usize::from(k2)];
+            *ob = src[*s2 as usize];
+            *s2 += 1;
+        }
+        for (o, &k) in second[half..].iter_mut().zip(&kb[half..]) {
+            let slot = &mut b[usize::from(k)];
             *o = src[*slot as usize];
             *slot += 1;
         }
