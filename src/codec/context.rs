@@ -52,19 +52,20 @@ pub fn ungroup_add(grouped: &[u8], parent: &[u8], width: usize, bits: u32, out: 
 // bf16 one (examples/context_bench.rs, docs/PERFORMANCE.md).
 
 /// Per-thread scratch of a counting sort: each element's key, each bucket's count in four
-/// tables, and each bucket's next free slot for the elements of each half of the block.
+/// tables, and each bucket's next free slot for the elements of each half of the block, side
+/// by side (two tables, one per half, were 3-6% slower: `examples/context_bench.rs`).
 /// Indexed by 16-bit keys, the tables need no bounds checks.
 struct Scratch {
     keys: Vec<u16>,
     counts: Box<[[u32; 4]; 1 << MAX_BITS]>,
-    next: [Box<[u32; 1 << MAX_BITS]>; 2],
+    next: Box<[[u32; 2]; 1 << MAX_BITS]>,
 }
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
         keys: Vec::new(),
         counts: vec![[0; 4]; 1 << MAX_BITS].try_into().expect("the table's size"),
-        next: std::array::from_fn(|_| vec![0; 1 << MAX_BITS].try_into().expect("the table's size")),
+        next: vec![[0; 2]; 1 << MAX_BITS].try_into().expect("the table's size"),
     });
 }
 
@@ -76,7 +77,7 @@ thread_local! {
 fn with_starts<const W: usize, R>(
     parent: &[u8],
     bits: u32,
-    f: impl FnOnce(&[u16], [&mut [u32; 1 << MAX_BITS]; 2]) -> R,
+    f: impl FnOnce(&[u16], &mut [[u32; 2]; 1 << MAX_BITS]) -> R,
 ) -> R {
     assert!((1..=MAX_BITS).contains(&bits), "a context of 1 to 16 bits");
     assert!(
@@ -92,7 +93,6 @@ fn with_starts<const W: usize, R>(
         let buckets = 1usize << bits;
         counts[..buckets].fill([0; 4]);
         let half = keys.len() / 2 / 4 * 4;
-        let [first, second] = next;
         let count = |counts: &mut [[u32; 4]; 1 << MAX_BITS], keys: &[u16]| {
             let (quads, rest) = keys.as_chunks::<4>();
             for q in quads {
@@ -105,63 +105,59 @@ fn with_starts<const W: usize, R>(
             }
         };
         count(counts, &keys[..half]);
-        for (m, c) in second[..buckets].iter_mut().zip(&counts[..buckets]) {
-            *m = c.iter().sum::<u32>();
+        for (m, c) in next[..buckets].iter_mut().zip(&counts[..buckets]) {
+            m[1] = c.iter().sum::<u32>();
         }
         count(counts, &keys[half..]);
         let mut sum = 0;
-        for ((start, m), c) in first[..buckets]
-            .iter_mut()
-            .zip(&mut second[..buckets])
-            .zip(&counts[..buckets])
-        {
-            (*start, sum) = (sum, sum + c.iter().sum::<u32>());
-            *m += *start;
+        for (m, c) in next[..buckets].iter_mut().zip(&counts[..buckets]) {
+            *m = [sum, m[1] + sum];
+            sum += c.iter().sum::<u32>();
         }
-        f(keys, [first, second])
+        f(keys, next)
     })
 }
 
 fn group_sub_w<const W: usize>(data: &[u8], parent: &[u8], bits: u32, out: &mut [u8]) {
-    with_starts::<W, _>(parent, bits, |keys, [a, b]| {
+    with_starts::<W, _>(parent, bits, |keys, next| {
         let (dst, _) = out.as_chunks_mut::<W>();
         let (data, _) = data.as_chunks::<W>();
         let (parent, _) = parent.as_chunks::<W>();
         let half = keys.len() / 2 / 4 * 4;
-        let mut put = |next: &mut [u32; 1 << MAX_BITS], i: usize| {
-            let slot = &mut next[usize::from(keys[i])];
+        let mut put = |r: usize, i: usize| {
+            let slot = &mut next[usize::from(keys[i])][r];
             Lane::<W>::load(&data[i])
                 .sub_from(Lane::load(&parent[i]))
                 .store(&mut dst[*slot as usize]);
             *slot += 1;
         };
         for i in 0..half {
-            put(a, i);
-            put(b, half + i);
+            put(0, i);
+            put(1, half + i);
         }
         for i in 2 * half..keys.len() {
-            put(b, i);
+            put(1, i);
         }
     });
 }
 
 fn ungroup_add_w<const W: usize>(grouped: &[u8], parent: &[u8], bits: u32, out: &mut [u8]) {
-    with_starts::<W, _>(parent, bits, |keys, [a, b]| {
+    with_starts::<W, _>(parent, bits, |keys, next| {
         let (src, _) = grouped.as_chunks::<W>();
         let (dst, _) = out.as_chunks_mut::<W>();
         let half = keys.len() / 2 / 4 * 4;
         let (first, second) = dst.split_at_mut(half);
         let (ka, kb) = keys.split_at(half);
         for ((oa, &k1), (ob, &k2)) in first.iter_mut().zip(ka).zip(second.iter_mut().zip(kb)) {
-            let s1 = &mut a[usize::from(k1)];
+            let s1 = &mut next[usize::from(k1)][0];
             *oa = src[*s1 as usize];
             *s1 += 1;
-            let s2 = &mut b[usize::from(k2)];
+            let s2 = &mut next[usize::from(k2)][1];
             *ob = src[*s2 as usize];
             *s2 += 1;
         }
         for (o, &k) in second[half..].iter_mut().zip(&kb[half..]) {
-            let slot = &mut b[usize::from(k)];
+            let slot = &mut next[usize::from(k)][1];
             *o = src[*slot as usize];
             *slot += 1;
         }
