@@ -69,6 +69,12 @@ thread_local! {
     });
 }
 
+/// The elements of a block's first half, a multiple of four (the counting's unroll); the
+/// second half takes the rest.
+fn first_half(n: usize) -> usize {
+    n / 2 / 4 * 4
+}
+
 /// Runs `f` with every parent element's key and, for each half of the elements, each bucket's
 /// next free slot: a counting sort's first half. Counting into four tables in turn keeps
 /// elements with equal keys from waiting on each other's increments; the second pass moves the
@@ -92,7 +98,7 @@ fn with_starts<const W: usize, R>(
         keys.extend(elements.iter().map(|e| ((Lane::<W>::load(e).0 >> shift) & mask) as u16));
         let buckets = 1usize << bits;
         counts[..buckets].fill([0; 4]);
-        let half = keys.len() / 2 / 4 * 4;
+        let half = first_half(keys.len());
         let count = |counts: &mut [[u32; 4]; 1 << MAX_BITS], keys: &[u16]| {
             let (quads, rest) = keys.as_chunks::<4>();
             for q in quads {
@@ -123,7 +129,7 @@ fn group_sub_w<const W: usize>(data: &[u8], parent: &[u8], bits: u32, out: &mut 
         let (dst, _) = out.as_chunks_mut::<W>();
         let (data, _) = data.as_chunks::<W>();
         let (parent, _) = parent.as_chunks::<W>();
-        let half = keys.len() / 2 / 4 * 4;
+        let half = first_half(keys.len());
         let mut put = |r: usize, i: usize| {
             let slot = &mut next[usize::from(keys[i])][r];
             Lane::<W>::load(&data[i])
@@ -145,7 +151,7 @@ fn ungroup_add_w<const W: usize>(grouped: &[u8], parent: &[u8], bits: u32, out: 
     with_starts::<W, _>(parent, bits, |keys, next| {
         let (src, _) = grouped.as_chunks::<W>();
         let (dst, _) = out.as_chunks_mut::<W>();
-        let half = keys.len() / 2 / 4 * 4;
+        let half = first_half(keys.len());
         let (first, second) = dst.split_at_mut(half);
         let (ka, kb) = keys.split_at(half);
         for ((oa, &k1), (ob, &k2)) in first.iter_mut().zip(ka).zip(second.iter_mut().zip(kb)) {
