@@ -6,8 +6,8 @@
 #   benches/checkout_ab.sh finetune 21 ft.safetensors /tmp/old/sparse:/tmp/st-old /tmp/new/sparse:/tmp/st-new
 #
 # Each round checks out REV with every BIN from its STORE (a directory holding .sparse, made
-# by that build, since the builds may code differently) into a fresh directory after `sync`,
-# then copies FILE (the revision's source) with cp. Rounds alternate the builds, so that a
+# by that build, since the builds may code differently) into a fresh directory after `sync` and
+# a prefault (benches/lib.sh: memory freed long ago is slow to touch on some VMs), then copies FILE (the revision's source) with cp. Rounds alternate the builds, so that a
 # machine whose speed drifts (a shared VM) slows all of them alike. Prints the median CPU time
 # (task-clock) and wall time of each, in ms.
 #
@@ -25,12 +25,16 @@ shift 3
 command -v perf >/dev/null || { echo "perf not found" >&2; exit 1; }
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
+WORK=$OUT
+# shellcheck source=benches/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+WARM_MB=$(warm_mb "$FILE")
 
-declare -A CPU WALL
 for _ in $(seq "$RUNS"); do
     for pair in "$@" cp; do
         rm -rf "$OUT/dir" "$OUT/copy"
         sync
+        prefault
         if [ "$pair" = cp ]; then
             stat=$(perf stat -e task-clock cp "$FILE" "$OUT/copy" 2>&1 >/dev/null)
         else
@@ -38,12 +42,11 @@ for _ in $(seq "$RUNS"); do
             store=${pair#*:}
             stat=$(cd "$store" && perf stat -e task-clock "$bin" checkout "$REV" -o "$OUT/dir" 2>&1 >/dev/null)
         fi
-        CPU[$pair]+="$(awk '/task-clock/ {gsub(",", "", $1); print $1}' <<<"$stat") "
-        WALL[$pair]+="$(awk '/seconds time elapsed/ {print $1 * 1000}' <<<"$stat") "
+        add "cpu.$pair" "$(awk '/task-clock/ {gsub(",", "", $1); print $1}' <<<"$stat")"
+        add "wall.$pair" "$(awk '/seconds time elapsed/ {print $1 * 1000}' <<<"$stat")"
     done
 done
 
-median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 for pair in "$@" cp; do
-    echo "$pair: CPU $(median "${CPU[$pair]}") ms, wall $(median "${WALL[$pair]}") ms"
+    echo "$pair: CPU $(median "cpu.$pair") ms, wall $(median "wall.$pair") ms ($(range "wall.$pair"))"
 done

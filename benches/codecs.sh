@@ -123,6 +123,7 @@ bench() {
     local want
     want=$(sha256sum <"$ft" | cut -d' ' -f1)
     cat "$base" "$ft" >/dev/null # warm the page cache
+    WARM_MB=$(warm_mb "$base" "$ft")
     local slow=yes
     if ((ZSTD19_MAX_MB > 0 && raw > ZSTD19_MAX_MB * 1000000)); then slow=no; fi
     info[$set.load0]=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -196,7 +197,7 @@ bench() {
     rm -rf "${T:?}"/*
     echo "$set: ZipNN, $RUNS runs" >&2
     "$PY" "$ROOT/benches/zipnn_bench.py" --base "$base" --ft "$ft" --runs "$RUNS" --threads "$(nproc)" \
-        --work "$T" >"$WORK/zipnn.out" 2> >(grep -v -e FutureWarning -e 'warnings.warn' >&2)
+        --work "$T" --warm-mb "$WARM_MB" >"$WORK/zipnn.out" 2> >(grep -v -e FutureWarning -e 'warnings.warn' >&2)
     local kind key rest
     while read -r kind key rest; do
         case $kind in

@@ -29,7 +29,8 @@ aligned      XOR delta with tensors aligned by name (not part of ZipNN): both sa
 D is the float dtype that holds most of FT's bytes (float32, bfloat16 or float16; ZipNN's byte API
 needs one for the whole buffer). Times are wall seconds (time.perf_counter) from the start of
 reading the input to the end of writing the output (page cache warm; each step starts after
-os.sync(), and none flushes its own output, like zstd's CLI),
+os.sync() and touching --warm-mb MiB of memory, as benches/lib.sh's prefault does for the other
+methods, and none flushes its own output, like zstd's CLI),
 in this one Python process: interpreter start and `import zipnn` (which imports torch) are not
 in them; the import time is reported once as `info import_s`.
 
@@ -55,6 +56,21 @@ IMPORT_S = time.perf_counter() - t_import
 DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
 # Bytes per XOR step in the aligned delta's decompression (bounds its scratch memory).
 XOR_BLOCK = 16 << 20
+
+
+WARM_MB = 0  # --warm-mb
+
+
+def settle():
+    """Flushes dirty pages, then touches and frees WARM_MB MiB (see prefault in benches/lib.sh)."""
+    os.sync()
+    if WARM_MB > 0 and os.path.isdir("/dev/shm"):
+        path = "/dev/shm/sparse-bench-prefault"
+        block = bytes(1 << 20)
+        with open(path, "wb") as f:
+            for _ in range(WARM_MB):
+                f.write(block)
+        os.remove(path)
 
 
 def log(*a):
@@ -134,7 +150,10 @@ def main():
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--work", required=True)
+    ap.add_argument("--warm-mb", type=int, default=0)
     args = ap.parse_args()
+    global WARM_MB
+    WARM_MB = args.warm_mb
 
     ft_hdr = header_of(args.ft)
     base_hdr = header_of(args.base)
@@ -186,7 +205,7 @@ def main():
         log(f"  zipnn run {run} of {args.runs}")
 
         # FT alone.
-        os.sync()
+        settle()
         t0 = time.perf_counter()
         comp = make().compress(read_all(args.ft))
         write_all(znn, comp)
@@ -194,7 +213,7 @@ def main():
         del comp
         emit("sample", "zipnn_c", f"{t1 - t0:.3f}")
         emit("sample", "zipnn_bytes", os.stat(znn).st_size)
-        os.sync()
+        settle()
         t0 = time.perf_counter()
         dec = make().decompress(read_all(znn))
         write_all(out, dec)
@@ -205,7 +224,7 @@ def main():
 
         # ZipNN's own delta mode (equal lengths only).
         if stock_ok:
-            os.sync()
+            settle()
             t0 = time.perf_counter()
             comp = make(delta_compressed_type="file").compress(read_all(args.ft), delta_second_data=args.base)
             write_all(znn, comp)
@@ -213,7 +232,7 @@ def main():
             del comp
             emit("sample", "stock_c", f"{t1 - t0:.3f}")
             emit("sample", "stock_bytes", os.stat(znn).st_size)
-            os.sync()
+            settle()
             t0 = time.perf_counter()
             dec = make(delta_compressed_type="file").decompress(read_all(znn), delta_second_data=args.base)
             write_all(out, dec)
@@ -223,7 +242,7 @@ def main():
             check("stock_delta")
 
         # XOR delta with tensors aligned by name.
-        os.sync()
+        settle()
         t0 = time.perf_counter()
         buf = read_all(args.ft)
         view = np.frombuffer(buf, dtype=np.uint8)
@@ -236,7 +255,7 @@ def main():
         del comp, buf
         emit("sample", "aligned_c", f"{t1 - t0:.3f}")
         emit("sample", "aligned_bytes", os.stat(znn).st_size)
-        os.sync()
+        settle()
         t0 = time.perf_counter()
         dec = make().decompress(read_all(znn))
         dv = np.frombuffer(dec, dtype=np.uint8)
