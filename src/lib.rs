@@ -10,6 +10,7 @@ pub mod cli;
 pub mod codec;
 #[cfg(feature = "cuda")]
 pub mod gpu;
+pub mod huge_pages;
 pub mod model;
 pub mod serve;
 pub mod store;
