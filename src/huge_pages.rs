@@ -52,9 +52,10 @@ fn mapped_len(size: usize) -> Option<usize> {
 
 // SAFETY: large blocks are private anonymous mappings of at least `layout.size()` bytes
 // (fresh, or freed ones of the same length, which no one else holds once taken from the
-// cache; zeroed blocks are always fresh), aligned to HUGE (which satisfies any alignment `large` lets through), unmapped with
-// the same length they were mapped with (the length depends only on the layout's size, which
-// GlobalAlloc hands back unchanged); everything else is the system allocator's.
+// cache; zeroed blocks are always fresh), aligned to HUGE (which satisfies any alignment
+// `large` lets through), unmapped with the same length they were mapped with (the length
+// depends only on the layout's size, which GlobalAlloc hands back unchanged); everything else
+// is the system allocator's. Nothing here panics: an allocator must not unwind.
 unsafe impl GlobalAlloc for HugePages {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if large(&layout) {
@@ -86,7 +87,10 @@ unsafe impl GlobalAlloc for HugePages {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let new = Layout::from_size_align(new_size, layout.align()).expect("the caller's layout is valid");
+        // GlobalAlloc's contract makes this layout valid; were it not, the reallocation fails.
+        let Ok(new) = Layout::from_size_align(new_size, layout.align()) else {
+            return std::ptr::null_mut();
+        };
         match (large(&layout), large(&new)) {
             // SAFETY: a small block of the system allocator, staying small.
             (false, false) => unsafe { System.realloc(ptr, layout, new_size) },
@@ -122,10 +126,9 @@ fn reuse(size: usize) -> Option<*mut u8> {
 /// Keeps the mapping at `ptr`, made for `size` bytes, for reuse; false where it is too large
 /// or the cache is full, and the caller unmaps it.
 fn keep(ptr: *mut u8, size: usize) -> bool {
-    let len = mapped_len(size).expect("mapped, so the length did not overflow");
-    if len > CACHED_MAX {
+    let Some(len) = mapped_len(size).filter(|&len| len <= CACHED_MAX) else {
         return false;
-    }
+    };
     let mut freed = FREED.lock().unwrap_or_else(|e| e.into_inner());
     match freed.iter_mut().find(|(at, _)| *at == 0) {
         Some(slot) => {
@@ -167,9 +170,7 @@ fn map(size: usize) -> *mut u8 {
             libc::munmap(at.cast(), head);
         }
         let start = at.add(head);
-        if HUGE - head > 0 {
-            libc::munmap(start.add(len).cast(), HUGE - head);
-        }
+        libc::munmap(start.add(len).cast(), HUGE - head);
         // Advice only: where the kernel has no huge pages to give, ordinary ones serve.
         libc::madvise(start.cast(), len, libc::MADV_HUGEPAGE);
         start
@@ -179,22 +180,23 @@ fn map(size: usize) -> *mut u8 {
 /// Unmaps what [`map`] returned for `size`.
 #[cfg(target_os = "linux")]
 fn unmap(ptr: *mut u8, size: usize) {
-    let len = mapped_len(size).expect("mapped, so the length did not overflow");
-    // SAFETY: `ptr` and `len` are those of a mapping made by `map` for this size.
-    unsafe {
-        libc::munmap(ptr.cast(), len);
+    // A mapping was made for this size, so its length did not overflow.
+    if let Some(len) = mapped_len(size) {
+        // SAFETY: `ptr` and `len` are those of a mapping made by `map` for this size.
+        unsafe {
+            libc::munmap(ptr.cast(), len);
+        }
     }
 }
 
+/// Off Linux `large` is false and nothing is mapped.
 #[cfg(not(target_os = "linux"))]
 fn map(_size: usize) -> *mut u8 {
-    unreachable!("`large` is false off Linux")
+    std::ptr::null_mut()
 }
 
 #[cfg(not(target_os = "linux"))]
-fn unmap(_ptr: *mut u8, _size: usize) {
-    unreachable!("`large` is false off Linux")
-}
+fn unmap(_ptr: *mut u8, _size: usize) {}
 
 #[cfg(test)]
 mod tests {
