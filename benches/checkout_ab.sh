@@ -7,9 +7,10 @@
 #
 # Each round checks out REV with every BIN from its STORE (a directory holding .sparse, made
 # by that build, since the builds may code differently) into a fresh directory after `sync` and
-# a prefault (benches/lib.sh: memory freed long ago is slow to touch on some VMs), then copies FILE (the revision's source) with cp. Rounds alternate the builds, so that a
-# machine whose speed drifts (a shared VM) slows all of them alike. Prints the median CPU time
-# (task-clock) and wall time of each, in ms.
+# a prefault (benches/lib.sh: memory freed long ago is slow to touch on some VMs), then copies
+# FILE (the revision's source) with cp. Rounds alternate the builds, so that a machine whose
+# speed drifts (a shared VM) slows all of them alike. Prints the median CPU time (task-clock)
+# and wall time of each, in ms, and the range of the wall times.
 #
 # Needs perf (linux-perf, or linux-tools-$(uname -r) on Ubuntu).
 set -euo pipefail

@@ -31,8 +31,9 @@
 #                   the same in a second store whose copy records are deleted before each timed
 #                   step: the base is decoded from its blobs. SPARSE_BIN=PATH measures that
 #                   binary instead of this tree's build.
-# Every timed step starts after a `sync` and a prefault (benches/lib.sh). Size ratio: bytes stored over FT's raw size. Prints Markdown tables, the targets sparse is held
-# to, and the machine.
+# Every timed step starts after a `sync` and a prefault (benches/lib.sh). Size ratio: bytes
+# stored over FT's raw size. Prints Markdown tables, the targets sparse is held to, and the
+# machine.
 #
 # Needs: the zstd CLI (installed with apt-get when missing and running as root), python3 with
 # venv, and network access to PyPI for the first run (zipnn pulls in torch: about 5 GB).

@@ -13,7 +13,7 @@
 //! Freed mappings of up to [`CACHED_MAX`] bytes are kept, [`CACHED`] at most, and handed to
 //! the next allocation of the same length, as the system allocator reuses its heap: `add`
 //! codes each chunk into a fresh buffer, and mapping (and clearing) a new one each time made
-//! it 5% slower on the generated family.
+//! it 5-9% slower on the generated family.
 //!
 //! The `sparse` binary installs it (`src/main.rs`); a program using the library chooses its
 //! own allocator, and may install this one the same way.
