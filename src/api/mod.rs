@@ -21,6 +21,7 @@ pub mod remote;
 pub mod rev;
 pub mod status;
 pub mod table_diff;
+pub mod tensors;
 pub mod validate;
 
 use std::path::{Path, PathBuf};
