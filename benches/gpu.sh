@@ -4,8 +4,9 @@
 #   benches/gpu.sh [SIZE_GB]        (default 13.5: a Llama-2-7B-shaped bf16 model)
 #
 # Generates a base and a fine-tune (examples/gen_model.rs), adds and commits both to a fresh
-# store, and runs examples/gpu_bench.rs: floors, swap on a resident base, checkout to device
-# memory, and the CPU checkout, medians of RUNS (default 5).
+# store (the fine-tune also as `--lossy int8`), and runs examples/gpu_bench.rs: floors, swaps
+# on a resident base, checkout to device memory, and the CPU checkout, medians of RUNS
+# (default 5).
 # Binaries come from BIN (default target/release), built with
 #   cargo build --release --features cuda --bin sparse --example gen_model --example gpu_bench
 # so that a GPU machine without cargo can run this. WORK (default /tmp/sparse-gpu-bench) holds
@@ -28,8 +29,10 @@ t "$BIN/sparse" add base --name base
 "$BIN/sparse" commit -m base >/dev/null
 t "$BIN/sparse" add finetune --name finetune --base base
 "$BIN/sparse" commit -m finetune >/dev/null
+t "$BIN/sparse" add finetune --name int8 --base base --lossy int8
+"$BIN/sparse" commit -m "finetune, int8" >/dev/null
 du -sh .sparse base finetune >&2
 t cp finetune/model.safetensors copy.safetensors && rm copy.safetensors
 rm -rf base finetune
-"$examples/gpu_bench" --store "$WORK" --base base --finetune finetune --runs "$RUNS" --cpu-out "$WORK/cpu"
+"$examples/gpu_bench" --store "$WORK" --base base --finetune finetune --lossy int8 --runs "$RUNS" --cpu-out "$WORK/cpu"
 rm -rf "$WORK"

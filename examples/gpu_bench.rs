@@ -28,6 +28,7 @@ struct Args {
     finetune: String,
     runs: usize,
     cpu_out: Option<PathBuf>,
+    lossy: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -37,6 +38,7 @@ fn parse_args() -> Result<Args, String> {
         finetune: String::new(),
         runs: 5,
         cpu_out: None,
+        lossy: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -47,11 +49,14 @@ fn parse_args() -> Result<Args, String> {
             "--finetune" => args.finetune = value()?,
             "--runs" => args.runs = value()?.parse().map_err(|e| format!("--runs: {e}"))?,
             "--cpu-out" => args.cpu_out = Some(value()?.into()),
+            "--lossy" => args.lossy = Some(value()?),
             _ => return Err(format!("unknown argument {a}")),
         }
     }
     if args.base.is_empty() || args.finetune.is_empty() {
-        return Err("usage: gpu_bench --store DIR --base REV --finetune REV [--runs N] [--cpu-out DIR]".into());
+        return Err(
+            "usage: gpu_bench --store DIR --base REV --finetune REV [--lossy REV] [--runs N] [--cpu-out DIR]".into(),
+        );
     }
     Ok(args)
 }
@@ -148,6 +153,16 @@ fn run(args: &Args) -> Result<(), Error> {
         let s = resident.swap_in(&repo, &args.finetune, true)?;
         swap_checked.push(s.seconds.rebuild + s.seconds.verify);
     }
+    let (mut lossy_apply, mut lossy_swap) = (Vec::new(), Vec::new());
+    if let Some(rev) = &args.lossy {
+        resident.swap_in(&repo, rev, true)?;
+        for _ in 0..runs {
+            resident.swap_out();
+            let s = resident.swap_in(&repo, rev, false)?;
+            lossy_apply.push(s.seconds.kernels);
+            lossy_swap.push(s.seconds.rebuild);
+        }
+    }
     drop(resident);
 
     // Checkout to the device, no base resident.
@@ -206,9 +221,19 @@ fn run(args: &Args) -> Result<(), Error> {
     println!("| of which the host decoding planes (all cores) | {} |", stats(&decode));
     println!("| of which the host waiting for the device | {} |", stats(&wait));
     println!(
-        "| swap on the resident base, every chunk read back and checked | {} |",
+        "| swap on the resident base, every chunk hashed on the device and checked | {} |",
         stats(&swap_checked)
     );
+    if let Some(rev) = &args.lossy {
+        println!(
+            "| lossy swap ({rev}): device-side apply (kernels) | {} |",
+            stats(&lossy_apply)
+        );
+        println!(
+            "| lossy swap ({rev}): whole swap from the store | {} |",
+            stats(&lossy_swap)
+        );
+    }
     println!("| swap out (back to the base) | {} |", stats(&swap_out));
     println!(
         "| checkout to device memory, no base resident, checked | {} |",

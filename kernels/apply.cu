@@ -4,20 +4,30 @@
 // and copies them to the device; these kernels do the rest of codec::chunk::decode there: join
 // the planes into elements, undo the transform against the parent chunk (already on the
 // device), and write the chunk into place. One launch of each kernel covers a whole batch of
-// chunks, described by a table of jobs; one warp works on one tile of TILE elements of a chunk.
+// chunks, described by a table of jobs; one warp works on one tile of a chunk: TILE elements
+// of a grouped chunk, PLAIN_TILE of any other (short, so that a batch has warps enough to
+// keep the memory busy).
 //
 // A job is JOB_WORDS 64-bit words:
 //   0 out       device address of the chunk's first byte in its tensor
 //   1 parent    device address of the parent's chunk (0 when the transform needs none)
-//   2 planes    device address of plane 0; plane k starts at planes + k * n
-//   3 counts    device address of the job's u32 context counts, keys x tiles (SUBCTX only)
+//   2 planes    device address of plane 0; plane k starts at planes + k * n (a lossy
+//               chunk: its payload, as codec::lossy codes it)
+//   3 counts    device address of the job's u32 context counts, keys x tiles (SUBCTX only);
+//               for LOWRANK the tensor's B factor (rank x cols bf16)
 //   4 n         elements in the chunk
-//   5 width | transform << 8 | bits << 16  (width 1, 2, 4 or 8)
-//   6 tiles     ceil(n / TILE)
+//   5 width | transform << 8 | bits << 16 | rank << 24  (width 1, 2, 4 or 8; for the lossy
+//               transforms `bits` is the float format: 1 f32, 2 bf16, 3 f16)
+//   6 tiles     ceil(n / TILE) for a grouped job, ceil(n / PLAIN_TILE) for any other
 //   7 first     the batch's warp number of the job's first tile (jobs are in warp order)
+//   8 cols      LOWRANK: columns of the tensor as a matrix
+//   9 element   LOWRANK: the tensor's element number of the chunk's first element
 //
 // Transforms (codec::chunk): 0 full, 1 xor, 2 sub (zigzag integer difference), 3 sub with the
-// differences grouped stably by `bits` bits after the sign of the parent's elements, 4 same.
+// differences grouped stably by `bits` bits after the sign of the parent's elements, 4 same;
+// and the lossy tiers (codec::lossy), which add an approximate delta in f32 and round to the
+// tensor's format exactly as the host does: 5 int8 (a scale per group of 128 elements), 6
+// lowrank (the rows of A the chunk covers, times B).
 //
 // Grouped chunks (3) take three launches: `ctx_count` counts each tile's parent keys,
 // `ctx_scan` turns the counts of a chunk, in key-major order, into each (key, tile)'s first
@@ -31,8 +41,10 @@ typedef unsigned short u16;
 typedef unsigned int u32;
 typedef unsigned long long u64;
 
-#define JOB_WORDS 8
+#define JOB_WORDS 10
+#define INT8_GROUP 128
 #define TILE 16384
+#define PLAIN_TILE 2048
 #define WARPS_PER_BLOCK 4
 // Keys counted in shared memory per warp, at most; larger contexts count in global memory.
 // Each launch gives every warp 2^shared_bits counters (`shared_bits` <= SHARED_BITS, the
@@ -49,6 +61,8 @@ struct Job {
     u32 width, transform, bits;
     u32 tiles;
     u64 first;
+    u32 rank;
+    u64 cols, element;
 };
 
 __device__ Job load_job(const u64 *jobs, u32 j) {
@@ -64,6 +78,9 @@ __device__ Job load_job(const u64 *jobs, u32 j) {
     job.bits = (u32)((w[5] >> 16) & 0xff);
     job.tiles = (u32)w[6];
     job.first = w[7];
+    job.rank = (u32)(w[5] >> 24);
+    job.cols = w[8];
+    job.element = w[9];
     return job;
 }
 
@@ -194,6 +211,136 @@ extern "C" __global__ void ctx_scan(const u64 *jobs, u32 njobs) {
     }
 }
 
+// The bits of N bytes loaded or stored at once, and their bytes.
+template <u32 N> struct Raw;
+template <> struct Raw<2> { typedef u16 type; };
+template <> struct Raw<4> { typedef u32 type; };
+template <> struct Raw<8> { typedef u64 type; };
+template <> struct Raw<16> { typedef uint4 type; };
+template <u32 N> union Bytes { typename Raw<N>::type raw; u8 b[N]; };
+template <typename T> union Lanes { uint4 raw; T t[16 / sizeof(T)]; };
+
+// Elements `at ..` of a plain job (not grouped), 16 bytes of output at once: one load per
+// plane and one of the parent. The caller checks the alignment.
+template <typename T>
+__device__ void plain_vector(const Job &job, u64 at) {
+    constexpr u32 W = sizeof(T), E = 16 / W;
+    Bytes<E> planes[W];
+#pragma unroll
+    for (u32 k = 0; k < W; k++) planes[k].raw = *(const typename Raw<E>::type *)(job.planes + k * job.n + at);
+    Lanes<T> parent, out;
+    if (job.transform != 0) parent.raw = *(const uint4 *)(job.parent + at * W);
+#pragma unroll
+    for (u32 e = 0; e < E; e++) {
+        T v = 0;
+#pragma unroll
+        for (u32 k = 0; k < W; k++) v |= (T)planes[k].b[e] << (8 * k);
+        switch (job.transform) {
+            case 0: out.t[e] = v; break;
+            case 1: out.t[e] = parent.t[e] ^ v; break;
+            case 2: out.t[e] = parent.t[e] + unzigzag<T>(v); break;
+            default: out.t[e] = parent.t[e]; break;
+        }
+    }
+    *(uint4 *)(job.out + at * W) = out.raw;
+}
+
+template <typename T>
+__device__ void plain_scalar(const Job &job, u64 i) {
+    T v;
+    switch (job.transform) {
+        case 0: v = joined<T>(job.planes, job.n, i); break;
+        case 1: v = load<T>(job.parent, i) ^ joined<T>(job.planes, job.n, i); break;
+        case 2: v = load<T>(job.parent, i) + unzigzag<T>(joined<T>(job.planes, job.n, i)); break;
+        default: v = load<T>(job.parent, i); break;
+    }
+    store<T>(job.out, i, v);
+}
+
+// Float formats of the lossy tiers: to f32 exactly, and back rounding to nearest, ties to
+// even, NaNs kept quiet (as the `half` crate converts on the host).
+__device__ float float_at(const u8 *p, u64 i, u32 format) {
+    switch (format) {
+        case 1: return __uint_as_float(load<u32>(p, i));
+        case 2: return __uint_as_float((u32)load<u16>(p, i) << 16);
+        default: {
+            u32 h = load<u16>(p, i), sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+            if (exp == 0x1f) return __uint_as_float(sign | (man ? 0x7fc00000u : 0x7f800000u) | (man << 13));
+            if (exp == 0) {
+                if (man == 0) return __uint_as_float(sign);
+                // A subnormal half: normalize it.
+                int e = -1;
+                do { man <<= 1; e++; } while ((man & 0x400) == 0);
+                return __uint_as_float(sign | (u32)(112 - e) << 23 | (man & 0x3ff) << 13);
+            }
+            return __uint_as_float(sign | (exp + 112) << 23 | man << 13);
+        }
+    }
+}
+
+__device__ u16 to_bf16(float f) {
+    u32 x = __float_as_uint(f);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (u16)((x >> 16) | 0x40);
+    u32 round = 0x8000u;
+    return (u16)((x >> 16) + ((x & round) != 0 && (x & (3 * round - 1)) != 0));
+}
+
+__device__ u16 to_f16(float f) {
+    u32 x = __float_as_uint(f);
+    u32 sign = x & 0x80000000u, exp = x & 0x7f800000u, man = x & 0x7fffffu;
+    if (exp == 0x7f800000u) return (u16)((sign >> 16) | 0x7c00u | (man != 0 ? 0x200u : 0) | (man >> 13));
+    u32 half_sign = sign >> 16;
+    int half_exp = (int)(exp >> 23) - 127 + 15;
+    if (half_exp >= 0x1f) return (u16)(half_sign | 0x7c00u);
+    if (half_exp <= 0) {
+        if (14 - half_exp > 24) return (u16)half_sign;
+        u32 m = man | 0x800000u;
+        u32 half_man = m >> (14 - half_exp);
+        u32 round = 1u << (13 - half_exp);
+        if ((m & round) != 0 && (m & (3 * round - 1)) != 0) half_man++;
+        return (u16)(half_sign | half_man);
+    }
+    u32 v = half_sign | (u32)half_exp << 10 | man >> 13;
+    u32 round = 0x1000u;
+    return (u16)(v + ((man & round) != 0 && (man & (3 * round - 1)) != 0));
+}
+
+__device__ void store_float(u8 *p, u64 i, float v, u32 format) {
+    switch (format) {
+        case 1: store<u32>(p, i, __float_as_uint(v)); break;
+        case 2: store<u16>(p, i, to_bf16(v)); break;
+        default: store<u16>(p, i, to_f16(v)); break;
+    }
+}
+
+// Element `i` of a lossy job: the parent plus the coded delta, summed in f32 in the host's
+// order with no fused multiply-add.
+__device__ void lossy_element(const Job &job, u64 i) {
+    u32 format = job.bits;
+    float delta;
+    if (job.transform == 5) {
+        u64 groups = (job.n + INT8_GROUP - 1) / INT8_GROUP;
+        float scale = __uint_as_float(joined<u32>(job.planes + 4 * (i / INT8_GROUP), 1, 0));
+        float q = (float)(signed char)job.planes[4 * groups + i];
+        delta = __fmul_rn(q, scale);
+    } else {
+        u64 e = job.element + i;
+        u64 row = e / job.cols - job.element / job.cols, col = e % job.cols;
+        // A's rows lie in the payload at any byte offset; B is its own allocation.
+        const u8 *a = job.planes + 2 * row * job.rank;
+        const u8 *b = (const u8 *)job.counts;
+        delta = 0.0f;
+        for (u32 k = 0; k < job.rank; k++) {
+            float ak = __uint_as_float((u32)joined<u16>(a + 2 * k, 1, 0) << 16);
+            delta = __fadd_rn(delta, __fmul_rn(ak, float_at(b, (u64)k * job.cols + col, 2)));
+        }
+    }
+    // A NaN parent stays itself, quieted, as the host's addition leaves it.
+    float p = float_at(job.parent, i, format);
+    float sum = isnan(p) ? __uint_as_float(__float_as_uint(p) | 0x400000u) : __fadd_rn(p, delta);
+    store_float(job.out, i, sum, format);
+}
+
 template <typename T>
 __device__ void apply_tile(const Job &job, u32 t, u32 *shared, u32 shared_bits) {
     u32 lane = threadIdx.x & 31;
@@ -211,18 +358,20 @@ __device__ void apply_tile(const Job &job, u32 t, u32 *shared, u32 shared_bits) 
         }
         return;
     }
-    u64 start = (u64)t * TILE;
-    u64 end = min(job.n, start + TILE);
-    for (u64 i = start + lane; i < end; i += 32) {
-        T v;
-        switch (job.transform) {
-            case 0: v = joined<T>(job.planes, job.n, i); break;
-            case 1: v = load<T>(job.parent, i) ^ joined<T>(job.planes, job.n, i); break;
-            case 2: v = load<T>(job.parent, i) + unzigzag<T>(joined<T>(job.planes, job.n, i)); break;
-            default: v = load<T>(job.parent, i); break;
-        }
-        store<T>(job.out, i, v);
+    u64 start = (u64)t * PLAIN_TILE;
+    u64 end = min(job.n, start + PLAIN_TILE);
+    if (job.transform >= 5) {
+        for (u64 i = start + lane; i < end; i += 32) lossy_element(job, i);
+        return;
     }
+    // 16 bytes per lane and step where every address allows it (tensors and blocks start
+    // aligned; a batch's planes may not); the rest element by element.
+    constexpr u32 E = 16 / sizeof(T);
+    bool aligned = ((u64)job.out | (u64)job.parent) % 16 == 0 && (u64)job.planes % E == 0 && job.n % E == 0;
+    u64 vector_end = aligned ? start + (end - start) / E * E : start;
+#pragma unroll 4
+    for (u64 at = start + lane * E; at < vector_end; at += 32 * E) plain_vector<T>(job, at);
+    for (u64 i = vector_end + lane; i < end; i += 32) plain_scalar<T>(job, i);
 }
 
 extern "C" __global__ void apply(const u64 *jobs, u32 njobs, u64 warps, u32 shared_bits) {

@@ -13,14 +13,18 @@ fn every_kernel_compiles_with_nvrtc() {
         eprintln!("NVRTC not found (put libnvrtc on LD_LIBRARY_PATH): kernels not compiled");
         return;
     }
-    for (major, minor) in [(7, 5), (8, 0), (9, 0)] {
-        let ptx = kernels::compile(major, minor).unwrap_or_else(|e| panic!("compute_{major}{minor}: {e}"));
-        let text = ptx.to_src();
-        for f in kernels::FUNCTIONS {
-            assert!(
-                text.contains(&format!(".entry {f}")),
-                "compute_{major}{minor} lacks {f}"
-            );
+    for source in kernels::SOURCES {
+        for (major, minor) in [(7, 5), (8, 0), (9, 0)] {
+            let ptx = kernels::compile(&source, major, minor)
+                .unwrap_or_else(|e| panic!("{}, compute_{major}{minor}: {e}", source.file));
+            let text = ptx.to_src();
+            for f in source.functions {
+                assert!(
+                    text.contains(&format!(".entry {f}")),
+                    "{}, compute_{major}{minor} lacks {f}",
+                    source.file
+                );
+            }
         }
     }
 }
@@ -46,7 +50,7 @@ fn opening_without_a_driver_is_an_error_not_a_panic() {
 }
 
 /// Every transform, element width and context size, on chunks of awkward lengths (a partial
-/// last tile, fewer elements than a warp), several jobs per batch: the device's result equals
+/// last tile, fewer elements than a warp), several jobs per batch, planes aligned or not: the device's result equals
 /// the host decoder's, byte for byte.
 #[test]
 fn kernels_apply_every_transform_like_the_host() {
@@ -63,7 +67,7 @@ fn kernels_apply_every_transform_like_the_host() {
             }
         }
         for t in transforms {
-            for elements in [1usize, 31, 33, 16384, 40000] {
+            for elements in [1usize, 31, 33, 16384, 40000, 3 * 16384 + 8] {
                 let dtype = match width {
                     1 => "U8",
                     2 => "BF16",
@@ -77,12 +81,17 @@ fn kernels_apply_every_transform_like_the_host() {
         }
     }
     let mut stage = dev.stage(64 << 20).unwrap();
-    for batch in cases.chunks(9) {
+    for (b, batch) in cases.chunks(9).enumerate() {
         let mut jobs = Vec::new();
         let mut buffers = Vec::new();
         let host = stage.host().unwrap();
-        let mut at = 0;
+        let mut at = 0usize;
         for (t, width, parent, data) in batch {
+            // Every other batch's planes start 16-byte aligned (the kernels' wide loads),
+            // the rest wherever the previous job's end.
+            if b % 2 == 0 {
+                at = at.next_multiple_of(16);
+            }
             let coded = encode(*t, data, Some(parent), *width, 3);
             let got = decode_planes(&coded, *width, &mut host[at..at + data.len()]).unwrap();
             assert_eq!(got, (*t, vec![data.len()]), "one block: chunks here are below a block");
@@ -237,5 +246,103 @@ fn resident_base_swaps_fine_tunes_in_and_out() {
         check(resident.model(), &ft2);
         resident.swap_out();
         check(resident.model(), &base);
+    }
+}
+
+/// BLAKE3 on the device equals `blake3::hash` of the same bytes: empty ranges, the edges of
+/// blocks (64 bytes) and chunks (1024), several MiB, unaligned addresses, many ranges a call.
+#[test]
+fn device_blake3_equals_the_host() {
+    let Some(dev) = device() else { return };
+    let mut rng = common::Lcg::new(11);
+    let lens = [
+        0usize,
+        1,
+        63,
+        64,
+        65,
+        1023,
+        1024,
+        1025,
+        2048,
+        3073,
+        8192,
+        100_000,
+        (4 << 20) + 17,
+        7 * 1024 + 5,
+    ];
+    let mut at = 0;
+    let mut ranges = Vec::new();
+    for (i, len) in lens.iter().enumerate() {
+        at += i % 3;
+        ranges.push((at, *len));
+        at += len;
+    }
+    let bytes: Vec<u8> = (0..at).map(|_| rng.next_u64() as u8).collect();
+    let buffer = dev.alloc(bytes.len()).unwrap();
+    dev.write(&buffer, 0, &bytes).unwrap();
+    let on_device: Vec<(u64, usize)> = ranges.iter().map(|&(at, len)| (buffer.addr(at as u64), len)).collect();
+    let expected: Vec<[u8; 32]> = ranges
+        .iter()
+        .map(|&(at, len)| *blake3::hash(&bytes[at..at + len]).as_bytes())
+        .collect();
+    assert_eq!(dev.blake3(&on_device).unwrap(), expected);
+    for (range, hash) in on_device.iter().zip(&expected) {
+        assert_eq!(dev.blake3(&[*range]).unwrap(), vec![*hash], "{range:?} alone");
+    }
+    assert!(dev.blake3(&[]).unwrap().is_empty());
+}
+
+/// Lossy revisions (int8, low rank) and a lossless one on top of a lossy one rebuild on the
+/// device to the bytes the CPU rebuilds: every float format, subnormal halves, NaNs and
+/// infinities in the parent, chunks that cut matrix rows; in a checkout and in swaps.
+#[test]
+fn lossy_revisions_rebuild_on_the_device_like_the_cpu() {
+    use common::Tensor;
+    let Some(dev) = device() else { return };
+    let sb = common::Sandbox::new().with_env("SPARSE_CHUNK_SIZE", 1000);
+    let mut special = Tensor::random("h", "F16", &[33, 17], 3);
+    // A quiet NaN with a payload, a signalling NaN, an infinity, the largest subnormal.
+    for (i, bits) in [0x7e01u16, 0xfd00, 0x7c00, 0x03ff].iter().enumerate() {
+        special.data[2 * i..2 * i + 2].copy_from_slice(&bits.to_le_bytes());
+    }
+    let base = vec![
+        Tensor::random("w", "F32", &[64, 48], 1),
+        Tensor::random("v", "BF16", &[40, 3, 8], 2),
+        special,
+        Tensor::random("norm", "F32", &[48], 4),
+        Tensor::random("ids", "I64", &[16, 2], 5),
+    ];
+    let ft: Vec<Tensor> = base.iter().map(|t| t.finetuned(0.5, 6)).collect();
+    let ft2: Vec<Tensor> = ft.iter().map(|t| t.finetuned(0.5, 7)).collect();
+    let write = |name: &str, t: &[Tensor]| sb.write(&format!("{name}.safetensors"), &common::safetensors_bytes(t, &[]));
+    sb.add_commit(&write("base", &base), "base", None, "base");
+    let ft_file = write("ft", &ft);
+    let ft2_file = write("ft2", &ft2);
+    let add = |source: &std::path::Path, name: &str, base: &str, extra: &[&str]| {
+        let mut args = vec!["add", source.to_str().unwrap(), "--name", name, "--base", base];
+        args.extend_from_slice(extra);
+        sb.run(&args).ok();
+        sb.run(&["commit", "-m", name]).ok();
+    };
+    add(&ft_file, "int8", "base", &["--lossy", "int8"]);
+    add(&ft_file, "low", "base", &["--lossy", "lowrank", "--rank", "3"]);
+    add(&ft2_file, "next", "low", &[]);
+    let revs = ["int8", "low", "next"];
+    for rev in revs {
+        let cpu = sb.checkout(rev, &format!("cpu-{rev}"));
+        let gpu = sb.join(&format!("gpu-{rev}"));
+        let run = sb.run(&["checkout", rev, "--device", "cuda", "-o", gpu.to_str().unwrap()]);
+        run.ok();
+        assert_eq!(run.stdout.contains("LOSSY"), rev != "next", "{}", run.stdout);
+        assert_eq!(common::tree_hashes(&gpu), common::tree_hashes(&cpu), "{rev}");
+        let report = sb.json(&["checkout", rev, "--device", "cuda"]);
+        assert_eq!(report["verified"], true, "{report}");
+    }
+    let repo = sparse::api::Repository::discover(sb.path()).unwrap();
+    let mut resident = repo.resident("base", &dev).unwrap();
+    for rev in revs {
+        let swap = resident.swap_in(&repo, rev, true).unwrap();
+        assert!(swap.verified, "{rev}");
     }
 }

@@ -1,8 +1,8 @@
 //! Checkout into GPU memory (feature `cuda`), and a resident base that swaps fine-tunes in.
 //!
-//! [`Repository::checkout_device`] rebuilds a revision's tensors on a device, checks every
-//! chunk against its blake3 (read back to the host), and with a directory writes the files
-//! from there, byte for byte as the CPU checkout does. [`Resident`] keeps a base's tensors on
+//! [`Repository::checkout_device`] rebuilds a revision's tensors on a device and checks every
+//! chunk against its blake3: hashed on the device, or, with a directory, read back to the host,
+//! checked there and written into the files, byte for byte as the CPU checkout does. [`Resident`] keeps a base's tensors on
 //! the device; [`Resident::swap_in`] rebuilds a model of that family into a second set of
 //! device buffers (reused from swap to swap) from the resident base, and
 //! [`Resident::swap_out`] returns to the base without reloading it.
@@ -71,6 +71,9 @@ pub struct Report {
     pub tensors: usize,
     pub bytes: u64,
     pub verified: bool,
+    /// The lossy tier of the revision, if it stores tensors lossy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lossy: Option<String>,
     pub seconds: Seconds,
     /// The directory written, with `-o`.
     pub dir: Option<PathBuf>,
@@ -101,15 +104,11 @@ impl Repository {
                 source,
             })?;
         }
-        device::check_applicable(&self.history, commit, None).map_err(dev_err)?;
         let mut stages = Stages::new(device).map_err(|e| dev_err(e.into()))?;
         let (model, rebuilt) =
             device::rebuild(device, &mut stages, &self.history, &self.cas, commit, None, None).map_err(dev_err)?;
         let (verified, files) = match dir {
-            None => (
-                device::verify(device, &mut stages, &model, &|_, _, _| Ok(())).map_err(dev_err)?,
-                0,
-            ),
+            None => (device::check(device, &model).map_err(dev_err)?, 0),
             Some(dir) => self.write_files(rev, device, &mut stages, &model, dir)?,
         };
         let report = Report {
@@ -118,6 +117,7 @@ impl Repository {
             tensors: model.tensors.len(),
             bytes: model.bytes(),
             verified: true,
+            lossy: model.snapshot.meta.lossy.clone(),
             seconds: seconds(&rebuilt, Some(&verified)),
             dir: dir.map(Path::to_owned),
             files,
@@ -265,16 +265,15 @@ impl Resident<'_> {
 
     /// Rebuilds revision `rev` (a model coded against the resident base, directly or down a
     /// chain) on the device from the resident base, leaving the base as it is. With `verify`,
-    /// every chunk is read back and checked against its hash.
+    /// every chunk is hashed on the device and checked against its recorded hash.
     pub fn swap_in(&mut self, repo: &Repository, rev: &str, verify: bool) -> Result<Swap, Error> {
         let commit: ObjectId = repo.resolve(rev)?;
         let dev_err = |source| Error::Device {
             rev: rev.into(),
             source,
         };
-        // Refused before the live model's memory is taken: a failure further on (a damaged
-        // blob) leaves the base on the device and no model swapped in.
-        device::check_applicable(&repo.history, commit, Some(self.base.commit)).map_err(dev_err)?;
+        // A failure from here on (a damaged blob) leaves the base on the device and no model
+        // swapped in.
         let reuse = self.live.take().or_else(|| self.spare.take());
         let (model, rebuilt) = device::rebuild(
             self.device,
@@ -287,7 +286,7 @@ impl Resident<'_> {
         )
         .map_err(dev_err)?;
         let verified = match verify {
-            true => Some(device::verify(self.device, &mut self.stages, &model, &|_, _, _| Ok(())).map_err(dev_err)?),
+            true => Some(device::check(self.device, &model).map_err(dev_err)?),
             false => None,
         };
         let swap = Swap {

@@ -107,8 +107,8 @@ fn on_device(repo: &Repository, args: &Args, ordinal: usize, out: &Output) -> Re
             Some(d) => format!(", {} files written to {}", r.files, d.display()),
             None => String::new(),
         };
-        format!(
-            "rebuilt {} ({}) on {}: {} tensors, {}, every chunk verified{place}\nrebuild {:.3} s (kernels {:.4} s), read back and check {:.3} s",
+        let mut text = format!(
+            "rebuilt {} ({}) on {}: {} tensors, {}, every chunk verified{place}\nrebuild {:.3} s (kernels {:.4} s), check {:.3} s",
             args.rev,
             short(&r.commit),
             r.device,
@@ -117,7 +117,11 @@ fn on_device(repo: &Repository, args: &Args, ordinal: usize, out: &Output) -> Re
             s.rebuild,
             s.kernels,
             s.verify
-        )
+        );
+        if let Some(t) = &r.lossy {
+            text.push_str(&format!("\nLOSSY ({t}): the tensors are an approximation of what was added"));
+        }
+        text
     });
     Ok(Some(0))
 }

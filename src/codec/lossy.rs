@@ -76,7 +76,8 @@ impl Float {
         }
     }
 
-    fn code(self) -> u8 {
+    /// The format's code in chunk headers and device jobs: 1 f32, 2 bf16, 3 f16.
+    pub fn code(self) -> u8 {
         match self {
             Float::F32 => 1,
             Float::Bf16 => 2,
@@ -260,9 +261,25 @@ pub fn encode_lowrank(data_len: usize, first: u64, factors: &Factors, float: Flo
     out
 }
 
-/// Decodes a lossy chunk into `out` (its exact length): `parent` plus the coded delta. A
-/// low-rank chunk needs its tensor's `b` factor blob.
-pub fn decode(coded: &[u8], parent: &[u8], width: usize, out: &mut [u8], b: Option<&[u8]>) -> Result<Codec, Error> {
+/// What a lossy chunk adds to its parent, from its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payload {
+    /// A scale (f32) per group of [`GROUP`] elements, then an int8 per element.
+    Int8,
+    /// The rows of `A` (bf16, `rank` each) covering elements `first ..` of a matrix of
+    /// `cols` columns; `B` is the tensor's factor blob.
+    LowRank { rank: usize, cols: usize, first: u64 },
+}
+
+/// A lossy chunk's header, checked against the chunk's length.
+struct Parsed<'a> {
+    float: Float,
+    payload: Payload,
+    mode: entropy::Mode,
+    stored: &'a [u8],
+}
+
+fn parse(coded: &[u8], width: usize, len: usize) -> Result<Parsed<'_>, Error> {
     let h = coded.get(..HEADER).ok_or(Error::Truncated)?;
     if h[0] != VERSION {
         return Err(Error::Version(h[0]));
@@ -275,14 +292,26 @@ pub fn decode(coded: &[u8], parent: &[u8], width: usize, out: &mut [u8], b: Opti
         });
     }
     let n = u64::from_le_bytes(h[4..12].try_into().expect("8 bytes"));
-    if n != out.len() as u64 || parent.len() != out.len() || !out.len().is_multiple_of(width) {
+    if n != len as u64 || !len.is_multiple_of(width) {
         return Err(Error::Length {
             found: n,
-            expected: out.len(),
+            expected: len,
         });
     }
     // The plane, after a low-rank chunk's rank, columns and first element.
-    let fields = if h[1] == T_LOWRANK { 16 } else { 0 };
+    let (payload, fields) = match h[1] {
+        T_INT8 => (Payload::Int8, 0),
+        T_LOWRANK => {
+            let f = coded.get(HEADER..HEADER + 16).ok_or(Error::Truncated)?;
+            let payload = Payload::LowRank {
+                rank: u32::from_le_bytes(f[0..4].try_into().expect("4 bytes")) as usize,
+                cols: u32::from_le_bytes(f[4..8].try_into().expect("4 bytes")) as usize,
+                first: u64::from_le_bytes(f[8..16].try_into().expect("8 bytes")),
+            };
+            (payload, 16)
+        }
+        t => return Err(Error::Transform(t)),
+    };
     let rest = coded.get(HEADER + fields..).ok_or(Error::Truncated)?;
     if rest.len() < 9 {
         return Err(Error::Truncated);
@@ -292,14 +321,83 @@ pub fn decode(coded: &[u8], parent: &[u8], width: usize, out: &mut [u8], b: Opti
     if m != (rest.len() - 9) as u64 {
         return Err(Error::Truncated);
     }
-    let stored = &rest[9..];
+    Ok(Parsed {
+        float,
+        payload,
+        mode,
+        stored: &rest[9..],
+    })
+}
+
+/// Bytes of the payload of a chunk of `count` elements; for a low-rank chunk also checks its
+/// fields against its factor's length, `b_len` bytes (rank x cols bf16).
+fn payload_len(payload: Payload, count: usize, b_len: Option<usize>) -> Result<usize, Error> {
+    match payload {
+        Payload::Int8 => Ok(count.div_ceil(GROUP) * 4 + count),
+        Payload::LowRank { rank, cols, first } => {
+            let b_len = b_len.ok_or(Error::Lossy("a low-rank chunk needs its tensor's factor"))?;
+            // rank <= cols and b's length bound the rows' bytes by 2 * (count + 2 * cols).
+            if cols == 0 || rank > cols || rank.checked_mul(cols).and_then(|x| x.checked_mul(2)) != Some(b_len) {
+                return Err(Error::Lossy("the low-rank factor does not match the chunk"));
+            }
+            let cols = cols as u64;
+            let (r0, r1) = match (count as u64).checked_add(first) {
+                _ if count == 0 => (0, 0),
+                Some(end) => (first / cols, (end - 1) / cols + 1),
+                None => return Err(Error::Lossy("the chunk's first element is out of range")),
+            };
+            Ok((r1 - r0) as usize * rank * 2)
+        }
+    }
+}
+
+/// The most payload bytes a valid chunk of `len` bytes of `width`-byte elements can have,
+/// in a tensor of `cols` columns as a matrix: room to decode it with [`decode_payload`].
+pub fn payload_room(len: usize, width: usize, cols: usize) -> usize {
+    let count = len / width.max(1);
+    // Int8: scales and bytes; low rank: at most count / cols + 2 rows of at most cols values.
+    (count.div_ceil(GROUP) * 4 + count).max(2 * count + 4 * cols)
+}
+
+/// Decodes a lossy chunk of `len` bytes as far as its payload, into the front of `out`:
+/// what a device adds to the parent (`kernels/apply.cu`). Returns the chunk's float format,
+/// its payload and the payload's length. `b_len` is the length of a low-rank chunk's factor.
+pub fn decode_payload(
+    coded: &[u8],
+    width: usize,
+    len: usize,
+    b_len: Option<usize>,
+    out: &mut [u8],
+) -> Result<(Float, Payload, usize), Error> {
+    let p = parse(coded, width, len)?;
+    let n = payload_len(p.payload, len / width, b_len)?;
+    let room = out.len();
+    let into = out.get_mut(..n).ok_or(Error::Length {
+        found: n as u64,
+        expected: room,
+    })?;
+    entropy::decompress(p.mode, p.stored, into)?;
+    Ok((p.float, p.payload, n))
+}
+
+/// Decodes a lossy chunk into `out` (its exact length): `parent` plus the coded delta. A
+/// low-rank chunk needs its tensor's `b` factor blob.
+pub fn decode(coded: &[u8], parent: &[u8], width: usize, out: &mut [u8], b: Option<&[u8]>) -> Result<Codec, Error> {
+    let p = parse(coded, width, out.len())?;
+    if parent.len() != out.len() {
+        return Err(Error::Length {
+            found: parent.len() as u64,
+            expected: out.len(),
+        });
+    }
     let count = out.len() / width;
+    let mut payload = vec![0u8; payload_len(p.payload, count, b.map(<[u8]>::len))?];
+    entropy::decompress(p.mode, p.stored, &mut payload)?;
+    let float = p.float;
     let old = float.to_f32(parent);
-    match h[1] {
-        T_INT8 => {
+    match p.payload {
+        Payload::Int8 => {
             let groups = count.div_ceil(GROUP);
-            let mut payload = vec![0u8; groups * 4 + count];
-            entropy::decompress(mode, stored, &mut payload)?;
             let (scales, q) = payload.split_at(groups * 4);
             for (i, (o, p)) in out.chunks_exact_mut(width).zip(&old).enumerate() {
                 let g = 4 * (i / GROUP);
@@ -308,24 +406,8 @@ pub fn decode(coded: &[u8], parent: &[u8], width: usize, out: &mut [u8], b: Opti
             }
             Ok(Codec::Int8)
         }
-        T_LOWRANK => {
-            let f = &coded[HEADER..HEADER + 16];
-            let rank = u32::from_le_bytes(f[0..4].try_into().expect("4 bytes")) as usize;
-            let cols = u32::from_le_bytes(f[4..8].try_into().expect("4 bytes")) as usize;
-            let first = u64::from_le_bytes(f[8..16].try_into().expect("8 bytes"));
-            let b = b.ok_or(Error::Lossy("a low-rank chunk needs its tensor's factor"))?;
-            // rank <= cols and b's length bound the rows' bytes by 2 * (count + 2 * cols).
-            if cols == 0 || rank > cols || rank.checked_mul(cols).and_then(|x| x.checked_mul(2)) != Some(b.len()) {
-                return Err(Error::Lossy("the low-rank factor does not match the chunk"));
-            }
-            let cols64 = cols as u64;
-            let (r0, r1) = match (count as u64).checked_add(first) {
-                _ if count == 0 => (0, 0),
-                Some(end) => (first / cols64, (end - 1) / cols64 + 1),
-                None => return Err(Error::Lossy("the chunk's first element is out of range")),
-            };
-            let mut payload = vec![0u8; (r1 - r0) as usize * rank * 2];
-            entropy::decompress(mode, stored, &mut payload)?;
+        Payload::LowRank { rank, cols, first } => {
+            let b = b.expect("payload_len checked the factor");
             let a: Vec<f32> = payload
                 .chunks_exact(2)
                 .map(|v| bf16::from_le_bytes([v[0], v[1]]).to_f32())
@@ -334,6 +416,8 @@ pub fn decode(coded: &[u8], parent: &[u8], width: usize, out: &mut [u8], b: Opti
                 .chunks_exact(2)
                 .map(|v| bf16::from_le_bytes([v[0], v[1]]).to_f32())
                 .collect();
+            let cols64 = cols as u64;
+            let r0 = first / cols64;
             for (i, (o, p)) in out.chunks_exact_mut(width).zip(&old).enumerate() {
                 let e = first + i as u64;
                 let row = (e / cols64 - r0) as usize;
@@ -346,7 +430,6 @@ pub fn decode(coded: &[u8], parent: &[u8], width: usize, out: &mut [u8], b: Opti
             }
             Ok(Codec::LowRank)
         }
-        t => Err(Error::Transform(t)),
     }
 }
 

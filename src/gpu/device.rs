@@ -11,16 +11,19 @@ use cudarc::driver::{
 
 use super::{driver, kernels, Error};
 
-/// Elements per tile: one warp's share of a chunk (`TILE` in kernels/apply.cu).
+/// Elements per tile, one warp's share of a chunk: grouped (`TILE` in kernels/apply.cu), and
+/// any other (`PLAIN_TILE`).
 const TILE: u64 = 16384;
+const PLAIN_TILE: u64 = 2048;
 /// Warps per block of `ctx_count` and `apply` (`WARPS_PER_BLOCK`).
 const WARPS_PER_BLOCK: u32 = 4;
 /// Most context bits counted in shared memory (`SHARED_BITS`): 2^11 u32 counters per warp.
 const SHARED_BITS: u32 = 11;
 /// u64 words per job (`JOB_WORDS`).
-const JOB_WORDS: usize = 8;
+const JOB_WORDS: usize = 10;
 
-/// What a job does with its planes: the chunk transforms of `codec::chunk`, and `Same`.
+/// What a job does with its planes: the chunk transforms of `codec::chunk`, `Same`, and the
+/// lossy tiers of `codec::lossy`, whose planes are the chunk's payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
     Full,
@@ -31,6 +34,20 @@ pub enum Op {
     },
     /// The parent's chunk, unchanged (no planes).
     Same,
+    /// The parent plus int8 multiples of a scale per group; `float` is the elements' format
+    /// (1 f32, 2 bf16, 3 f16).
+    Int8 {
+        float: u8,
+    },
+    /// The parent plus rows of A (in the payload) times B, the tensor's factor (rank x cols
+    /// bf16 at device address `factor`); `element` is the chunk's first element.
+    LowRank {
+        float: u8,
+        rank: u32,
+        cols: u64,
+        element: u64,
+        factor: u64,
+    },
 }
 
 impl Op {
@@ -41,6 +58,29 @@ impl Op {
             Op::Sub => (2, 0),
             Op::SubCtx { bits } => (3, u64::from(bits)),
             Op::Same => (4, 0),
+            Op::Int8 { float } => (5, u64::from(float)),
+            Op::LowRank { float, .. } => (6, u64::from(float)),
+        }
+    }
+
+    /// Whether the kernels apply this op to elements of `width` bytes.
+    fn applies_to(self, width: usize) -> bool {
+        let float_width = |float: u8| match float {
+            1 => Some(4),
+            2 | 3 => Some(2),
+            _ => None,
+        };
+        match self {
+            Op::SubCtx { bits } => matches!(width, 2 | 4 | 8) && bits >= 1 && u32::from(bits) < 8 * width as u32,
+            Op::Int8 { float } => float_width(float) == Some(width),
+            Op::LowRank {
+                float,
+                rank,
+                cols,
+                factor,
+                ..
+            } => float_width(float) == Some(width) && cols >= 1 && u64::from(rank) <= cols && factor != 0,
+            _ => matches!(width, 1 | 2 | 4 | 8),
         }
     }
 
@@ -138,11 +178,13 @@ pub struct Timing {
 
 /// An opened CUDA device with the kernels loaded.
 pub struct Device {
-    ctx: Arc<CudaContext>,
-    stream: Arc<CudaStream>,
+    pub(super) ctx: Arc<CudaContext>,
+    pub(super) stream: Arc<CudaStream>,
     count: CudaFunction,
     scan: CudaFunction,
     apply: CudaFunction,
+    /// The kernels of `kernels/blake3.cu` (`b3_chunks`, `b3_parents`, `b3_roots`).
+    pub(super) hash: [CudaFunction; 3],
     ordinal: usize,
     name: String,
     /// (start, end) events of each submitted batch's kernels, read by [`Device::timing`].
@@ -170,15 +212,25 @@ impl Device {
         let (major, minor) = ctx
             .compute_capability()
             .map_err(driver("reading the compute capability"))?;
-        let ptx = kernels::compile(major, minor)?;
-        let module = ctx.load_module(ptx).map_err(driver("loading the kernels"))?;
-        let function = |name| module.load_function(name).map_err(driver("finding a kernel"));
+        let load = |source: &kernels::Source| -> Result<Vec<CudaFunction>, Error> {
+            let ptx = kernels::compile(source, major, minor)?;
+            let module = ctx.load_module(ptx).map_err(driver("loading the kernels"))?;
+            source
+                .functions
+                .iter()
+                .map(|name| module.load_function(name).map_err(driver("finding a kernel")))
+                .collect()
+        };
+        let [count, scan, apply]: [CudaFunction; 3] =
+            load(&kernels::APPLY)?.try_into().expect("apply.cu's three kernels");
+        let hash: [CudaFunction; 3] = load(&kernels::HASH)?.try_into().expect("blake3.cu's three kernels");
         let name = ctx.name().unwrap_or_else(|_| "unknown device".into());
         Ok(Device {
             stream: ctx.default_stream(),
-            count: function("ctx_count")?,
-            scan: function("ctx_scan")?,
-            apply: function("apply")?,
+            count,
+            scan,
+            apply,
+            hash,
             ctx,
             ordinal,
             name,
@@ -245,32 +297,43 @@ impl Device {
         let mut counts = 0u64;
         let mut count_at = Vec::with_capacity(jobs.len());
         for job in &jobs {
-            match (job.op, job.width) {
-                (Op::SubCtx { bits }, 2 | 4 | 8) if bits >= 1 && u32::from(bits) < 8 * job.width as u32 => {}
-                (Op::SubCtx { .. }, _) | (_, 3 | 5..=7 | 9..) | (_, 0) => {
-                    return Err(Error::Unsupported {
-                        width: job.width,
-                        op: job.op,
-                    })
-                }
-                _ => {}
+            if !job.op.applies_to(job.width) {
+                return Err(Error::Unsupported {
+                    width: job.width,
+                    op: job.op,
+                });
             }
             let n = (job.len / job.width) as u64;
-            let tiles = n.div_ceil(TILE);
+            let tiles = match job.op {
+                Op::SubCtx { .. } => n.div_ceil(TILE),
+                _ => n.div_ceil(PLAIN_TILE),
+            };
             count_at.push(counts);
             if let Op::SubCtx { bits } = job.op {
                 counts += tiles << bits;
             }
             let (transform, bits) = job.op.code();
+            let (factor, rank, cols, element) = match job.op {
+                Op::LowRank {
+                    factor,
+                    rank,
+                    cols,
+                    element,
+                    ..
+                } => (factor, u64::from(rank), cols, element),
+                _ => (0, 0, 0, 0),
+            };
             words.extend_from_slice(&[
                 job.out,
                 job.parent,
                 planes_addr + job.planes as u64,
-                0,
+                factor,
                 n,
-                job.width as u64 | transform << 8 | bits << 16,
+                job.width as u64 | transform << 8 | bits << 16 | rank << 24,
                 tiles,
                 warps,
+                cols,
+                element,
             ]);
             warps += tiles;
         }
@@ -279,8 +342,10 @@ impl Device {
             stage.counts = unsafe { self.stream.alloc::<u32>(counts as usize) }.map_err(driver("allocating counts"))?;
         }
         let counts_addr = stage.counts.device_ptr(&self.stream).0;
-        for (j, at) in count_at.iter().enumerate() {
-            words[j * JOB_WORDS + 3] = counts_addr + at * 4;
+        for (j, (at, job)) in count_at.iter().zip(&jobs).enumerate() {
+            if matches!(job.op, Op::SubCtx { .. }) {
+                words[j * JOB_WORDS + 3] = counts_addr + at * 4;
+            }
         }
         if stage.jobs.len() < words.len() {
             // SAFETY: written by the copy below before any kernel reads it.

@@ -8,6 +8,7 @@
 //! where neither exists.
 
 mod device;
+mod hash;
 pub mod kernels;
 
 pub use device::{Buffer, Device, Job, Op, Stage, Timing};

@@ -4,11 +4,12 @@
 //! ([`codec::chunk::decode_planes`], on all cores), into one of two page-locked stages; while
 //! the device applies one stage's batch (a job per block of each chunk) against the parent's
 //! tensors (already on the device), the host fills the other. A snapshot whose base is not on
-//! the device is rebuilt on top of its base, rebuilt the same way first, down the chain. [`verify`] reads the tensors back in
-//! stage-sized batches and checks every chunk against its blake3, which is also how checkout
-//! to a directory writes them.
+//! the device is rebuilt on top of its base, rebuilt the same way first, down the chain.
+//! [`check`] hashes every chunk on the device and compares it with its recorded blake3;
+//! [`verify`] reads the tensors back in stage-sized batches and checks every chunk on the host,
+//! which is how checkout to a directory writes them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
@@ -16,6 +17,7 @@ use rayon::prelude::*;
 use super::manifest::Segment;
 use super::rebuild::{segment_name, with_buffer, Error, Mismatch};
 use super::snapshot::Snapshot;
+use crate::codec::lossy::{self, Payload};
 use crate::codec::{self, Codec, Transform};
 use crate::gpu::{self, Buffer, Device, Job, Op, Stage};
 use crate::store::cas::{Cas, Key};
@@ -58,41 +60,6 @@ impl DeviceModel {
             (Some(t), None) => Some(t),
             _ => None,
         }
-    }
-}
-
-/// Fails, before anything is allocated, when commit `commit` or a base down its chain (up to
-/// `resident`) has chunks the device does not apply: the lossy tiers.
-pub fn check_applicable(history: &History, commit: ObjectId, resident: Option<ObjectId>) -> Result<(), DeviceError> {
-    let mut next = Some(commit);
-    let mut depth = 0;
-    while let Some(c) = next.filter(|&c| Some(c) != resident) {
-        depth += 1;
-        if depth > MAX_DEPTH {
-            return Err(Error::TooDeep(MAX_DEPTH).into());
-        }
-        let snap = Snapshot::load(history, history.commit_info(c).map_err(Error::from)?.tree).map_err(Error::from)?;
-        for (file, m) in &snap.manifests {
-            for (s, seg) in m.segments.iter().enumerate() {
-                for (i, chunk) in seg.chunks.iter().enumerate() {
-                    if let (true, Some(blob)) = (chunk.codec.is_lossy(), chunk.blob) {
-                        return Err(lossy_refused(file, segment_name(m, s), i, blob).into());
-                    }
-                }
-            }
-        }
-        next = snap.base().map_err(Error::from)?;
-    }
-    Ok(())
-}
-
-fn lossy_refused(file: &str, what: String, chunk: usize, blob: Key) -> Error {
-    Error::Decode {
-        file: file.to_string(),
-        what,
-        chunk,
-        blob,
-        source: codec::Error::Lossy("lossy chunks are rebuilt on the CPU only (use --device cpu)"),
     }
 }
 
@@ -157,6 +124,8 @@ struct Task<'s> {
     tensor: &'s str,
     start: u64,
     len: usize,
+    /// Bytes of a stage its planes take: none for `same`, room for a lossy chunk's payload.
+    slot: usize,
 }
 
 /// Every chunk of every tensor of `snap`'s safetensors files, in file and offset order.
@@ -169,6 +138,13 @@ fn tasks(snap: &Snapshot) -> Vec<Task<'_>> {
             let Some(t) = &segment.tensor else { continue };
             for chunk in 0..segment.chunks.len() {
                 let (start, end) = segment.chunk_range(chunk);
+                let len = (end - start) as usize;
+                let codec = segment.chunks[chunk].codec;
+                let slot = match codec {
+                    Codec::Same => 0,
+                    _ if codec.is_lossy() => lossy::payload_room(len, segment.width as usize, matrix(t).1),
+                    _ => len,
+                };
                 out.push(Task {
                     file,
                     seg,
@@ -176,7 +152,8 @@ fn tasks(snap: &Snapshot) -> Vec<Task<'_>> {
                     chunk,
                     tensor: &t.name,
                     start,
-                    len: (end - start) as usize,
+                    len,
+                    slot,
                 });
             }
         }
@@ -267,8 +244,9 @@ fn rebuild_level(
         }
     }
     drop(reuse);
+    let factors = load_factors(device, cas, &snap)?;
     let all = tasks(&snap);
-    let largest = all.iter().map(|t| t.len).max().unwrap_or(0);
+    let largest = all.iter().map(|t| t.slot).max().unwrap_or(0);
     stages.reserve(device, largest)?;
     // The parent tensor of each segment, checked to pair up chunk by chunk.
     let parent_of = |task: &Task| -> Result<Option<&Buffer>, Error> {
@@ -315,7 +293,7 @@ fn rebuild_level(
         stage.host()?;
         wait += t.elapsed();
         let t = Instant::now();
-        let jobs = decode_batch(cas, &snap, batch, stage, &tensors, &parent_of)?;
+        let jobs = decode_batch(cas, &snap, batch, stage, &tensors, &factors, &parent_of)?;
         decode += t.elapsed();
         device.submit(stage, *used, &jobs)?;
         batch.clear();
@@ -323,16 +301,11 @@ fn rebuild_level(
         Ok(())
     };
     for task in &all {
-        let planes = if task.segment.chunks[task.chunk].codec == Codec::Same {
-            0
-        } else {
-            task.len
-        };
-        if used + planes > capacity {
+        if used + task.slot > capacity {
             flush(&mut batch, &mut used)?;
         }
         batch.push(task);
-        used += planes;
+        used += task.slot;
     }
     if !batch.is_empty() {
         flush(&mut batch, &mut used)?;
@@ -351,14 +324,46 @@ fn rebuild_level(
     ))
 }
 
+/// The B factors of a snapshot's low-rank tensors on the device, by file and segment.
+type Factors<'s> = HashMap<(&'s str, usize), Buffer>;
+
+fn load_factors<'s>(device: &Device, cas: &Cas, snap: &'s Snapshot) -> Result<Factors<'s>, DeviceError> {
+    let mut factors = HashMap::new();
+    for (file, m) in snap.manifests.iter().filter(|(_, m)| m.kind == "safetensors") {
+        for (seg, segment) in m.segments.iter().enumerate() {
+            let Some(key) = segment.lossy.as_ref().and_then(|l| l.factor) else {
+                continue;
+            };
+            let bytes = cas.get(&key).map_err(|source| Error::Blob {
+                file: file.clone(),
+                what: segment_name(m, seg),
+                chunk: 0,
+                source: Box::new(source),
+            })?;
+            let buffer = device.alloc(bytes.len())?;
+            device.write(&buffer, 0, &bytes)?;
+            factors.insert((file.as_str(), seg), buffer);
+        }
+    }
+    Ok(factors)
+}
+
+/// Rows and columns of a tensor as a matrix (the first dimension, and the rest).
+fn matrix(t: &super::manifest::TensorMeta) -> (usize, usize) {
+    let rows = t.shape.first().copied().unwrap_or(1).max(1) as usize;
+    let all = t.shape.iter().product::<u64>() as usize;
+    (rows, all / rows)
+}
+
 /// Decodes the planes of `batch` into `stage` (in parallel) and describes each block of each
-/// chunk (see [`codec::chunk`]) as a job.
+/// chunk (see [`codec::chunk`]) as a job; a lossy chunk's payload is one job.
 fn decode_batch<'p>(
     cas: &Cas,
     snap: &Snapshot,
     batch: &[&Task],
     stage: &mut Stage,
     tensors: &BTreeMap<TensorKey, DeviceTensor>,
+    factors: &Factors<'_>,
     parent_of: &(dyn Fn(&Task) -> Result<Option<&'p Buffer>, Error> + Sync),
 ) -> Result<Vec<Job>, DeviceError> {
     let host = stage.host()?;
@@ -368,14 +373,10 @@ fn decode_batch<'p>(
     let mut rest: &mut [u8] = host;
     let mut at = 0;
     for task in batch {
-        let n = match task.segment.chunks[task.chunk].codec {
-            Codec::Same => 0,
-            _ => task.len,
-        };
-        let (mine, tail) = std::mem::take(&mut rest).split_at_mut(n);
+        let (mine, tail) = std::mem::take(&mut rest).split_at_mut(task.slot);
         slices.push(mine);
         offsets.push(at);
-        at += n;
+        at += task.slot;
         rest = tail;
     }
     batch
@@ -385,30 +386,55 @@ fn decode_batch<'p>(
         .map(|((task, planes), at)| {
             let chunk = &task.segment.chunks[task.chunk];
             let what = || segment_name(&snap.manifests[task.file], task.seg);
+            let width = task.segment.width as usize;
+            let read_blob = |coded: &mut Vec<u8>, blob: Key| {
+                cas.read_unverified(&blob, coded).map_err(|source| Error::Blob {
+                    file: task.file.to_string(),
+                    what: what(),
+                    chunk: task.chunk,
+                    source: Box::new(source),
+                })
+            };
+            let decode_err = |blob: Key| {
+                move |source| Error::Decode {
+                    file: task.file.to_string(),
+                    what: what(),
+                    chunk: task.chunk,
+                    blob,
+                    source,
+                }
+            };
             let out = tensors[&(task.file.to_string(), task.tensor.to_string())]
                 .buffer
                 .addr(task.start);
             let parent = parent_of(task)?.map(|p| p.addr(task.start));
             let (op, blocks) = match (chunk.codec, chunk.blob) {
                 (Codec::Same, _) => (Op::Same, vec![task.len]),
-                (c, Some(blob)) if c.is_lossy() => return Err(lossy_refused(task.file, what(), task.chunk, blob)),
+                (c, Some(blob)) if c.is_lossy() => {
+                    let factor = factors.get(&(task.file, task.seg));
+                    let (float, payload, _) = with_buffer(|coded| {
+                        let body = read_blob(coded, blob)?;
+                        lossy::decode_payload(&coded[body], width, task.len, factor.map(Buffer::len), planes)
+                            .map_err(decode_err(blob))
+                    })?;
+                    let op = match payload {
+                        Payload::Int8 => Op::Int8 { float: float.code() },
+                        Payload::LowRank { rank, cols, first } => Op::LowRank {
+                            float: float.code(),
+                            rank: rank as u32,
+                            cols: cols as u64,
+                            element: first,
+                            factor: factor
+                                .expect("a low-rank payload is checked against its factor")
+                                .addr(0),
+                        },
+                    };
+                    (op, vec![task.len])
+                }
                 (_, Some(blob)) => {
                     let (transform, blocks) = with_buffer(|coded| {
-                        let body = cas.read_unverified(&blob, coded).map_err(|source| Error::Blob {
-                            file: task.file.to_string(),
-                            what: what(),
-                            chunk: task.chunk,
-                            source: Box::new(source),
-                        })?;
-                        codec::chunk::decode_planes(&coded[body], task.segment.width as usize, planes).map_err(
-                            |source| Error::Decode {
-                                file: task.file.to_string(),
-                                what: what(),
-                                chunk: task.chunk,
-                                blob,
-                                source,
-                            },
-                        )
+                        let body = read_blob(coded, blob)?;
+                        codec::chunk::decode_planes(&coded[body], width, planes).map_err(decode_err(blob))
                     })?;
                     let op = match transform {
                         Transform::Full => Op::Full,
@@ -431,7 +457,7 @@ fn decode_batch<'p>(
             let jobs = blocks.into_iter().map(|len| {
                 let job = Job {
                     op,
-                    width: task.segment.width as usize,
+                    width,
                     len,
                     out: out + start as u64,
                     parent: parent.map_or(0, |p| p + start as u64),
@@ -445,6 +471,64 @@ fn decode_batch<'p>(
         .collect::<Result<Vec<Vec<Job>>, Error>>()
         .map(|jobs| jobs.into_iter().flatten().collect())
         .map_err(DeviceError::from)
+}
+
+/// Bytes of chunks hashed by one call of [`Device::blake3`] in [`check`] (its device memory
+/// for chaining values is 1/32 of this, twice).
+const CHECK_BYTES: u64 = 1 << 30;
+
+/// Checks every chunk of `model`'s tensors against its blake3 in `model.snapshot`, hashing
+/// on the device: nothing but the hashes is read back.
+pub fn check(device: &Device, model: &DeviceModel) -> Result<Stats, DeviceError> {
+    let started = Instant::now();
+    let snap = &model.snapshot;
+    let all = tasks(snap);
+    let mut from = 0;
+    while from < all.len() {
+        let mut bytes = 0;
+        let mut to = from;
+        while to < all.len() && (to == from || bytes + all[to].len as u64 <= CHECK_BYTES) {
+            bytes += all[to].len as u64;
+            to += 1;
+        }
+        let batch = &all[from..to];
+        let ranges: Vec<(u64, usize)> = batch
+            .iter()
+            .map(|task| {
+                let tensor = &model.tensors[&(task.file.to_string(), task.tensor.to_string())];
+                (tensor.buffer.addr(task.start), task.len)
+            })
+            .collect();
+        let found = device.blake3(&ranges)?;
+        for (task, found) in batch.iter().zip(found) {
+            let chunk = &task.segment.chunks[task.chunk];
+            let found = Key(found);
+            if found != chunk.hash {
+                return Err(mismatch(snap, task, found).into());
+            }
+        }
+        from = to;
+    }
+    Ok(Stats {
+        chunks: all.len(),
+        bytes: all.iter().map(|t| t.len as u64).sum(),
+        wall: started.elapsed(),
+        ..Stats::default()
+    })
+}
+
+fn mismatch(snap: &Snapshot, task: &Task, found: Key) -> Error {
+    let chunk = &task.segment.chunks[task.chunk];
+    Error::Hash {
+        file: task.file.to_string(),
+        what: segment_name(&snap.manifests[task.file], task.seg),
+        chunk: task.chunk,
+        mismatch: Box::new(Mismatch {
+            blob: chunk.blob,
+            found,
+            expected: chunk.hash,
+        }),
+    }
 }
 
 /// Where [`verify`] hands each checked chunk: (file, offset in the file, bytes).
@@ -486,19 +570,9 @@ pub fn verify(
         pieces
             .into_par_iter()
             .try_for_each(|(task, bytes)| {
-                let chunk = &task.segment.chunks[task.chunk];
                 let found = Key::of(bytes);
-                if found != chunk.hash {
-                    return Err(Error::Hash {
-                        file: task.file.to_string(),
-                        what: segment_name(&snap.manifests[task.file], task.seg),
-                        chunk: task.chunk,
-                        mismatch: Box::new(Mismatch {
-                            blob: chunk.blob,
-                            found,
-                            expected: chunk.hash,
-                        }),
-                    });
+                if found != task.segment.chunks[task.chunk].hash {
+                    return Err(mismatch(snap, task, found));
                 }
                 sink(task.file, task.segment.offset + task.start, bytes)
             })
