@@ -35,4 +35,6 @@ du -sh .sparse base finetune >&2
 t cp finetune/model.safetensors copy.safetensors && rm copy.safetensors
 rm -rf base finetune
 "$examples/gpu_bench" --store "$WORK" --base base --finetune finetune --lossy int8 --runs "$RUNS" --cpu-out "$WORK/cpu"
+# The command a user runs, process start and kernel compilation included.
+t "$BIN/sparse" checkout finetune --device cuda
 rm -rf "$WORK"

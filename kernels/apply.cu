@@ -117,34 +117,56 @@ __device__ u32 key_of(T parent, u32 bits) {
     return (u32)(((u64)parent >> (8 * sizeof(T) - 1 - bits)) & ((1ull << bits) - 1));
 }
 
-// Walks tile `t` of a grouped job 32 elements at a time, in element order. For each element,
-// `visit(i, parent, slot)` gets the slot of its difference in the grouped order, where the
+// Steps of 32 elements per round of the walk: their slots are found first, then their
+// differences are all loaded, then stored, so that the loads overlap instead of each one
+// holding up the walk's chain through the counters.
+#define WALK_STEPS 8
+
+// Walks tile `t` of a grouped job 32 elements at a time, in element order, and rebuilds each
+// element from its parent and the difference at its slot in the grouped order, where the
 // slot of key k counts from ctr[k * stride]; the counters advance past the walked elements.
-template <typename T, typename F>
-__device__ void walk(const Job &job, u32 t, volatile u32 *ctr, u32 stride, F visit) {
+template <typename T>
+__device__ void ungroup(const Job &job, u32 t, volatile u32 *ctr, u32 stride) {
     u32 lane = threadIdx.x & 31;
     u64 start = (u64)t * TILE;
     u64 end = min(job.n, start + TILE);
-    T next = start + lane < end ? load<T>(job.parent, start + lane) : 0;
-    for (u64 at = start; at < end; at += 32) {
-        u64 i = at + lane;
-        bool valid = i < end;
-        T p = next;
-        // The next step's parent element, loaded while this step works.
-        if (i + 32 < end) next = load<T>(job.parent, i + 32);
-        u32 active = __ballot_sync(FULL_MASK, valid);
-        if (valid) {
-            u32 key = key_of<T>(p, job.bits);
-            u32 peers = __match_any_sync(active, key);
-            u32 leader = __ffs(peers) - 1;
-            u32 rank = __popc(peers & ((1u << lane) - 1));
-            u32 first = 0;
-            if (lane == leader) first = ctr[(u64)key * stride];
-            first = __shfl_sync(active, first, leader);
-            visit(i, p, first + rank);
-            if (lane == leader) ctr[(u64)key * stride] = first + __popc(peers);
+    for (u64 at = start; at < end; at += 32 * WALK_STEPS) {
+        T p[WALK_STEPS], d[WALK_STEPS];
+        u32 slot[WALK_STEPS];
+#pragma unroll
+        for (u32 s = 0; s < WALK_STEPS; s++) {
+            u64 i = at + 32 * s + lane;
+            p[s] = i < end ? load<T>(job.parent, i) : 0;
         }
-        __syncwarp();
+#pragma unroll
+        for (u32 s = 0; s < WALK_STEPS; s++) {
+            u64 i = at + 32 * s + lane;
+            bool valid = i < end;
+            u32 active = __ballot_sync(FULL_MASK, valid);
+            slot[s] = 0;
+            if (valid) {
+                u32 key = key_of<T>(p[s], job.bits);
+                u32 peers = __match_any_sync(active, key);
+                u32 leader = __ffs(peers) - 1;
+                u32 rank = __popc(peers & ((1u << lane) - 1));
+                u32 first = 0;
+                if (lane == leader) first = ctr[(u64)key * stride];
+                first = __shfl_sync(active, first, leader);
+                slot[s] = first + rank;
+                if (lane == leader) ctr[(u64)key * stride] = first + __popc(peers);
+            }
+            __syncwarp();
+        }
+#pragma unroll
+        for (u32 s = 0; s < WALK_STEPS; s++) {
+            u64 i = at + 32 * s + lane;
+            d[s] = i < end ? joined<T>(job.planes, job.n, slot[s]) : 0;
+        }
+#pragma unroll
+        for (u32 s = 0; s < WALK_STEPS; s++) {
+            u64 i = at + 32 * s + lane;
+            if (i < end) store<T>(job.out, i, p[s] + unzigzag<T>(d[s]));
+        }
     }
 }
 
@@ -345,16 +367,13 @@ template <typename T>
 __device__ void apply_tile(const Job &job, u32 t, u32 *shared, u32 shared_bits) {
     u32 lane = threadIdx.x & 31;
     if (job.transform == 3) {
-        auto put = [&](u64 i, T p, u32 slot) {
-            store<T>(job.out, i, p + unzigzag<T>(joined<T>(job.planes, job.n, slot)));
-        };
         u64 keys = 1ull << job.bits;
         if (job.bits <= shared_bits) {
             for (u64 k = lane; k < keys; k += 32) shared[k] = job.counts[k * job.tiles + t];
             __syncwarp();
-            walk<T>(job, t, shared, 1, put);
+            ungroup<T>(job, t, shared, 1);
         } else {
-            walk<T>(job, t, job.counts + t, job.tiles, put);
+            ungroup<T>(job, t, job.counts + t, job.tiles);
         }
         return;
     }
