@@ -1,13 +1,14 @@
 //! GPU checkout benchmark (feature `cuda`; run by benches/gpu.sh on a machine with a GPU).
 //!
 //! ```text
-//! gpu_bench --store DIR --base REV --finetune REV [--runs 5] [--cpu-out DIR]
+//! gpu_bench --store DIR --base REV --finetune REV [--lossy REV] [--runs 5] [--cpu-out DIR]
 //! ```
 //!
 //! On one device, in one run, medians of `--runs` (min–max):
 //! - the floors: pinned host-to-device copy and device-to-device copy of the fine-tune's size;
 //! - swap of the fine-tune on a resident base: the device-side apply (kernel time), the whole
-//!   swap from the store (host page cache), and the same with every chunk read back and checked;
+//!   swap from the store (host page cache), and the same with every chunk hashed on the device
+//!   and checked; with `--lossy`, the swap of that (lossy) revision of the fine-tune;
 //! - checkout of the fine-tune to device memory with no base resident (rebuilt down the chain),
 //!   checked;
 //! - checkout of the fine-tune on the CPU into `--cpu-out` (the base's copy known, as after a

@@ -243,13 +243,16 @@ template <u32 N> union Bytes { typename Raw<N>::type raw; u8 b[N]; };
 template <typename T> union Lanes { uint4 raw; T t[16 / sizeof(T)]; };
 
 // Elements `at ..` of a plain job (not grouped), 16 bytes of output at once: one load per
-// plane and one of the parent. The caller checks the alignment.
+// plane and one of the parent. The caller checks the alignment. A `same` job has no planes:
+// its `planes` address may lie at or past the end of the batch's.
 template <typename T>
 __device__ void plain_vector(const Job &job, u64 at) {
     constexpr u32 W = sizeof(T), E = 16 / W;
-    Bytes<E> planes[W];
+    Bytes<E> planes[W] = {};
+    if (job.transform != 4) {
 #pragma unroll
-    for (u32 k = 0; k < W; k++) planes[k].raw = *(const typename Raw<E>::type *)(job.planes + k * job.n + at);
+        for (u32 k = 0; k < W; k++) planes[k].raw = *(const typename Raw<E>::type *)(job.planes + k * job.n + at);
+    }
     Lanes<T> parent, out;
     if (job.transform != 0) parent.raw = *(const uint4 *)(job.parent + at * W);
 #pragma unroll
@@ -386,7 +389,8 @@ __device__ void apply_tile(const Job &job, u32 t, u32 *shared, u32 shared_bits) 
     // 16 bytes per lane and step where every address allows it (tensors and blocks start
     // aligned; a batch's planes may not); the rest element by element.
     constexpr u32 E = 16 / sizeof(T);
-    bool aligned = ((u64)job.out | (u64)job.parent) % 16 == 0 && (u64)job.planes % E == 0 && job.n % E == 0;
+    bool aligned = ((u64)job.out | (u64)job.parent) % 16 == 0 && job.n % E == 0 &&
+                   (job.transform == 4 || (u64)job.planes % E == 0);
     u64 vector_end = aligned ? start + (end - start) / E * E : start;
 #pragma unroll 4
     for (u64 at = start + lane * E; at < vector_end; at += 32 * E) plain_vector<T>(job, at);

@@ -333,7 +333,7 @@ fn parse(coded: &[u8], width: usize, len: usize) -> Result<Parsed<'_>, Error> {
 /// fields against its factor's length, `b_len` bytes (rank x cols bf16).
 fn payload_len(payload: Payload, count: usize, b_len: Option<usize>) -> Result<usize, Error> {
     match payload {
-        Payload::Int8 => Ok(count.div_ceil(GROUP) * 4 + count),
+        Payload::Int8 => Ok(int8_payload_len(count)),
         Payload::LowRank { rank, cols, first } => {
             let b_len = b_len.ok_or(Error::Lossy("a low-rank chunk needs its tensor's factor"))?;
             // rank <= cols and b's length bound the rows' bytes by 2 * (count + 2 * cols).
@@ -351,12 +351,21 @@ fn payload_len(payload: Payload, count: usize, b_len: Option<usize>) -> Result<u
     }
 }
 
-/// The most payload bytes a valid chunk of `len` bytes of `width`-byte elements can have,
-/// in a tensor of `cols` columns as a matrix: room to decode it with [`decode_payload`].
-pub fn payload_room(len: usize, width: usize, cols: usize) -> usize {
-    let count = len / width.max(1);
-    // Int8: scales and bytes; low rank: at most count / cols + 2 rows of at most cols values.
-    (count.div_ceil(GROUP) * 4 + count).max(2 * count + 4 * cols)
+/// Bytes of an int8 chunk's payload for `count` elements: a scale per group, a byte each.
+pub fn int8_payload_len(count: usize) -> usize {
+    count.div_ceil(GROUP) * 4 + count
+}
+
+/// The most payload bytes a valid low-rank chunk of `count` elements can have in a matrix of
+/// `cols` columns stored at rank `rank` or less: the rows of A it touches (at most
+/// count / cols + 2, and never more values than count + 2 * cols since rank <= cols), two
+/// bytes a value. Room to decode it with [`decode_payload`].
+pub fn lowrank_payload_room(count: usize, cols: usize, rank: usize) -> usize {
+    let rows = (count / cols.max(1)).saturating_add(2);
+    let values = rows
+        .saturating_mul(rank)
+        .min(count.saturating_add(cols.saturating_mul(2)));
+    values.saturating_mul(2)
 }
 
 /// Decodes a lossy chunk of `len` bytes as far as its payload, into the front of `out`:
@@ -510,6 +519,50 @@ mod tests {
             decode(&coded, &floats(&old[..100]), 4, &mut out, None).is_err(),
             "needs b"
         );
+    }
+
+    /// The payload of every valid chunk fits the room a device stage gives it, and one byte
+    /// less than the payload is refused, not overrun: chunks smaller than a row, cutting rows,
+    /// whole matrices, ranks clipped by the matrix.
+    #[test]
+    fn payloads_fit_their_room() {
+        for (rows, cols, rank) in [
+            (1usize, 1usize, 1usize),
+            (7, 3, 16),
+            (3, 50, 2),
+            (33, 17, 4),
+            (64, 48, 3),
+        ] {
+            let delta: Vec<f32> = (0..rows * cols).map(|e| (e as f32 * 0.37).sin() * 1e-2).collect();
+            let f = factors(&delta, rows, cols, rank, 1);
+            let b = f.b_bytes();
+            let n = rows * cols;
+            for (lo, hi) in [(0, n), (0, 1.min(n)), (n / 3, n / 3 + cols.min(n - n / 3)), (n / 2, n)] {
+                let count = hi - lo;
+                let width = 2;
+                let coded = encode_lowrank(count * width, lo as u64, &f, Float::Bf16, 3);
+                let room = lowrank_payload_room(count, cols, rank);
+                let mut out = vec![0u8; room];
+                let (_, _, used) = decode_payload(&coded, width, count * width, Some(b.len()), &mut out)
+                    .unwrap_or_else(|e| panic!("{rows}x{cols} rank {rank}, {lo}..{hi}: {e}"));
+                assert!(
+                    decode_payload(
+                        &coded,
+                        width,
+                        count * width,
+                        Some(b.len()),
+                        &mut out[..used.saturating_sub(1)]
+                    )
+                    .is_err()
+                        || used == 0
+                );
+                let old = vec![0u8; count * width];
+                let data: Vec<u8> = (0..count * width).map(|i| i as u8).collect();
+                let coded = encode_int8(&data, &old, Float::Bf16, 3);
+                let mut out = vec![0u8; int8_payload_len(count)];
+                decode_payload(&coded, width, count * width, None, &mut out).unwrap();
+            }
+        }
     }
 
     #[test]

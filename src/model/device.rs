@@ -142,7 +142,11 @@ fn tasks(snap: &Snapshot) -> Vec<Task<'_>> {
                 let codec = segment.chunks[chunk].codec;
                 let slot = match codec {
                     Codec::Same => 0,
-                    _ if codec.is_lossy() => lossy::payload_room(len, segment.width as usize, matrix(t).1),
+                    Codec::Int8 => lossy::int8_payload_len(len / segment.width.max(1) as usize),
+                    Codec::LowRank => {
+                        let rank = segment.lossy.as_ref().and_then(|l| l.rank).unwrap_or(0);
+                        lossy::lowrank_payload_room(len / segment.width.max(1) as usize, columns(t), rank as usize)
+                    }
                     _ => len,
                 };
                 out.push(Task {
@@ -334,10 +338,9 @@ fn load_factors<'s>(device: &Device, cas: &Cas, snap: &'s Snapshot) -> Result<Fa
             let Some(key) = segment.lossy.as_ref().and_then(|l| l.factor) else {
                 continue;
             };
-            let bytes = cas.get(&key).map_err(|source| Error::Blob {
+            let bytes = cas.get(&key).map_err(|source| Error::Factor {
                 file: file.clone(),
                 what: segment_name(m, seg),
-                chunk: 0,
                 source: Box::new(source),
             })?;
             let buffer = device.alloc(bytes.len())?;
@@ -348,11 +351,16 @@ fn load_factors<'s>(device: &Device, cas: &Cas, snap: &'s Snapshot) -> Result<Fa
     Ok(factors)
 }
 
-/// Rows and columns of a tensor as a matrix (the first dimension, and the rest).
-fn matrix(t: &super::manifest::TensorMeta) -> (usize, usize) {
-    let rows = t.shape.first().copied().unwrap_or(1).max(1) as usize;
-    let all = t.shape.iter().product::<u64>() as usize;
-    (rows, all / rows)
+/// Columns of a tensor as a matrix (all its dimensions but the first), saturating on a shape
+/// no valid tensor has.
+fn columns(t: &super::manifest::TensorMeta) -> usize {
+    let rows = t.shape.first().copied().unwrap_or(1).max(1);
+    let all = t
+        .shape
+        .iter()
+        .try_fold(1u64, |a, &d| a.checked_mul(d))
+        .unwrap_or(u64::MAX);
+    usize::try_from(all / rows).unwrap_or(usize::MAX)
 }
 
 /// Decodes the planes of `batch` into `stage` (in parallel) and describes each block of each

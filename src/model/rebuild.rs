@@ -34,6 +34,12 @@ pub enum Error {
         chunk: usize,
         source: Box<cas::Error>,
     },
+    #[error("{file}: {what}, its low-rank factor: {source}")]
+    Factor {
+        file: String,
+        what: String,
+        source: Box<cas::Error>,
+    },
     #[error("{file}: {what} refers to {tensor:?} in base {base}, which has no such tensor of that size")]
     MissingParent {
         file: String,
