@@ -146,6 +146,18 @@ pub fn validate(m: &Manifest, size: u64) -> Result<(), String> {
         if s.len % s.width as u64 != 0 {
             return Err(format!("segment {i} ({name}) is not whole elements"));
         }
+        if let Some(t) = &s.tensor {
+            // What reads tensors by their shape (candle tensors, device checkout) trusts it.
+            let dtype = super::safetensors::dtype_from_name(&t.dtype)
+                .ok_or_else(|| format!("segment {i} ({name}) has unknown dtype {:?}", t.dtype))?;
+            let bits = (t.shape.iter()).try_fold(dtype.bitsize() as u128, |acc, &d| acc.checked_mul(u128::from(d)));
+            if bits != Some(u128::from(s.len) * 8) {
+                return Err(format!(
+                    "segment {i} ({name}) holds {} bytes, not a {} tensor of shape {:?}",
+                    s.len, t.dtype, t.shape
+                ));
+            }
+        }
         if s.chunks.len() != super::manifest::Segment::chunk_count(s.len, s.chunk_size) {
             return Err(format!(
                 "segment {i} ({name}) has {} chunks for {} bytes",
@@ -184,4 +196,59 @@ pub fn validate(m: &Manifest, size: u64) -> Result<(), String> {
         return Err(format!("segments cover {at} of {tiled} bytes"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Codec;
+    use crate::model::manifest::{Chunk, Segment, TensorMeta};
+    use crate::store::cas::Key;
+
+    fn manifest(dtype: &str, shape: &[u64], len: u64) -> Manifest {
+        Manifest {
+            format: super::super::manifest::MANIFEST_FORMAT.into(),
+            kind: "safetensors".into(),
+            size: len,
+            segments: vec![Segment {
+                offset: 0,
+                len,
+                width: 1,
+                chunk_size: 1 << 20,
+                tensor: Some(TensorMeta {
+                    name: "w".into(),
+                    dtype: dtype.into(),
+                    shape: shape.to_vec(),
+                }),
+                parent: None,
+                lossy: None,
+                chunks: vec![Chunk {
+                    codec: Codec::Full,
+                    hash: Key::of(b""),
+                    blob: Some(Key::of(b"")),
+                    stored: 0,
+                }],
+            }],
+            records: None,
+            table: None,
+        }
+    }
+
+    /// A tensor's dtype and shape must account for its segment's bytes exactly: readers that
+    /// build tensors from the record (candle tensors, device checkout) trust them.
+    #[test]
+    fn a_shape_that_lies_about_the_bytes_is_refused() {
+        assert_eq!(validate(&manifest("F32", &[2, 3], 24), 24), Ok(()));
+        assert_eq!(validate(&manifest("F4", &[2, 3], 3), 3), Ok(()));
+        for (dtype, shape) in [
+            ("F32", vec![2u64, 4]),
+            ("BF16", vec![2, 3]),
+            ("F32", vec![u64::MAX, u64::MAX, 2]),
+        ] {
+            let e = validate(&manifest(dtype, &shape, 24), 24).unwrap_err();
+            assert!(e.contains("not a") && e.contains(dtype), "{e}");
+        }
+        let e = validate(&manifest("Q5", &[6], 24), 24).unwrap_err();
+        assert!(e.contains("unknown dtype"), "{e}");
+    }
 }
