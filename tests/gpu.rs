@@ -50,8 +50,8 @@ fn opening_without_a_driver_is_an_error_not_a_panic() {
 }
 
 /// Every transform, element width and context size, on chunks of awkward lengths (a partial
-/// last tile, fewer elements than a warp), several jobs per batch, planes aligned or not: the device's result equals
-/// the host decoder's, byte for byte.
+/// last tile, fewer elements than a warp), several jobs per batch, planes aligned or not: the
+/// device's result equals the host decoder's, byte for byte.
 #[test]
 fn kernels_apply_every_transform_like_the_host() {
     use sparse::codec::chunk::{decode, decode_planes, encode, Transform};

@@ -2,10 +2,10 @@
 //!
 //! [`Repository::checkout_device`] rebuilds a revision's tensors on a device and checks every
 //! chunk against its blake3: hashed on the device, or, with a directory, read back to the host,
-//! checked there and written into the files, byte for byte as the CPU checkout does. [`Resident`] keeps a base's tensors on
-//! the device; [`Resident::swap_in`] rebuilds a model of that family into a second set of
-//! device buffers (reused from swap to swap) from the resident base, and
-//! [`Resident::swap_out`] returns to the base without reloading it.
+//! checked there and written into the files, byte for byte as the CPU checkout does.
+//! [`Resident`] keeps a base's tensors on the device; [`Resident::swap_in`] rebuilds a model of
+//! that family into a second set of device buffers (reused from swap to swap) from the
+//! resident base, and [`Resident::swap_out`] returns to the base without reloading it.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;

@@ -2,11 +2,11 @@
 //! device memory ([`super::device`], feature `cuda`), for a program that wants the model, not
 //! its files.
 //!
-//! Every chunk is rebuilt on all cores and checked against its hash, exactly as a checkout
-//! does; one tensor's bytes are held twice at most (rebuilt, then copied into candle's storage).
+//! Every chunk is rebuilt on all cores and checked against its hash ([`Rebuilder::segment`]),
+//! as a checkout does; one tensor's bytes are held twice at most (rebuilt, then copied into
+//! candle's storage).
 
 use candle_core::{DType, Device, Tensor};
-use rayon::prelude::*;
 
 use super::rev;
 use super::Repository;
@@ -109,18 +109,7 @@ impl Repository {
         let mut out = Vec::with_capacity(wanted.len());
         for (file, seg, segment, t, dtype) in wanted {
             let mut bytes = vec![0u8; segment.len as usize];
-            let mut pieces = Vec::with_capacity(segment.chunks.len());
-            let mut rest = bytes.as_mut_slice();
-            for i in 0..segment.chunks.len() {
-                let (start, end) = segment.chunk_range(i);
-                let (piece, after) = std::mem::take(&mut rest).split_at_mut((end - start) as usize);
-                pieces.push((i, piece));
-                rest = after;
-            }
-            pieces
-                .into_par_iter()
-                .try_for_each(|(i, piece)| rebuilder.chunk(&snap, file, seg, i, piece))
-                .map_err(rebuild_err)?;
+            rebuilder.segment(&snap, file, seg, &mut bytes).map_err(rebuild_err)?;
             let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
             let tensor =
                 Tensor::from_raw_buffer(&bytes, dtype, &shape, &Device::Cpu).map_err(|source| Error::Candle {

@@ -96,8 +96,8 @@ fn smallest<C>(coded: impl Iterator<Item = (Transform, C)>, len: impl Fn(&C) -> 
 
 /// A grouping costs a checkout the ungrouping's counting sort, the largest part of decoding
 /// where it is used; it is kept only where it is smaller than plain differences by more than
-/// 1/`GROUPING_MARGIN` of its own size. On the generated 7B-shaped family (noise independent of the base value)
-/// groupings had won 60% of the chunks by a few bytes each, at no saving.
+/// 1/`GROUPING_MARGIN` of its own size. On the generated 7B-shaped family (noise independent
+/// of the base value) groupings had won 60% of the chunks by a few bytes each, at no saving.
 pub const GROUPING_MARGIN: usize = 64;
 
 /// The context sizes tried for float-sized elements: the exponent of a bf16 or fp32 value

@@ -142,10 +142,10 @@ fn tasks(snap: &Snapshot) -> Vec<Task<'_>> {
                 let codec = segment.chunks[chunk].codec;
                 let slot = match codec {
                     Codec::Same => 0,
-                    Codec::Int8 => lossy::int8_payload_len(len / segment.width.max(1) as usize),
+                    Codec::Int8 => lossy::int8_payload_len(len / segment.width as usize),
                     Codec::LowRank => {
                         let rank = segment.lossy.as_ref().and_then(|l| l.rank).unwrap_or(0);
-                        lossy::lowrank_payload_room(len / segment.width.max(1) as usize, columns(t), rank as usize)
+                        lossy::lowrank_payload_room(len / segment.width as usize, t.matrix().1, rank as usize)
                     }
                     _ => len,
                 };
@@ -349,18 +349,6 @@ fn load_factors<'s>(device: &Device, cas: &Cas, snap: &'s Snapshot) -> Result<Fa
         }
     }
     Ok(factors)
-}
-
-/// Columns of a tensor as a matrix (all its dimensions but the first), saturating on a shape
-/// no valid tensor has.
-fn columns(t: &super::manifest::TensorMeta) -> usize {
-    let rows = t.shape.first().copied().unwrap_or(1).max(1);
-    let all = t
-        .shape
-        .iter()
-        .try_fold(1u64, |a, &d| a.checked_mul(d))
-        .unwrap_or(u64::MAX);
-    usize::try_from(all / rows).unwrap_or(usize::MAX)
 }
 
 /// Decodes the planes of `batch` into `stage` (in parallel) and describes each block of each

@@ -441,14 +441,7 @@ fn lossy_eligible(meta: &TensorMeta) -> bool {
     Float::of_dtype(&meta.dtype).is_some()
         && meta.shape.len() >= 2
         && meta.shape.iter().all(|&d| d > 0)
-        && u32::try_from(matrix(meta).1).is_ok()
-}
-
-/// The rows and columns of a tensor read as a matrix: its first dimension by the rest.
-fn matrix(meta: &TensorMeta) -> (usize, usize) {
-    let rows = meta.shape.first().copied().unwrap_or(1).max(1) as usize;
-    let all = meta.shape.iter().product::<u64>() as usize;
-    (rows, all / rows)
+        && u32::try_from(meta.matrix().1).is_ok()
 }
 
 /// By segment index: the low-rank factors of a `lowrank` tensor and its B factor's bytes.
@@ -491,7 +484,7 @@ fn lowrank_factors(
             .zip(float.to_f32(&parent))
             .map(|(n, o)| n - o)
             .collect();
-        let (rows, cols) = matrix(meta);
+        let (rows, cols) = meta.matrix();
         let seed = u64::from_le_bytes(Key::of(meta.name.as_bytes()).0[..8].try_into().expect("8 bytes"));
         let f = lossy::factors(&delta, rows, cols, rank as usize, seed);
         let b_bytes = f.b_bytes();

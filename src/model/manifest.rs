@@ -98,6 +98,19 @@ pub struct TensorMeta {
     pub shape: Vec<u64>,
 }
 
+impl TensorMeta {
+    /// The rows and columns of the tensor read as a matrix: its first dimension by the rest
+    /// (saturating on a shape no valid tensor has).
+    pub fn matrix(&self) -> (usize, usize) {
+        let rows = self.shape.first().copied().unwrap_or(1).max(1);
+        let all = (self.shape.iter())
+            .try_fold(1u64, |a, &d| a.checked_mul(d))
+            .unwrap_or(u64::MAX);
+        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        (size(rows), size(all / rows))
+    }
+}
+
 /// A tensor in the base snapshot: the file that holds it and its name.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash)]
 pub struct ParentRef {

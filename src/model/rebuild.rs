@@ -265,6 +265,23 @@ impl<'a> Rebuilder<'a> {
         }
     }
 
+    /// Decodes every chunk of segment `seg` of `file` in `snap` into `out` (the segment's
+    /// length), in parallel, each checked as [`Rebuilder::chunk`] checks it.
+    pub fn segment(&self, snap: &Snapshot, file: &str, seg: usize, out: &mut [u8]) -> Result<(), Error> {
+        let segment = &snap.manifests[file].segments[seg];
+        let mut pieces = Vec::with_capacity(segment.chunks.len());
+        let mut rest = out;
+        for i in 0..segment.chunks.len() {
+            let (start, end) = segment.chunk_range(i);
+            let (piece, after) = std::mem::take(&mut rest).split_at_mut((end - start) as usize);
+            pieces.push((i, piece));
+            rest = after;
+        }
+        pieces
+            .into_par_iter()
+            .try_for_each(|(i, piece)| self.chunk(snap, file, seg, i, piece))
+    }
+
     /// Reads `out.len()` bytes of `file` in `snap` from `offset`, decoding (and checking) the
     /// chunks that hold them. False if the file has no such bytes.
     pub fn read_range(&self, snap: &Snapshot, file: &str, offset: u64, out: &mut [u8]) -> Result<bool, Error> {
