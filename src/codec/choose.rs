@@ -24,9 +24,9 @@ pub struct Encoded {
 /// generated family took half the CPU and of the bf16 pair 14% less, the stored sizes
 /// unchanged within 0.1% (docs/PERFORMANCE.md).
 ///
-/// A chunk of at least four [`SAMPLE`]s is coded once: its first `SAMPLE` bytes, coded with
-/// each candidate, choose the transform, so for such a chunk the promise above holds for its
-/// start, not always for the whole (a chunk whose start resembles its parent and whose rest
+/// A chunk of at least four samples ([`SAMPLE_ELEMENTS`] elements each) is coded once: its first
+/// sample, coded with each candidate, chooses the transform, so for such a chunk the promise
+/// above holds for its start, not always for the whole (a chunk whose start resembles its parent and whose rest
 /// does not may cost a little more than `full`; it is still lossless). On the real MiniLM pair
 /// the fallback candidates never won, and coding whole chunks with them had made `add` take
 /// twice as long.
@@ -52,8 +52,8 @@ pub fn encode_best(data: &[u8], parent: Option<&[u8]>, width: usize, level: i32)
         _ => vec![Transform::Sub],
     };
     const FALLBACK: [Transform; 2] = [Transform::Xor, Transform::Full];
-    let (t, bytes) = if data.len() >= SAMPLE * 4 {
-        let n = SAMPLE / width * width;
+    let n = SAMPLE_ELEMENTS * width;
+    let (t, bytes) = if data.len() >= n * 4 {
         let sample = |t: Transform| (t, chunk::encode(t, &data[..n], Some(&p[..n]), width, level).len());
         let mut best = smallest(candidates.iter().map(|&t| sample(t)), |&len| len);
         if best.1 as f64 > GOOD_DELTA * n as f64 {
@@ -106,8 +106,13 @@ pub const GROUPING_MARGIN: usize = 64;
 /// and 11 for fp32 (0.344, against 0.401); 6, 10, 12 and 14 bits were each worse than one of these.
 pub const CONTEXT_BITS: [u8; 2] = [8, 11];
 
-/// Bytes of a chunk's start that choose the transform of a chunk at least four times as large.
-pub const SAMPLE: usize = 128 << 10;
+/// Elements of a chunk's start that choose the transform of a chunk at least four times as
+/// large. A count of elements, not bytes, since what a grouping can show depends on how many
+/// elements fall in each of its buckets: 2^11 buckets need about 32K fp32 elements for the
+/// real pair's choices to come out as on whole chunks (a sample of 16K made the fp32 pair 3%
+/// larger), and a bf16 chunk's sample of as many elements (64 KiB instead of 128) changed
+/// its stored size by 0.05% and took a quarter off the coding (docs/PERFORMANCE.md).
+pub const SAMPLE_ELEMENTS: usize = 32 << 10;
 
 /// A delta at most this fraction of the raw size is kept without trying the others.
 pub const GOOD_DELTA: f64 = 0.5;
@@ -158,7 +163,7 @@ mod tests {
     #[test]
     fn grouping_is_kept_only_where_it_saves() {
         let mut next = crate::codec::test_rng(15);
-        let data: Vec<u8> = (0..SAMPLE as u32)
+        let data: Vec<u8> = (0..(SAMPLE_ELEMENTS * 4) as u32)
             .flat_map(|i| ((i as f32 * 0.37).sin() * 0.02).to_le_bytes())
             .collect();
         // Moves mostly unrelated to the base value, as the generated family's: one element in
@@ -173,7 +178,8 @@ mod tests {
                 (v + next() % 16 + by_base).to_le_bytes()
             })
             .collect();
-        let size = |t| chunk::encode(t, &slight[..SAMPLE], Some(&data[..SAMPLE]), 4, 1).len();
+        let n = SAMPLE_ELEMENTS * 4;
+        let size = |t| chunk::encode(t, &slight[..n], Some(&data[..n]), 4, 1).len();
         let sub = size(Transform::Sub);
         let grouped = CONTEXT_BITS.map(|bits| size(Transform::SubCtx { bits }));
         assert!(
@@ -187,7 +193,7 @@ mod tests {
 
     #[test]
     fn a_large_chunk_is_coded_once_with_what_its_sample_chose() {
-        let n = SAMPLE; // elements of 4 bytes: four samples' worth of bytes
+        let n = SAMPLE_ELEMENTS * 4; // four samples' worth of elements
         let data: Vec<u8> = (0..n as u32)
             .flat_map(|i| ((i as f32 * 0.37).sin() * 0.02).to_le_bytes())
             .collect();
