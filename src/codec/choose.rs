@@ -25,8 +25,9 @@ pub struct Encoded {
 /// unchanged within 0.1% (docs/PERFORMANCE.md).
 ///
 /// A chunk of at least four samples ([`SAMPLE_ELEMENTS`] elements each) is coded once: its first
-/// sample, coded with each candidate, chooses the transform, so for such a chunk the promise
-/// above holds for its start, not always for the whole (a chunk whose start resembles its parent and whose rest
+/// sample, coded with each candidate, chooses the transform and each plane's entropy coder
+/// ([`chunk::encode_as`]), so for such a chunk the promise above holds for its start, not
+/// always for the whole (a chunk whose start resembles its parent and whose rest
 /// does not may cost a little more than `full`; it is still lossless). On the real MiniLM pair
 /// the fallback candidates never won, and coding whole chunks with them had made `add` take
 /// twice as long.
@@ -54,15 +55,20 @@ pub fn encode_best(data: &[u8], parent: Option<&[u8]>, width: usize, level: i32)
     const FALLBACK: [Transform; 2] = [Transform::Xor, Transform::Full];
     let n = SAMPLE_ELEMENTS * width;
     let (t, bytes) = if data.len() >= n * 4 {
-        let sample = |t: Transform| (t, chunk::encode(t, &data[..n], Some(&p[..n]), width, level).len());
-        let mut best = smallest(candidates.iter().map(|&t| sample(t)), |&len| len);
-        if best.1 as f64 > GOOD_DELTA * n as f64 {
-            let other = smallest(FALLBACK.iter().map(|&t| sample(t)), |&len| len);
-            if other.1 < best.1 {
+        let sample = |t: Transform| (t, chunk::encode(t, &data[..n], Some(&p[..n]), width, level));
+        let mut best = smallest(candidates.iter().map(|&t| sample(t)), Vec::len);
+        if best.1.len() as f64 > GOOD_DELTA * n as f64 {
+            let other = smallest(FALLBACK.iter().map(|&t| sample(t)), Vec::len);
+            if other.1.len() < best.1.len() {
                 best = other;
             }
         }
-        (best.0, chunk::encode(best.0, data, parent, width, level))
+        // The sample's entropy coders code the chunk's planes too.
+        let bytes = match chunk::plane_modes(&best.1, width) {
+            Some(hints) => chunk::encode_as(best.0, data, parent, width, level, &hints),
+            None => chunk::encode(best.0, data, parent, width, level),
+        };
+        (best.0, bytes)
     } else {
         let coded = |t: Transform| (t, chunk::encode(t, data, parent, width, level));
         let (mut t, mut bytes) = smallest(candidates.iter().map(|&t| coded(t)), Vec::len);
@@ -203,10 +209,12 @@ mod tests {
         let chosen = encode_best(&tuned, Some(&data), 4, 1);
         assert_eq!(chosen.codec, Codec::SubCtx);
         // An unrelated parent of the same length: the sample sends it to the fallback, and
-        // what is stored costs no more than the chunk alone.
+        // what is stored costs no more than the chunk alone, coded with the sample's coders.
         let unrelated: Vec<u8> = (0..data.len()).map(|i| (i * 7919 % 251) as u8).collect();
         let chosen = encode_best(&data, Some(&unrelated), 4, 1);
-        let full = chunk::encode(Transform::Full, &data, None, 4, 1);
+        let sample = chunk::encode(Transform::Full, &data[..SAMPLE_ELEMENTS * 4], None, 4, 1);
+        let hints = chunk::plane_modes(&sample, 4).expect("a coded chunk");
+        let full = chunk::encode_as(Transform::Full, &data, None, 4, 1, &hints);
         assert_eq!(chosen.codec, Codec::Full);
         assert_eq!(chosen.bytes.unwrap(), full);
     }

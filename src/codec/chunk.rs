@@ -104,6 +104,28 @@ pub fn encode(transform: Transform, data: &[u8], parent: Option<&[u8]>, width: u
     encode_blocks(transform, data, parent, width, level, BLOCK)
 }
 
+/// [`encode`], each block's plane `k` coded with the entropy coder `hints[k]` names
+/// ([`entropy::compress_as`]) instead of trying each: the coders a sample of the chunk chose
+/// ([`plane_modes`]).
+pub fn encode_as(
+    transform: Transform,
+    data: &[u8],
+    parent: Option<&[u8]>,
+    width: usize,
+    level: i32,
+    hints: &[entropy::Mode],
+) -> Vec<u8> {
+    assert_eq!(hints.len(), width, "a hint per plane");
+    code_blocks(transform, data, parent, width, level, BLOCK, Some(hints))
+}
+
+/// The entropy coder of each plane of the first block of coded chunk `coded`, whose elements
+/// are `width` bytes; `None` if it does not parse.
+pub fn plane_modes(coded: &[u8], width: usize) -> Option<Vec<entropy::Mode>> {
+    let (block, _) = parse_block(coded, width, usize::MAX).ok()?;
+    Some(block.planes.iter().map(|&(mode, _)| mode).collect())
+}
+
 /// [`encode`] with blocks of `block` bytes (rounded down to whole elements, at least one), or
 /// larger where that would make more than [`MAX_BLOCKS`].
 pub fn encode_blocks(
@@ -113,6 +135,19 @@ pub fn encode_blocks(
     width: usize,
     level: i32,
     block: usize,
+) -> Vec<u8> {
+    code_blocks(transform, data, parent, width, level, block, None)
+}
+
+/// [`encode_blocks`], with [`encode_as`]'s hints where given.
+fn code_blocks(
+    transform: Transform,
+    data: &[u8],
+    parent: Option<&[u8]>,
+    width: usize,
+    level: i32,
+    block: usize,
+    hints: Option<&[entropy::Mode]>,
 ) -> Vec<u8> {
     assert!(
         (1..=255).contains(&width) && data.len().is_multiple_of(width),
@@ -128,7 +163,7 @@ pub fn encode_blocks(
     loop {
         let end = (at + block).min(data.len());
         let parent = parent.map(|p| &p[at..end]);
-        encode_block(transform, &data[at..end], parent, width, level, &mut out);
+        encode_block(transform, &data[at..end], parent, width, level, hints, &mut out);
         at = end;
         if at == data.len() {
             return out;
@@ -136,8 +171,16 @@ pub fn encode_blocks(
     }
 }
 
-/// Appends one block coding `data` to `out`.
-fn encode_block(transform: Transform, data: &[u8], parent: Option<&[u8]>, width: usize, level: i32, out: &mut Vec<u8>) {
+/// Appends one block coding `data` to `out`, its planes coded as `hints` say, if given.
+fn encode_block(
+    transform: Transform,
+    data: &[u8],
+    parent: Option<&[u8]>,
+    width: usize,
+    level: i32,
+    hints: Option<&[entropy::Mode]>,
+    out: &mut Vec<u8>,
+) {
     let n = data.len();
     let [t, bits] = transform.bytes();
     out.extend_from_slice(&[VERSION, t, width as u8, bits]);
@@ -169,7 +212,10 @@ fn encode_block(transform: Transform, data: &[u8], parent: Option<&[u8]>, width:
             let plane = &split[k * plane_len..(k + 1) * plane_len];
             let at = out.len();
             out.extend_from_slice(&[0u8; 9]);
-            let mode = entropy::compress(plane, level, out);
+            let mode = match hints {
+                Some(h) => entropy::compress_as(plane, level, h[k], out),
+                None => entropy::compress(plane, level, out),
+            };
             let stored = (out.len() - at - 9) as u64;
             out[at] = mode as u8;
             out[at + 1..at + 9].copy_from_slice(&stored.to_le_bytes());
@@ -519,6 +565,34 @@ mod tests {
         let mut shorter = vec![0; 4 * MAX_BLOCKS];
         decode(fits, Some(&parent[..4 * MAX_BLOCKS]), 4, &mut shorter).unwrap();
         assert_eq!(shorter, data[..4 * MAX_BLOCKS]);
+    }
+
+    #[test]
+    fn hinted_chunks_round_trip_and_give_their_planes_modes() {
+        let old = floats(9, 300_000);
+        let new: Vec<u8> = old
+            .chunks_exact(4)
+            .enumerate()
+            .flat_map(|(i, b)| (u32::from_le_bytes(b.try_into().unwrap()) + (i % 5 == 0) as u32).to_le_bytes())
+            .collect();
+        let free = encode(Transform::Sub, &new, Some(&old), 4, 3);
+        let modes = plane_modes(&free, 4).expect("parses");
+        assert_eq!(modes.len(), 4);
+        for hints in [modes.clone(), vec![entropy::Mode::Raw; 4], vec![entropy::Mode::Rans; 4]] {
+            let coded = encode_as(Transform::Sub, &new, Some(&old), 4, 3, &hints);
+            let mut back = vec![0u8; new.len()];
+            assert_eq!(decode(&coded, Some(&old), 4, &mut back).unwrap(), Codec::Sub);
+            assert_eq!(back, new, "{hints:?}");
+            let found = plane_modes(&coded, 4).expect("parses");
+            if hints == modes {
+                assert_eq!(found, modes, "the free coding's coders, hinted, are kept");
+            }
+            if hints[0] == entropy::Mode::Raw {
+                assert!(coded.len() >= free.len(), "raw planes are no smaller");
+                assert!(found.iter().all(|&m| m == entropy::Mode::Raw));
+            }
+        }
+        assert!(plane_modes(&free[..5], 4).is_none(), "a truncated header");
     }
 
     #[test]
