@@ -30,7 +30,8 @@
 #                   file is in place, so both read the base's bytes from it (a known copy). Then
 #                   the same in a second store whose copy records are deleted before each timed
 #                   step: the base is decoded from its blobs. SPARSE_BIN=PATH measures that
-#                   binary instead of this tree's build.
+#                   binary instead of this tree's build. Each run's stores are kept until the
+#                   set is done (why: see the loop); the generated set holds about 2.7 GB a run.
 # Every timed step starts after a `sync` and a prefault (benches/lib.sh). Size ratio: bytes
 # stored over FT's raw size. Prints Markdown tables, the targets sparse is held to, and the
 # machine.
@@ -131,6 +132,14 @@ bench() {
 
     for run in $(seq 1 "$RUNS"); do
         echo "$set: run $run of $RUNS" >&2
+        # The last run's stores are set aside, not deleted: ext4 skips inodes freed in the
+        # last minute when it allocates new ones, checking each, so deleting a store's
+        # hundreds of files made every file the next run's `add` created cost a scan (a tenth
+        # of the bf16 pair's add, `perf record`). They are deleted once the set is done.
+        if [[ -d $T/store ]]; then
+            mkdir -p "$WORK/kept/$run"
+            mv "$T/store" "$T/store-cold" "$WORK/kept/$run/"
+        fi
         rm -rf "${T:?}"/*
 
         timed "$set.cp" cp "$ft" "$T/copy"
@@ -195,7 +204,7 @@ bench() {
     for i in "${!a[@]}"; do add "$set.cold_c" "$(awk -v x="${a[$i]}" -v y="${c[$i]}" 'BEGIN {printf "%.3f", x + y}')"; done
 
     # ZipNN: all runs in one Python process (torch is imported once).
-    rm -rf "${T:?}"/*
+    rm -rf "${T:?}"/* "$WORK/kept"
     echo "$set: ZipNN, $RUNS runs" >&2
     "$PY" "$ROOT/benches/zipnn_bench.py" --base "$base" --ft "$ft" --runs "$RUNS" --threads "$(nproc)" \
         --work "$T" --warm-mb "$WARM_MB" >"$WORK/zipnn.out" 2> >(grep -v -e FutureWarning -e 'warnings.warn' >&2)
