@@ -114,6 +114,18 @@ count() { tr ' ' '\n' <<<"${samples[$1]}" | grep -c .; }
 cell() { if has "$1"; then echo "$(median "$1") ($(range "$1"))"; else echo "—"; fi; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a / b}'; }
 
+# evict DIR: drops the (clean) pages of every file below DIR from the page cache.
+evict() {
+    python3 - "$1" <<'PY'
+import os, sys
+for root, _, files in os.walk(sys.argv[1]):
+    for name in files:
+        fd = os.open(os.path.join(root, name), os.O_RDONLY)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+PY
+}
+
 # bench SET BASE_FILE FT_FILE: every method on FT_FILE, samples under SET.*
 bench() {
     local set=$1 base=$2 ft=$3 raw
@@ -135,10 +147,13 @@ bench() {
         # The last run's stores are set aside, not deleted: ext4 skips inodes freed in the
         # last minute when it allocates new ones, checking each, so deleting a store's
         # hundreds of files made every file the next run's `add` created cost a scan (a tenth
-        # of the bf16 pair's add, `perf record`). They are deleted once the set is done.
+        # of the bf16 pair's add, `perf record`). They are dropped from the page cache, so
+        # that they take no memory from the runs after, and deleted once the set is done.
         if [[ -d $T/store ]]; then
             mkdir -p "$WORK/kept/$run"
             mv "$T/store" "$T/store-cold" "$WORK/kept/$run/"
+            sync
+            evict "$WORK/kept/$run"
         fi
         rm -rf "${T:?}"/*
 
