@@ -43,8 +43,7 @@ for _ in $(seq "$RUNS"); do
             store=${pair#*:}
             stat=$(cd "$store" && perf stat -e task-clock "$bin" checkout "$REV" -o "$OUT/dir" 2>&1 >/dev/null)
         fi
-        add "cpu.$pair" "$(awk '/task-clock/ {gsub(",", "", $1); print $1}' <<<"$stat")"
-        add "wall.$pair" "$(awk '/seconds time elapsed/ {print $1 * 1000}' <<<"$stat")"
+        perf_ms "$pair" "$stat"
     done
 done
 

@@ -31,7 +31,7 @@
 #                   the same in a second store whose copy records are deleted before each timed
 #                   step: the base is decoded from its blobs. SPARSE_BIN=PATH measures that
 #                   binary instead of this tree's build. Each run's stores are kept until the
-#                   set is done (why: see the loop); the generated set holds about 2.7 GB a run.
+#                   script ends (why: see the loop); the generated set keeps about 2.7 GB a run.
 # Every timed step starts after a `sync` and a prefault (benches/lib.sh). Size ratio: bytes
 # stored over FT's raw size. Prints Markdown tables, the targets sparse is held to, and the
 # machine.
@@ -114,16 +114,18 @@ count() { tr ' ' '\n' <<<"${samples[$1]}" | grep -c .; }
 cell() { if has "$1"; then echo "$(median "$1") ($(range "$1"))"; else echo "—"; fi; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a / b}'; }
 
-# evict DIR: drops the (clean) pages of every file below DIR from the page cache.
-evict() {
-    python3 - "$1" <<'PY'
-import os, sys
-for root, _, files in os.walk(sys.argv[1]):
-    for name in files:
-        fd = os.open(os.path.join(root, name), os.O_RDONLY)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        os.close(fd)
-PY
+# set_aside NAME: moves the stores of the last run, if any, to $WORK/kept/NAME, out of the page
+# cache. They are not deleted: ext4 skips inodes freed in the last minute when it allocates new
+# ones, checking each, so deleting a store's hundreds of files made every file the next run's
+# `add` created cost a scan (a tenth of the bf16 pair's add, `perf record`). Dropped from the
+# page cache, they take no memory from the runs after; they go with $WORK at the end.
+set_aside() {
+    if [[ -d $T/store ]]; then
+        mkdir -p "$WORK/kept/$1"
+        mv "$T/store" "$T/store-cold" "$WORK/kept/$1/"
+        sync
+        evict "$WORK/kept/$1"
+    fi
 }
 
 # bench SET BASE_FILE FT_FILE: every method on FT_FILE, samples under SET.*
@@ -144,17 +146,7 @@ bench() {
 
     for run in $(seq 1 "$RUNS"); do
         echo "$set: run $run of $RUNS" >&2
-        # The last run's stores are set aside, not deleted: ext4 skips inodes freed in the
-        # last minute when it allocates new ones, checking each, so deleting a store's
-        # hundreds of files made every file the next run's `add` created cost a scan (a tenth
-        # of the bf16 pair's add, `perf record`). They are dropped from the page cache, so
-        # that they take no memory from the runs after, and deleted once the set is done.
-        if [[ -d $T/store ]]; then
-            mkdir -p "$WORK/kept/$run"
-            mv "$T/store" "$T/store-cold" "$WORK/kept/$run/"
-            sync
-            evict "$WORK/kept/$run"
-        fi
+        set_aside "$set-$run"
         rm -rf "${T:?}"/*
 
         timed "$set.cp" cp "$ft" "$T/copy"
@@ -219,7 +211,8 @@ bench() {
     for i in "${!a[@]}"; do add "$set.cold_c" "$(awk -v x="${a[$i]}" -v y="${c[$i]}" 'BEGIN {printf "%.3f", x + y}')"; done
 
     # ZipNN: all runs in one Python process (torch is imported once).
-    rm -rf "${T:?}"/* "$WORK/kept"
+    set_aside "$set-last"
+    rm -rf "${T:?}"/*
     echo "$set: ZipNN, $RUNS runs" >&2
     "$PY" "$ROOT/benches/zipnn_bench.py" --base "$base" --ft "$ft" --runs "$RUNS" --threads "$(nproc)" \
         --work "$T" --warm-mb "$WARM_MB" >"$WORK/zipnn.out" 2> >(grep -v -e FutureWarning -e 'warnings.warn' >&2)

@@ -45,3 +45,20 @@ range() {
     tr ' ' '\n' <<<"${samples[$1]}" | grep . | sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END {print lo "–" hi}'
 }
 store_bytes() { du -sb "$1/.sparse" | cut -f1; }
+# evict DIR: drops the (clean: `sync` first) pages of every file below DIR from the page cache.
+evict() {
+    python3 - "$1" <<'PY'
+import os, sys
+for root, _, files in os.walk(sys.argv[1]):
+    for name in files:
+        fd = os.open(os.path.join(root, name), os.O_RDONLY)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+PY
+}
+# perf_ms METRIC STAT: records task-clock and elapsed ms of `perf stat` output STAT under
+# cpu.METRIC and wall.METRIC.
+perf_ms() {
+    add "cpu.$1" "$(awk '/task-clock/ {gsub(",", "", $1); print $1}' <<<"$2")"
+    add "wall.$1" "$(awk '/seconds time elapsed/ {print $1 * 1000}' <<<"$2")"
+}

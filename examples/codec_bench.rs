@@ -5,15 +5,16 @@
 //!     cargo run --release --example codec_bench -- BASE FT [RUNS]
 //!
 //! Tensors of FT are paired by name with BASE's tensors of the same dtype and byte length, and
-//! cut into chunks of the default chunk size. Every pass codes each chunk against its parent
-//! with `codec::encode_best` at the default zstd level (what `add` does), then decodes the
-//! coded chunks back (what `checkout` does, but the hashes); then checks every decoded chunk
-//! against FT. Prints the minimum and median of RUNS passes (default 7) of each, and the bytes
-//! coded.
+//! cut into chunks of the chunk size `add` uses. Every pass codes each chunk against its parent
+//! with `codec::encode_best` at `add`'s zstd level (both honour `SPARSE_CHUNK_SIZE` and
+//! `SPARSE_ZSTD_LEVEL` as `add` does), then decodes the coded chunks back (what `checkout`
+//! does, but the hashes); then every decoded chunk is checked against FT. Prints the minimum and
+//! median of RUNS passes (default 7) of each, and the bytes coded.
 
 use std::time::Instant;
 
 use sparse::codec::{decode, encode_best};
+use sparse::model::safetensors::plane_width;
 use sparse::model::Options;
 
 fn main() {
@@ -25,7 +26,8 @@ fn main() {
     let read = |p: &str| std::fs::read(p).unwrap_or_else(|e| panic!("reading {p}: {e}"));
     let (base, ft) = (read(&args[1]), read(&args[2]));
     let runs: usize = args.get(3).map_or(7, |r| r.parse().expect("RUNS: a count"));
-    let opts = Options::default();
+    assert!(runs > 0, "RUNS: at least one pass");
+    let opts = Options::from_env();
     let chunk = opts.chunk_size as usize;
 
     let tensors = |bytes: &[u8], path: &str| {
@@ -53,7 +55,7 @@ fn main() {
         else {
             continue;
         };
-        let width = dtype.bitsize().div_ceil(8).max(1);
+        let width = plane_width(dtype);
         let per = (chunk / width).max(1) * width;
         for (c, p) in ft[lo..hi].chunks(per).zip(base[*plo..*phi].chunks(per)) {
             pairs.push((c, p, width));

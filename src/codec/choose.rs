@@ -24,13 +24,12 @@ pub struct Encoded {
 /// generated family took half the CPU and of the bf16 pair 14% less, the stored sizes
 /// unchanged within 0.1% (docs/PERFORMANCE.md).
 ///
-/// A chunk of at least four samples ([`SAMPLE_ELEMENTS`] elements each) is coded once: its first
-/// sample, coded with each candidate, chooses the transform and each plane's entropy coder
+/// A chunk of at least four samples ([`sample_len`]) is coded once: its first sample, coded
+/// with each candidate, chooses the transform and each plane's entropy coder
 /// ([`chunk::encode_as`]), so for such a chunk the promise above holds for its start, not
-/// always for the whole (a chunk whose start resembles its parent and whose rest
-/// does not may cost a little more than `full`; it is still lossless). On the real MiniLM pair
-/// the fallback candidates never won, and coding whole chunks with them had made `add` take
-/// twice as long.
+/// always for the whole (a chunk whose start resembles its parent and whose rest does not may
+/// cost a little more than `full`; it is still lossless). On the real MiniLM pair the fallback
+/// candidates never won, and coding whole chunks with them had made `add` take twice as long.
 pub fn encode_best(data: &[u8], parent: Option<&[u8]>, width: usize, level: i32) -> Encoded {
     let parent = parent.filter(|p| p.len() == data.len());
     let Some(p) = parent else {
@@ -53,7 +52,7 @@ pub fn encode_best(data: &[u8], parent: Option<&[u8]>, width: usize, level: i32)
         _ => vec![Transform::Sub],
     };
     const FALLBACK: [Transform; 2] = [Transform::Xor, Transform::Full];
-    let n = SAMPLE_ELEMENTS * width;
+    let n = sample_len(width);
     let (t, bytes) = if data.len() >= n * 4 {
         let sample = |t: Transform| (t, chunk::encode(t, &data[..n], Some(&p[..n]), width, level));
         let mut best = smallest(candidates.iter().map(|&t| sample(t)), Vec::len);
@@ -112,13 +111,24 @@ pub const GROUPING_MARGIN: usize = 64;
 /// and 11 for fp32 (0.344, against 0.401); 6, 10, 12 and 14 bits were each worse than one of these.
 pub const CONTEXT_BITS: [u8; 2] = [8, 11];
 
-/// Elements of a chunk's start that choose the transform of a chunk at least four times as
-/// large. A count of elements, not bytes, since what a grouping can show depends on how many
-/// elements fall in each of its buckets: 2^11 buckets need about 32K fp32 elements for the
-/// real pair's choices to come out as on whole chunks (a sample of 16K made the fp32 pair 3%
-/// larger), and a bf16 chunk's sample of as many elements (64 KiB instead of 128) changed
-/// its stored size by 0.05% and took a quarter off the coding (docs/PERFORMANCE.md).
+/// Elements of a chunk's start that choose the transform and entropy coders of a chunk at
+/// least four times as large. A count of elements, not bytes, since what a grouping can show
+/// depends on how many elements fall in each of its buckets: 2^11 buckets need about 32K fp32
+/// elements for the real pair's choices to come out as on whole chunks (a sample of 16K made
+/// the fp32 pair 3% larger), and a bf16 chunk's sample of as many elements (64 KiB instead of
+/// 128) changed its stored size by 0.05% and took a quarter off the coding
+/// (docs/PERFORMANCE.md).
 pub const SAMPLE_ELEMENTS: usize = 32 << 10;
+
+/// Bytes a sample of the chunk's start never goes below: elements of one byte (fp8, int8,
+/// bool, plain bytes) are never grouped, and their planes' coders are chosen on as many bytes
+/// as a bf16 sample's planes.
+pub const SAMPLE_MIN: usize = 64 << 10;
+
+/// Bytes of the sample that chooses how a chunk of `width`-byte elements is coded.
+pub fn sample_len(width: usize) -> usize {
+    (SAMPLE_ELEMENTS * width).max(SAMPLE_MIN / width * width)
+}
 
 /// A delta at most this fraction of the raw size is kept without trying the others.
 pub const GOOD_DELTA: f64 = 0.5;
@@ -209,13 +219,29 @@ mod tests {
         let chosen = encode_best(&tuned, Some(&data), 4, 1);
         assert_eq!(chosen.codec, Codec::SubCtx);
         // An unrelated parent of the same length: the sample sends it to the fallback, and
-        // what is stored costs no more than the chunk alone, coded with the sample's coders.
+        // what is stored costs no more than the chunk alone, give or take the coders the
+        // sample chose for it.
         let unrelated: Vec<u8> = (0..data.len()).map(|i| (i * 7919 % 251) as u8).collect();
         let chosen = encode_best(&data, Some(&unrelated), 4, 1);
-        let sample = chunk::encode(Transform::Full, &data[..SAMPLE_ELEMENTS * 4], None, 4, 1);
-        let hints = chunk::plane_modes(&sample, 4).expect("a coded chunk");
-        let full = chunk::encode_as(Transform::Full, &data, None, 4, 1, &hints);
         assert_eq!(chosen.codec, Codec::Full);
-        assert_eq!(chosen.bytes.unwrap(), full);
+        let bytes = chosen.bytes.expect("a full chunk stores bytes");
+        let full = chunk::encode(Transform::Full, &data, None, 4, 1);
+        assert!(
+            bytes.len() <= full.len() + full.len() / 64,
+            "{} against {}",
+            bytes.len(),
+            full.len()
+        );
+        let mut back = vec![0u8; data.len()];
+        chunk::decode(&bytes, Some(&unrelated), 4, &mut back).expect("decodes");
+        assert_eq!(back, data);
+    }
+
+    #[test]
+    fn samples_hold_enough_elements_and_bytes() {
+        assert_eq!(sample_len(4), 128 << 10);
+        assert_eq!(sample_len(2), 64 << 10);
+        assert_eq!(sample_len(1), SAMPLE_MIN);
+        assert_eq!(sample_len(3) % 3, 0, "whole elements");
     }
 }

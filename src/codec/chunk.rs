@@ -106,7 +106,7 @@ pub fn encode(transform: Transform, data: &[u8], parent: Option<&[u8]>, width: u
 
 /// [`encode`], each block's plane `k` coded with the entropy coder `hints[k]` names
 /// ([`entropy::compress_as`]) instead of trying each: the coders a sample of the chunk chose
-/// ([`plane_modes`]).
+/// ([`plane_modes`]). Panics unless there is a hint per plane (`width` of them).
 pub fn encode_as(
     transform: Transform,
     data: &[u8],
@@ -587,7 +587,7 @@ mod tests {
             if hints == modes {
                 assert_eq!(found, modes, "the free coding's coders, hinted, are kept");
             }
-            if hints[0] == entropy::Mode::Raw {
+            if hints.iter().all(|&m| m == entropy::Mode::Raw) {
                 assert!(coded.len() >= free.len(), "raw planes are no smaller");
                 assert!(found.iter().all(|&m| m == entropy::Mode::Raw));
             }

@@ -1,4 +1,5 @@
-//! The entropy stage for one byte plane: rANS, zstd or raw bytes, whichever is smallest.
+//! The entropy stage for one byte plane: rANS, zstd or raw bytes, whichever is smallest
+//! ([`compress`]), or the one a sample of the chunk chose ([`compress_as`]).
 
 use std::cell::RefCell;
 
@@ -51,14 +52,9 @@ pub fn compress(plane: &[u8], level: i32, out: &mut Vec<u8>) -> Mode {
     let at = out.len();
     let mut best = (Mode::Raw, plane.len());
     if bits <= RANDOM_BITS {
-        best = zstd(plane, level, |frame| {
-            if saves(frame.len(), plane.len()) {
-                out.extend_from_slice(frame);
-                (Mode::Zstd, frame.len())
-            } else {
-                best
-            }
-        });
+        if let Some(n) = zstd_if_it_saves(plane, level, out) {
+            best = (Mode::Zstd, n);
+        }
     }
     // rANS's size is known from byte counts before coding: code only when it wins, over zstd
     // by a further 1/ZSTD_MARGIN of the plane.
@@ -79,30 +75,28 @@ pub fn compress(plane: &[u8], level: i32, out: &mut Vec<u8>) -> Mode {
         }
     }
     if best.0 == Mode::Raw {
+        debug_assert_eq!(out.len(), at, "nothing was kept");
         out.extend_from_slice(plane);
     }
     best.0
 }
 
 /// Codes `plane` with the coder `hint` names, the one [`compress`] chose for a sample of the
-/// same plane (the start of the chunk), instead of trying each: raw, zstd or rANS, else raw
-/// where the hinted coder does not save 1/[`rans::MARGIN`]. A sample can be unlike the rest
-/// (the first rows of a vocabulary's embedding are special and unused tokens), and a repetitive
-/// plane costs rANS most against zstd: where rANS is hinted, zstd codes two [`PROBE`]-byte
-/// pieces of the plane first, and if they come out smaller than the rANS plan's rate by a
-/// tenth, both coders are tried. Coding the chunks of a fine-tune with its sample's coders
-/// took from a quarter (the real pair) to three fifths (the generated family) off `add`'s
-/// coding; stored sizes were the same, or 0.4% larger on the bf16 pair (docs/PERFORMANCE.md).
+/// same plane (the start of the chunk), instead of trying each: raw, zstd or rANS, each kept
+/// on the terms [`compress`] keeps it (zstd where it saves 1/[`rans::MARGIN`], rANS where it
+/// is smaller than the plane), else raw. A sample can be unlike the rest (the first rows of a
+/// vocabulary's embedding are special and unused tokens), and a repetitive plane costs rANS
+/// most against zstd: where rANS is hinted for a plane of at least four [`PROBE`]s, zstd codes
+/// two `PROBE`-byte pieces of it first, and if they come out smaller than the rANS plan's rate
+/// by a tenth, both coders are tried. Raw and zstd hints are not checked: that would take the
+/// plane's byte counts, much of what hinting saves. Coding the chunks of a fine-tune
+/// with its sample's coders took from a quarter (the real pairs) to three fifths (the
+/// generated family) off `add`'s coding; stored sizes were the same, or 0.4% larger on the
+/// bf16 pair (docs/PERFORMANCE.md).
 pub fn compress_as(plane: &[u8], level: i32, hint: Mode, out: &mut Vec<u8>) -> Mode {
     let kept = match hint {
         Mode::Raw => false,
-        Mode::Zstd => zstd(plane, level, |frame| {
-            let kept = saves(frame.len(), plane.len());
-            if kept {
-                out.extend_from_slice(frame);
-            }
-            kept
-        }),
+        Mode::Zstd => zstd_if_it_saves(plane, level, out).is_some(),
         Mode::Rans => {
             let plan = rans::Plan::new(plane);
             if plane.len() >= 4 * PROBE {
@@ -120,7 +114,7 @@ pub fn compress_as(plane: &[u8], level: i32, hint: Mode, out: &mut Vec<u8>) -> M
             if plan.bytes() < plane.len() {
                 plan.encode(plane, out);
             }
-            let kept = out.len() > at && saves(out.len() - at, plane.len());
+            let kept = out.len() > at && out.len() - at < plane.len();
             if !kept {
                 out.truncate(at);
             }
@@ -136,14 +130,20 @@ pub fn compress_as(plane: &[u8], level: i32, hint: Mode, out: &mut Vec<u8>) -> M
     }
 }
 
+/// Appends `plane` coded by zstd to `out` where that saves 1/[`rans::MARGIN`] of it (less is
+/// not worth decoding), and returns the coded length; else leaves `out` as it was.
+fn zstd_if_it_saves(plane: &[u8], level: i32, out: &mut Vec<u8>) -> Option<usize> {
+    zstd(plane, level, |frame| {
+        let saves = frame.len() + plane.len() / rans::MARGIN < plane.len();
+        saves.then(|| {
+            out.extend_from_slice(frame);
+            frame.len()
+        })
+    })
+}
+
 /// Bytes of each piece of a plane that zstd codes to check a hint of rANS ([`compress_as`]).
 const PROBE: usize = 8 << 10;
-
-/// Whether `coded` bytes save more than 1/[`rans::MARGIN`] of a plane of `len` bytes: less
-/// than that is not worth decoding.
-fn saves(coded: usize, len: usize) -> bool {
-    coded + len / rans::MARGIN < len
-}
 
 /// Codes `plane` with this thread's zstd context at `level` and hands the frame to `f`.
 fn zstd<R>(plane: &[u8], level: i32, f: impl FnOnce(&[u8]) -> R) -> R {
@@ -262,6 +262,7 @@ mod tests {
         let noise: Vec<u8> = (0..100_000).map(|_| next() as u8).collect();
         let skewed: Vec<u8> = (0..100_000).map(|_| 120 + next().trailing_zeros() as u8).collect();
         // Each coder where hinted, even where the other would be smaller.
+        assert_eq!(coded(&skewed).0, Mode::Rans, "left to itself, rANS wins here");
         assert_eq!(as_hinted(&skewed, Mode::Zstd), Mode::Zstd);
         assert_eq!(as_hinted(&skewed, Mode::Rans), Mode::Rans);
         assert_eq!(as_hinted(&skewed, Mode::Raw), Mode::Raw);

@@ -1013,6 +1013,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn byte_counts_cover_every_length_and_tail() {
+        let mut next = crate::codec::test_rng(5);
+        let bytes: Vec<u8> = (0..1000).map(|_| (next() % 7) as u8 * 37).collect();
+        for len in (0..=17).chain([999, 1000]) {
+            let mut naive = [0u32; 256];
+            for &b in &bytes[..len] {
+                naive[b as usize] += 1;
+            }
+            assert_eq!(histogram(&bytes[..len]), naive, "{len} bytes");
+        }
+    }
+
+    #[test]
     fn the_reciprocal_divides_exactly_at_every_frequency() {
         let mut seed = 7u64;
         for freq in (1..=TOTAL).filter(|f| f % 97 == 1 || *f < 70 || *f > TOTAL - 70) {
