@@ -101,7 +101,7 @@ impl Transform {
 /// Codes `data` with `transform` against `parent` (needed by all but `Full`), in blocks of
 /// [`BLOCK`] bytes each split into `width`-byte planes compressed at zstd `level`.
 pub fn encode(transform: Transform, data: &[u8], parent: Option<&[u8]>, width: usize, level: i32) -> Vec<u8> {
-    encode_blocks(transform, data, parent, width, level, BLOCK)
+    encode_blocks(transform, data, parent, width, level, BLOCK, None)
 }
 
 /// [`encode`], each block's plane `k` coded with the entropy coder `hints[k]` names
@@ -116,7 +116,7 @@ pub fn encode_as(
     hints: &[entropy::Mode],
 ) -> Vec<u8> {
     assert_eq!(hints.len(), width, "a hint per plane");
-    code_blocks(transform, data, parent, width, level, BLOCK, Some(hints))
+    encode_blocks(transform, data, parent, width, level, BLOCK, Some(hints))
 }
 
 /// The entropy coder of each plane of the first block of coded chunk `coded`, whose elements
@@ -127,20 +127,9 @@ pub fn plane_modes(coded: &[u8], width: usize) -> Option<Vec<entropy::Mode>> {
 }
 
 /// [`encode`] with blocks of `block` bytes (rounded down to whole elements, at least one), or
-/// larger where that would make more than [`MAX_BLOCKS`].
+/// larger where that would make more than [`MAX_BLOCKS`], and with [`encode_as`]'s hints
+/// where given.
 pub fn encode_blocks(
-    transform: Transform,
-    data: &[u8],
-    parent: Option<&[u8]>,
-    width: usize,
-    level: i32,
-    block: usize,
-) -> Vec<u8> {
-    code_blocks(transform, data, parent, width, level, block, None)
-}
-
-/// [`encode_blocks`], with [`encode_as`]'s hints where given.
-fn code_blocks(
     transform: Transform,
     data: &[u8],
     parent: Option<&[u8]>,
@@ -478,7 +467,7 @@ mod tests {
         ] {
             // 1001 elements in blocks of 250 (1000 bytes, and 1002 rounded down): 4 whole, 1 of 1.
             for block in [1000, 1002] {
-                let coded = encode_blocks(t, &new, Some(&old), 4, 3, block);
+                let coded = encode_blocks(t, &new, Some(&old), 4, 3, block, None);
                 let mut out = vec![0; new.len()];
                 assert_eq!(decode(&coded, Some(&old), 4, &mut out).unwrap(), t.codec());
                 assert_eq!(out, new, "{t:?}");
@@ -498,7 +487,7 @@ mod tests {
     fn blocks_that_do_not_tile_the_chunk_are_refused() {
         let data = floats(5, 300);
         let parent = floats(6, 300);
-        let whole = encode_blocks(Transform::Sub, &data, Some(&parent), 4, 3, 400);
+        let whole = encode_blocks(Transform::Sub, &data, Some(&parent), 4, 3, 400, None);
         let first = encode(Transform::Sub, &data[..400], Some(&parent[..400]), 4, 3);
         let mut out = vec![0; data.len()];
         // Blocks missing at the end, or cut between two blocks.
@@ -523,7 +512,7 @@ mod tests {
         // Blocks with different transforms: a chunk has one codec.
         let mixed = [
             first,
-            encode_blocks(Transform::Xor, &data[400..], Some(&parent[400..]), 4, 3, 400),
+            encode_blocks(Transform::Xor, &data[400..], Some(&parent[400..]), 4, 3, 400, None),
         ]
         .concat();
         assert!(matches!(
@@ -540,7 +529,7 @@ mod tests {
         let data = floats(7, MAX_BLOCKS + 1);
         let parent = floats(8, MAX_BLOCKS + 1);
         // Asked for one element per block, the writer makes blocks of two: 129 of them.
-        let coded = encode_blocks(Transform::SubCtx { bits: 11 }, &data, Some(&parent), 4, 3, 4);
+        let coded = encode_blocks(Transform::SubCtx { bits: 11 }, &data, Some(&parent), 4, 3, 4, None);
         let mut planes = vec![0; data.len()];
         let (_, lens) = decode_planes(&coded, 4, &mut planes).unwrap();
         assert_eq!(lens.len(), MAX_BLOCKS.div_ceil(2) + 1);
