@@ -47,8 +47,12 @@ pub fn compress(plane: &[u8], level: i32, out: &mut Vec<u8>) -> Mode {
     if plane.is_empty() {
         return Mode::Raw;
     }
-    let pieces = rans::pieces(plane);
-    let bits = rans::entropy_bits(&rans::total(&pieces));
+    compress_counted(plane, &rans::pieces(plane), level, out)
+}
+
+/// [`compress`] of a non-empty plane whose [`rans::pieces`] are counted already.
+fn compress_counted(plane: &[u8], pieces: &[[u32; 256]], level: i32, out: &mut Vec<u8>) -> Mode {
+    let bits = rans::entropy_bits(&rans::total(pieces));
     let at = out.len();
     let mut best = (Mode::Raw, plane.len());
     if bits <= RANDOM_BITS {
@@ -63,7 +67,7 @@ pub fn compress(plane: &[u8], level: i32, out: &mut Vec<u8>) -> Mode {
         _ => best.1,
     };
     if rans::worth_trying(plane.len(), bits, rans::MARGIN * 8) {
-        let plan = rans::Plan::from_pieces(&pieces);
+        let plan = rans::Plan::from_pieces(pieces);
         if plan.bytes() < bar {
             let mut coded = Vec::with_capacity(plan.bytes() + 64);
             plan.encode(plane, &mut coded);
@@ -98,16 +102,17 @@ pub fn compress_as(plane: &[u8], level: i32, hint: Mode, out: &mut Vec<u8>) -> M
         Mode::Raw => false,
         Mode::Zstd => zstd_if_it_saves(plane, level, out).is_some(),
         Mode::Rans => {
-            let plan = rans::Plan::new(plane);
+            let pieces = rans::pieces(plane);
+            let plan = rans::Plan::from_pieces(&pieces);
             if plane.len() >= 4 * PROBE {
-                let pieces = [plane.len() / 4, plane.len() * 3 / 4 - PROBE];
-                let probed: usize = pieces
+                let starts = [plane.len() / 4, plane.len() * 3 / 4 - PROBE];
+                let probed: usize = starts
                     .iter()
                     .map(|&at| zstd(&plane[at..at + PROBE], level, <[u8]>::len))
                     .sum();
                 let rans_rate = plan.bytes() as f64 / plane.len() as f64;
                 if (probed as f64) < 0.9 * rans_rate * (2 * PROBE) as f64 {
-                    return compress(plane, level, out);
+                    return compress_counted(plane, &pieces, level, out);
                 }
             }
             let at = out.len();
