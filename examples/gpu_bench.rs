@@ -2,13 +2,15 @@
 //!
 //! ```text
 //! gpu_bench --store DIR --base REV --finetune REV [--lossy REV] [--runs 5] [--cpu-out DIR]
+//!           [--grouped-tiles N,N,...]
 //! ```
 //!
 //! On one device, in one run, medians of `--runs` (min–max):
 //! - the floors: pinned host-to-device copy and device-to-device copy of the fine-tune's size;
 //! - swap of the fine-tune on a resident base: the device-side apply (kernel time), the whole
 //!   swap from the store (host page cache), and the same with every chunk hashed on the device
-//!   and checked; with `--lossy`, the swap of that (lossy) revision of the fine-tune;
+//!   and checked; with `--lossy`, the swap of that (lossy) revision of the fine-tune; with
+//!   `--grouped-tiles`, the device-side apply with each of those grouped tile sizes;
 //! - checkout of the fine-tune to device memory with no base resident (rebuilt down the chain),
 //!   checked;
 //! - checkout of the fine-tune on the CPU into `--cpu-out` (the base's copy known, as after a
@@ -30,6 +32,7 @@ struct Args {
     runs: usize,
     cpu_out: Option<PathBuf>,
     lossy: Option<String>,
+    grouped_tiles: Vec<u64>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -40,6 +43,7 @@ fn parse_args() -> Result<Args, String> {
         runs: 5,
         cpu_out: None,
         lossy: None,
+        grouped_tiles: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -51,6 +55,12 @@ fn parse_args() -> Result<Args, String> {
             "--runs" => args.runs = value()?.parse().map_err(|e| format!("--runs: {e}"))?,
             "--cpu-out" => args.cpu_out = Some(value()?.into()),
             "--lossy" => args.lossy = Some(value()?),
+            "--grouped-tiles" => {
+                args.grouped_tiles = value()?
+                    .split(',')
+                    .map(|n| n.parse().map_err(|e| format!("--grouped-tiles: {n}: {e}")))
+                    .collect::<Result<_, _>>()?
+            }
             _ => return Err(format!("unknown argument {a}")),
         }
     }
@@ -137,7 +147,7 @@ fn run(args: &Args) -> Result<(), Error> {
         resident.loaded.seconds.rebuild + resident.loaded.seconds.verify
     );
     let (mut apply, mut swap, mut swap_checked, mut swap_out) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut decode, mut wait) = (Vec::new(), Vec::new());
+    let (mut decode, mut wait, mut count, mut scan) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     // One unmeasured swap allocates the second set of buffers.
     resident.swap_in(&repo, &args.finetune, false)?;
     for _ in 0..runs {
@@ -147,6 +157,8 @@ fn run(args: &Args) -> Result<(), Error> {
         })?);
         let s = resident.swap_in(&repo, &args.finetune, false)?;
         apply.push(s.seconds.kernels);
+        count.push(s.seconds.count);
+        scan.push(s.seconds.scan);
         swap.push(s.seconds.rebuild);
         decode.push(s.seconds.decode);
         wait.push(s.seconds.wait);
@@ -154,6 +166,22 @@ fn run(args: &Args) -> Result<(), Error> {
         let s = resident.swap_in(&repo, &args.finetune, true)?;
         swap_checked.push(s.seconds.rebuild + s.seconds.verify);
     }
+    // The apply with other grouped tiles: (tile, kernels, count, scan).
+    let mut by_tile = Vec::new();
+    let default_tile = device.grouped_tile();
+    for &tile in &args.grouped_tiles {
+        device.set_grouped_tile(tile);
+        let (mut k, mut c, mut s) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..runs {
+            resident.swap_out();
+            let r = resident.swap_in(&repo, &args.finetune, false)?;
+            k.push(r.seconds.kernels);
+            c.push(r.seconds.count);
+            s.push(r.seconds.scan);
+        }
+        by_tile.push((tile, k, c, s));
+    }
+    device.set_grouped_tile(default_tile);
     let (mut lossy_apply, mut lossy_swap) = (Vec::new(), Vec::new());
     if let Some(rev) = &args.lossy {
         resident.swap_in(&repo, rev, true)?;
@@ -215,6 +243,16 @@ fn run(args: &Args) -> Result<(), Error> {
         "| swap on the resident base: device-side apply (kernels) | {} |",
         stats(&apply)
     );
+    println!("| of which counting keys (ctx_count) | {} |", stats(&count));
+    println!("| of which scanning the counts (ctx_scan) | {} |", stats(&scan));
+    for (tile, k, c, s) in &by_tile {
+        println!(
+            "| device-side apply, grouped tiles of {tile} elements: all / ctx_count / ctx_scan | {} / {} / {} |",
+            stats(k),
+            stats(c),
+            stats(s)
+        );
+    }
     println!(
         "| swap on the resident base: whole swap from the store | {} |",
         stats(&swap)

@@ -4,24 +4,26 @@
 // and copies them to the device; these kernels do the rest of codec::chunk::decode there: join
 // the planes into elements, undo the transform against the parent chunk (already on the
 // device), and write the chunk into place. One launch of each kernel covers a whole batch of
-// chunks, described by a table of jobs; one warp works on one tile of a chunk: TILE elements
-// of a grouped chunk, PLAIN_TILE of any other (short, so that a batch has warps enough to
-// keep the memory busy).
+// chunks, described by a table of jobs; one warp works on one tile of a chunk: the job's
+// `tile` elements of a grouped chunk, PLAIN_TILE of any other (short, so that a batch has
+// warps enough to keep the memory busy).
 //
 // A job is JOB_WORDS 64-bit words:
 //   0 out       device address of the chunk's first byte in its tensor
 //   1 parent    device address of the parent's chunk (0 when the transform needs none)
 //   2 planes    device address of plane 0; plane k starts at planes + k * n (a lossy
 //               chunk: its payload, as codec::lossy codes it)
-//   3 counts    device address of the job's u32 context counts, keys x tiles (SUBCTX only);
-//               for LOWRANK the tensor's B factor (rank x cols bf16)
+//   3 counts    device address of the job's u32 context counts, tiles x keys, tile-major
+//               (SUBCTX only); for LOWRANK the tensor's B factor (rank x cols bf16)
 //   4 n         elements in the chunk
 //   5 width | transform << 8 | bits << 16 | rank << 24  (width 1, 2, 4 or 8; for the lossy
 //               transforms `bits` is the float format: 1 f32, 2 bf16, 3 f16)
-//   6 tiles     ceil(n / TILE) for a grouped job, ceil(n / PLAIN_TILE) for any other
+//   6 tiles     ceil(n / tile) for a grouped job, ceil(n / PLAIN_TILE) for any other
 //   7 first     the batch's warp number of the job's first tile (jobs are in warp order)
 //   8 cols      LOWRANK: columns of the tensor as a matrix
 //   9 element   LOWRANK: the tensor's element number of the chunk's first element
+//  10 tile      SUBCTX: elements per tile (the host keeps it at least 2^bits, so that the
+//               counts never outnumber the elements)
 //
 // Transforms (codec::chunk): 0 full, 1 xor, 2 sub (zigzag integer difference), 3 sub with the
 // differences grouped stably by `bits` bits after the sign of the parent's elements, 4 same;
@@ -29,21 +31,23 @@
 // tensor's format exactly as the host does: 5 int8 (a scale per group of 128 elements), 6
 // lowrank (the rows of A the chunk covers, times B).
 //
-// Grouped chunks (3) take three launches: `ctx_count` counts each tile's parent keys,
-// `ctx_scan` turns the counts of a chunk, in key-major order, into each (key, tile)'s first
-// slot in the grouped order, and `apply` walks each tile in order and takes each element's
-// difference from the next slot of its key. Within a warp, lanes with equal keys are ranked
-// with __match_any_sync, so the walk keeps the host's stable order. (A ballot per key bit
-// instead measured slower on an H200, docs/PERFORMANCE.md.)
+// Grouped chunks (3) take three launches (the first two over the grouped jobs only, which
+// the host puts first in the table): `ctx_count` counts each tile's parent keys,
+// `ctx_scan` turns the counts of a chunk into each (tile, key)'s first slot in the grouped
+// order (key-major: every earlier key's elements, then this key's in earlier tiles), and
+// `apply` walks each tile in order and takes each element's difference from the next slot of
+// its key. Within a warp, lanes with equal keys are ranked with __match_any_sync, so the walk
+// keeps the host's stable order. (A ballot per key bit instead measured slower on an H200,
+// docs/PERFORMANCE.md.) The walk is a chain through the tile, so short tiles run faster; the
+// counts grow as tiles x keys, so a job's tile holds at least 2^bits elements.
 
 typedef unsigned char u8;
 typedef unsigned short u16;
 typedef unsigned int u32;
 typedef unsigned long long u64;
 
-#define JOB_WORDS 10
+#define JOB_WORDS 11
 #define INT8_GROUP 128
-#define TILE 16384
 #define PLAIN_TILE 2048
 #define WARPS_PER_BLOCK 4
 // Keys counted in shared memory per warp, at most; larger contexts count in global memory.
@@ -60,7 +64,7 @@ struct Job {
     u64 n;
     u32 width, transform, bits;
     u32 tiles;
-    u64 first;
+    u64 first, tile;
     u32 rank;
     u64 cols, element;
 };
@@ -81,6 +85,7 @@ __device__ Job load_job(const u64 *jobs, u32 j) {
     job.rank = (u32)(w[5] >> 24);
     job.cols = w[8];
     job.element = w[9];
+    job.tile = w[10];
     return job;
 }
 
@@ -124,12 +129,12 @@ __device__ u32 key_of(T parent, u32 bits) {
 
 // Walks tile `t` of a grouped job 32 elements at a time, in element order, and rebuilds each
 // element from its parent and the difference at its slot in the grouped order, where the
-// slot of key k counts from ctr[k * stride]; the counters advance past the walked elements.
+// slot of key k counts from ctr[k]; the counters advance past the walked elements.
 template <typename T>
-__device__ void ungroup(const Job &job, u32 t, volatile u32 *ctr, u32 stride) {
+__device__ void ungroup(const Job &job, u32 t, volatile u32 *ctr) {
     u32 lane = threadIdx.x & 31;
-    u64 start = (u64)t * TILE;
-    u64 end = min(job.n, start + TILE);
+    u64 start = (u64)t * job.tile;
+    u64 end = min(job.n, start + job.tile);
     for (u64 at = start; at < end; at += 32 * WALK_STEPS) {
         T p[WALK_STEPS], d[WALK_STEPS];
         u32 slot[WALK_STEPS];
@@ -150,10 +155,10 @@ __device__ void ungroup(const Job &job, u32 t, volatile u32 *ctr, u32 stride) {
                 u32 leader = __ffs(peers) - 1;
                 u32 rank = __popc(peers & ((1u << lane) - 1));
                 u32 first = 0;
-                if (lane == leader) first = ctr[(u64)key * stride];
+                if (lane == leader) first = ctr[key];
                 first = __shfl_sync(active, first, leader);
                 slot[s] = first + rank;
-                if (lane == leader) ctr[(u64)key * stride] = first + __popc(peers);
+                if (lane == leader) ctr[key] = first + __popc(peers);
             }
             __syncwarp();
         }
@@ -170,23 +175,50 @@ __device__ void ungroup(const Job &job, u32 t, volatile u32 *ctr, u32 stride) {
     }
 }
 
-// Counts the parent keys of tile `t` (in any order: shared or global atomics).
+// Counts the parent keys of tile `t` into ctr (zeroed), WALK_STEPS x 32 elements at a time:
+// their parents loaded together, then each key added once per warp step by the first of the
+// lanes holding it (the keys of a tile are few and shared: one atomic per lane would queue
+// on the same counters).
+template <typename T>
+__device__ void count_keys(const Job &job, u32 t, u32 *ctr) {
+    u32 lane = threadIdx.x & 31;
+    u64 start = (u64)t * job.tile;
+    u64 end = min(job.n, start + job.tile);
+    for (u64 at = start; at < end; at += 32 * WALK_STEPS) {
+        T p[WALK_STEPS];
+#pragma unroll
+        for (u32 s = 0; s < WALK_STEPS; s++) {
+            u64 i = at + 32 * s + lane;
+            p[s] = i < end ? load<T>(job.parent, i) : 0;
+        }
+#pragma unroll
+        for (u32 s = 0; s < WALK_STEPS; s++) {
+            bool valid = at + 32 * s + lane < end;
+            u32 active = __ballot_sync(FULL_MASK, valid);
+            if (valid) {
+                u32 key = key_of<T>(p[s], job.bits);
+                u32 peers = __match_any_sync(active, key);
+                if (lane == __ffs(peers) - 1) atomicAdd(&ctr[key], __popc(peers));
+            }
+        }
+    }
+}
+
+// Counts the parent keys of tile `t`, in shared memory where they fit.
 template <typename T>
 __device__ void count_tile(const Job &job, u32 t, u32 *shared, u32 shared_bits) {
     u32 lane = threadIdx.x & 31;
     u64 keys = 1ull << job.bits;
-    u64 start = (u64)t * TILE;
-    u64 end = min(job.n, start + TILE);
+    u32 *counts = job.counts + (u64)t * keys;
     if (job.bits <= shared_bits) {
         for (u64 k = lane; k < keys; k += 32) shared[k] = 0;
         __syncwarp();
-        for (u64 i = start + lane; i < end; i += 32) atomicAdd(&shared[key_of<T>(load<T>(job.parent, i), job.bits)], 1u);
+        count_keys<T>(job, t, shared);
         __syncwarp();
-        for (u64 k = lane; k < keys; k += 32) job.counts[k * job.tiles + t] = shared[k];
+        for (u64 k = lane; k < keys; k += 32) counts[k] = shared[k];
     } else {
         // The counts were zeroed by the host.
-        for (u64 i = start + lane; i < end; i += 32)
-            atomicAdd(&job.counts[(u64)key_of<T>(load<T>(job.parent, i), job.bits) * job.tiles + t], 1u);
+        count_keys<T>(job, t, counts);
     }
 }
 
@@ -205,31 +237,60 @@ extern "C" __global__ void ctx_count(const u64 *jobs, u32 njobs, u64 warps, u32 
     }
 }
 
-// One block per job: an exclusive prefix sum of the job's counts, in place.
+#define SCAN_THREADS 1024
+// Counts each thread of `ctx_scan` loads at once.
+#define SCAN_STEPS 8
+
+// One block of SCAN_THREADS per job: each (tile, key) count becomes the key's first slot in
+// that tile, in place. The keys are taken SCAN_THREADS at a time, or all of them, each with
+// the threads left over splitting its tiles into parts; a thread sums one (key, part) down
+// its tiles (consecutive threads, consecutive keys: the loads coalesce), the block scans the
+// sums in (key, part) order, and each thread writes its part's running slots.
 extern "C" __global__ void ctx_scan(const u64 *jobs, u32 njobs) {
-    __shared__ u32 sums[1024];
+    __shared__ u32 sums[SCAN_THREADS];
     if (blockIdx.x >= njobs) return;
     Job job = load_job(jobs, blockIdx.x);
     if (job.transform != 3) return;
-    u64 entries = (u64)job.tiles << job.bits;
-    u64 per = (entries + blockDim.x - 1) / blockDim.x;
-    u64 lo = min(entries, per * threadIdx.x), hi = min(entries, lo + per);
-    u32 sum = 0;
-    for (u64 e = lo; e < hi; e++) sum += job.counts[e];
-    sums[threadIdx.x] = sum;
-    __syncthreads();
-    // Hillis-Steele inclusive scan of the per-thread sums.
-    for (u32 d = 1; d < blockDim.x; d *= 2) {
-        u32 v = threadIdx.x >= d ? sums[threadIdx.x - d] : 0;
+    u64 keys = 1ull << job.bits;
+    u32 group = (u32)min(keys, (u64)SCAN_THREADS);
+    u32 parts = SCAN_THREADS / group;
+    u32 key_in_group = threadIdx.x % group, part = threadIdx.x / group;
+    u32 per_part = (job.tiles + parts - 1) / parts;
+    u32 t0 = min(job.tiles, part * per_part), t1 = min(job.tiles, t0 + per_part);
+    u32 slot = key_in_group * parts + part;
+    u32 carry = 0;
+    for (u64 k0 = 0; k0 < keys; k0 += group) {
+        u32 *column = job.counts + k0 + key_in_group;
+        u32 sum = 0;
+        for (u32 t = t0; t < t1; t += SCAN_STEPS) {
+            u32 c[SCAN_STEPS];
+#pragma unroll
+            for (u32 s = 0; s < SCAN_STEPS; s++) c[s] = t + s < t1 ? column[(u64)(t + s) * keys] : 0;
+#pragma unroll
+            for (u32 s = 0; s < SCAN_STEPS; s++) sum += c[s];
+        }
+        sums[slot] = sum;
         __syncthreads();
-        sums[threadIdx.x] += v;
+        // Hillis-Steele inclusive scan of the sums.
+        for (u32 d = 1; d < SCAN_THREADS; d *= 2) {
+            u32 v = slot >= d ? sums[slot - d] : 0;
+            __syncthreads();
+            sums[slot] += v;
+            __syncthreads();
+        }
+        u32 run = carry + sums[slot] - sum;
+        carry += sums[SCAN_THREADS - 1];
+        for (u32 t = t0; t < t1; t += SCAN_STEPS) {
+            u32 c[SCAN_STEPS];
+#pragma unroll
+            for (u32 s = 0; s < SCAN_STEPS; s++) c[s] = t + s < t1 ? column[(u64)(t + s) * keys] : 0;
+#pragma unroll
+            for (u32 s = 0; s < SCAN_STEPS; s++) {
+                if (t + s < t1) column[(u64)(t + s) * keys] = run;
+                run += c[s];
+            }
+        }
         __syncthreads();
-    }
-    u32 run = sums[threadIdx.x] - sum;
-    for (u64 e = lo; e < hi; e++) {
-        u32 c = job.counts[e];
-        job.counts[e] = run;
-        run += c;
     }
 }
 
@@ -371,12 +432,13 @@ __device__ void apply_tile(const Job &job, u32 t, u32 *shared, u32 shared_bits) 
     u32 lane = threadIdx.x & 31;
     if (job.transform == 3) {
         u64 keys = 1ull << job.bits;
+        u32 *counts = job.counts + (u64)t * keys;
         if (job.bits <= shared_bits) {
-            for (u64 k = lane; k < keys; k += 32) shared[k] = job.counts[k * job.tiles + t];
+            for (u64 k = lane; k < keys; k += 32) shared[k] = counts[k];
             __syncwarp();
-            ungroup<T>(job, t, shared, 1);
+            ungroup<T>(job, t, shared);
         } else {
-            ungroup<T>(job, t, job.counts + t, job.tiles);
+            ungroup<T>(job, t, counts);
         }
         return;
     }

@@ -50,7 +50,8 @@ fn opening_without_a_driver_is_an_error_not_a_panic() {
 }
 
 /// Every transform, element width and context size, on chunks of awkward lengths (a partial
-/// last tile, fewer elements than a warp), several jobs per batch, planes aligned or not: the
+/// last tile, fewer elements than a warp), several jobs per batch, planes aligned or not, with
+/// the default grouped tiles and with tiles of 100 elements (walks that start mid-warp): the
 /// device's result equals the host decoder's, byte for byte.
 #[test]
 fn kernels_apply_every_transform_like_the_host() {
@@ -81,59 +82,62 @@ fn kernels_apply_every_transform_like_the_host() {
         }
     }
     let mut stage = dev.stage(64 << 20).unwrap();
-    for (b, batch) in cases.chunks(9).enumerate() {
-        let mut jobs = Vec::new();
-        let mut buffers = Vec::new();
-        let host = stage.host().unwrap();
-        let mut at = 0usize;
-        for (t, width, parent, data) in batch {
-            // Every other batch's planes start 16-byte aligned (the kernels' wide loads),
-            // the rest wherever the previous job's end.
-            if b % 2 == 0 {
-                at = at.next_multiple_of(16);
+    for tile in [dev.grouped_tile(), 100] {
+        dev.set_grouped_tile(tile);
+        for (b, batch) in cases.chunks(9).enumerate() {
+            let mut jobs = Vec::new();
+            let mut buffers = Vec::new();
+            let host = stage.host().unwrap();
+            let mut at = 0usize;
+            for (t, width, parent, data) in batch {
+                // Every other batch's planes start 16-byte aligned (the kernels' wide loads),
+                // the rest wherever the previous job's end.
+                if b % 2 == 0 {
+                    at = at.next_multiple_of(16);
+                }
+                let coded = encode(*t, data, Some(parent), *width, 3);
+                let got = decode_planes(&coded, *width, &mut host[at..at + data.len()]).unwrap();
+                assert_eq!(got, (*t, vec![data.len()]), "one block: chunks here are below a block");
+                let p = dev.alloc(parent.len()).unwrap();
+                dev.write(&p, 0, parent).unwrap();
+                let out = dev.alloc(data.len()).unwrap();
+                let op = match t {
+                    Transform::Full => Op::Full,
+                    Transform::Xor => Op::Xor,
+                    Transform::Sub => Op::Sub,
+                    Transform::SubCtx { bits } => Op::SubCtx { bits: *bits },
+                };
+                jobs.push(Job {
+                    op,
+                    width: *width,
+                    len: data.len(),
+                    out: out.addr(0),
+                    parent: p.addr(0),
+                    planes: at,
+                });
+                at += data.len();
+                buffers.push((p, out));
             }
-            let coded = encode(*t, data, Some(parent), *width, 3);
-            let got = decode_planes(&coded, *width, &mut host[at..at + data.len()]).unwrap();
-            assert_eq!(got, (*t, vec![data.len()]), "one block: chunks here are below a block");
-            let p = dev.alloc(parent.len()).unwrap();
-            dev.write(&p, 0, parent).unwrap();
-            let out = dev.alloc(data.len()).unwrap();
-            let op = match t {
-                Transform::Full => Op::Full,
-                Transform::Xor => Op::Xor,
-                Transform::Sub => Op::Sub,
-                Transform::SubCtx { bits } => Op::SubCtx { bits: *bits },
-            };
-            jobs.push(Job {
-                op,
-                width: *width,
-                len: data.len(),
-                out: out.addr(0),
-                parent: p.addr(0),
-                planes: at,
-            });
-            at += data.len();
-            buffers.push((p, out));
-        }
-        dev.submit(&mut stage, at, &jobs).unwrap();
-        dev.synchronize().unwrap();
-        for ((t, width, parent, data), (_, out)) in batch.iter().zip(&buffers) {
-            let mut back = vec![0; data.len()];
-            dev.read(out, 0, &mut back).unwrap();
-            let mut host_decoded = vec![0; data.len()];
-            decode(
-                &encode(*t, data, Some(parent), *width, 3),
-                Some(parent),
-                *width,
-                &mut host_decoded,
-            )
-            .unwrap();
-            assert_eq!(host_decoded, *data);
-            assert!(
-                back == *data,
-                "{t:?}, width {width}, {} bytes: the device's result differs",
-                data.len()
-            );
+            dev.submit(&mut stage, at, &jobs).unwrap();
+            dev.synchronize().unwrap();
+            for ((t, width, parent, data), (_, out)) in batch.iter().zip(&buffers) {
+                let mut back = vec![0; data.len()];
+                dev.read(out, 0, &mut back).unwrap();
+                let mut host_decoded = vec![0; data.len()];
+                decode(
+                    &encode(*t, data, Some(parent), *width, 3),
+                    Some(parent),
+                    *width,
+                    &mut host_decoded,
+                )
+                .unwrap();
+                assert_eq!(host_decoded, *data);
+                assert!(
+                    back == *data,
+                    "{t:?}, width {width}, {} bytes, grouped tiles of {tile}: the device's result differs",
+                    data.len()
+                );
+            }
         }
     }
 }

@@ -45,8 +45,11 @@ pub enum Error {
 pub struct Seconds {
     /// Wall time of rebuilding the tensors on the device (decode on the host included).
     pub rebuild: f64,
-    /// Device time of the kernels that applied the chunks.
+    /// Device time of the kernels that applied the chunks; of it, counting the grouped chunks'
+    /// keys (`ctx_count`) and scanning the counts (`ctx_scan`).
     pub kernels: f64,
+    pub count: f64,
+    pub scan: f64,
     /// Wall time of reading every chunk back and checking its hash (and writing files).
     pub verify: f64,
     /// Of `rebuild`: the host decoding planes, and the host waiting for the device.
@@ -58,6 +61,8 @@ fn seconds(rebuilt: &Stats, verified: Option<&Stats>) -> Seconds {
     Seconds {
         rebuild: rebuilt.wall.as_secs_f64(),
         kernels: rebuilt.kernels.as_secs_f64(),
+        count: rebuilt.count.as_secs_f64(),
+        scan: rebuilt.scan.as_secs_f64(),
         verify: verified.map_or(0.0, |v| v.wall.as_secs_f64()),
         decode: rebuilt.decode.as_secs_f64(),
         wait: rebuilt.wait.as_secs_f64(),

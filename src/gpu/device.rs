@@ -1,6 +1,7 @@
 //! One CUDA device: its context and stream, the compiled kernels, device buffers, and batches
 //! of decoded chunks ([`Stage`]) applied by [`Device::submit`].
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,16 +12,18 @@ use cudarc::driver::{
 
 use super::{driver, kernels, Error};
 
-/// Elements per tile, one warp's share of a chunk: grouped (`TILE` in kernels/apply.cu), and
-/// any other (`PLAIN_TILE`).
-const TILE: u64 = 16384;
+/// Elements per tile, one warp's share of a chunk: grouped (the default of
+/// [`Device::set_grouped_tile`]), and any other (`PLAIN_TILE` in kernels/apply.cu).
+const GROUPED_TILE: u64 = 8192;
 const PLAIN_TILE: u64 = 2048;
 /// Warps per block of `ctx_count` and `apply` (`WARPS_PER_BLOCK`).
 const WARPS_PER_BLOCK: u32 = 4;
 /// Most context bits counted in shared memory (`SHARED_BITS`): 2^11 u32 counters per warp.
 const SHARED_BITS: u32 = 11;
+/// Threads of `ctx_scan`'s one block per job (`SCAN_THREADS`).
+const SCAN_THREADS: u32 = 1024;
 /// u64 words per job (`JOB_WORDS`).
-const JOB_WORDS: usize = 10;
+const JOB_WORDS: usize = 11;
 
 /// What a job does with its planes: the chunk transforms of `codec::chunk`, `Same`, and the
 /// lossy tiers of `codec::lossy`, whose planes are the chunk's payload.
@@ -173,7 +176,20 @@ impl Drop for Stage {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Timing {
     pub kernels: Duration,
+    /// Of `kernels`: counting the grouped chunks' keys (`ctx_count`), and turning the counts
+    /// into slots (`ctx_scan`).
+    pub count: Duration,
+    pub scan: Duration,
     pub batches: usize,
+}
+
+impl std::ops::AddAssign for Timing {
+    fn add_assign(&mut self, other: Timing) {
+        self.kernels += other.kernels;
+        self.count += other.count;
+        self.scan += other.scan;
+        self.batches += other.batches;
+    }
 }
 
 /// An opened CUDA device with the kernels loaded.
@@ -187,8 +203,11 @@ pub struct Device {
     pub(super) hash: [CudaFunction; 3],
     ordinal: usize,
     name: String,
-    /// (start, end) events of each submitted batch's kernels, read by [`Device::timing`].
-    events: std::sync::Mutex<Vec<(CudaEvent, CudaEvent)>>,
+    /// Elements per tile of a grouped chunk, at least.
+    grouped_tile: AtomicU64,
+    /// Events of each submitted batch: its start, after `ctx_count`, after `ctx_scan`, and its
+    /// end; read by [`Device::synchronize`].
+    events: std::sync::Mutex<Vec<[CudaEvent; 4]>>,
 }
 
 impl Device {
@@ -234,8 +253,21 @@ impl Device {
             ctx,
             ordinal,
             name,
+            grouped_tile: AtomicU64::new(GROUPED_TILE),
             events: std::sync::Mutex::new(Vec::new()),
         })
+    }
+
+    /// Sets the elements per tile of a grouped chunk (default 8192). A tile is one warp's
+    /// walk, in order, through its elements: shorter tiles run more walks at once, but each
+    /// tile keeps a count per context key, so a tile holds at least 2^bits elements whatever
+    /// this says. For benchmarks, and for tests that reach tile edges with small chunks.
+    pub fn set_grouped_tile(&self, elements: u64) {
+        self.grouped_tile.store(elements.max(1), Ordering::Relaxed);
+    }
+
+    pub fn grouped_tile(&self) -> u64 {
+        self.grouped_tile.load(Ordering::Relaxed)
     }
 
     /// `cuda:N (name)`.
@@ -285,16 +317,22 @@ impl Device {
     /// (each job's planes at its offset in them), asynchronously: [`Device::synchronize`] or
     /// the next [`Stage::host`] waits for it.
     pub fn submit(&self, stage: &mut Stage, used: usize, jobs: &[Job]) -> Result<(), Error> {
-        let jobs: Vec<&Job> = jobs.iter().filter(|j| j.len > 0).collect();
+        let mut jobs: Vec<&Job> = jobs.iter().filter(|j| j.len > 0).collect();
         if jobs.is_empty() {
             return Ok(());
         }
+        // Grouped jobs first: their tiles are the first warps, all that `ctx_count` and
+        // `ctx_scan` launch.
+        let grouped = |j: &Job| matches!(j.op, Op::SubCtx { .. });
+        jobs.sort_by_key(|j| !grouped(j));
+        let grouped_jobs = jobs.iter().take_while(|j| grouped(j)).count() as u32;
         self.ctx.bind_to_thread().map_err(driver("binding the context"))?;
         let planes_addr = stage.planes.device_ptr(&self.stream).0;
         // The job table, and where each grouped job's counts go.
         let mut words = Vec::with_capacity(jobs.len() * JOB_WORDS);
         let mut warps = 0u64;
         let mut counts = 0u64;
+        let mut grouped_warps = 0u64;
         let mut count_at = Vec::with_capacity(jobs.len());
         for job in &jobs {
             if !job.op.applies_to(job.width) {
@@ -304,13 +342,15 @@ impl Device {
                 });
             }
             let n = (job.len / job.width) as u64;
-            let tiles = match job.op {
-                Op::SubCtx { .. } => n.div_ceil(TILE),
-                _ => n.div_ceil(PLAIN_TILE),
+            let tile = match job.op {
+                Op::SubCtx { bits } => self.grouped_tile().max(1 << bits),
+                _ => PLAIN_TILE,
             };
+            let tiles = n.div_ceil(tile);
             count_at.push(counts);
             if let Op::SubCtx { bits } = job.op {
                 counts += tiles << bits;
+                grouped_warps += tiles;
             }
             let (transform, bits) = job.op.code();
             let (factor, rank, cols, element) = match job.op {
@@ -334,6 +374,7 @@ impl Device {
                 warps,
                 cols,
                 element,
+                tile,
             ]);
             warps += tiles;
         }
@@ -376,7 +417,12 @@ impl Device {
             let table = std::slice::from_raw_parts_mut(stage.table, words.len());
             table.copy_from_slice(&words);
             result::memcpy_htod_async(jobs_addr, table, stream).map_err(driver("copying jobs"))?;
-            if counts > 0 {
+            // Counts kept in shared memory are written whole by `ctx_count`; larger contexts
+            // count straight into these.
+            let global = jobs
+                .iter()
+                .any(|j| matches!(j.op, Op::SubCtx { bits } if u32::from(bits) > SHARED_BITS));
+            if global {
                 result::memset_d8_async(counts_addr, 0, counts as usize * 4, stream)
                     .map_err(driver("zeroing counts"))?;
             }
@@ -394,29 +440,32 @@ impl Device {
             })
             .max()
             .unwrap_or(0);
-        let tiles = LaunchConfig {
+        let tiles = |warps: u64| LaunchConfig {
             grid_dim: (warps.div_ceil(u64::from(WARPS_PER_BLOCK)) as u32, 1, 1),
             block_dim: (threads, 1, 1),
             shared_mem_bytes: WARPS_PER_BLOCK * (4 << shared_bits),
         };
+        let per_job = LaunchConfig {
+            grid_dim: (grouped_jobs, 1, 1),
+            block_dim: (SCAN_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
         // SAFETY: the kernels read the job table just written, whose addresses point into
         // live buffers (the stage's planes and counts, and the caller's `out` and `parent`
         // buffers, which the caller keeps alive until the device is synchronized).
-        unsafe {
+        let (counted, scanned) = unsafe {
             if counts > 0 {
                 self.stream
                     .launch_builder(&self.count)
                     .arg(&stage.jobs)
                     .arg(&njobs)
-                    .arg(&warps)
+                    .arg(&grouped_warps)
                     .arg(&shared_bits)
-                    .launch(tiles)
+                    .launch(tiles(grouped_warps))
                     .map_err(driver("launching ctx_count"))?;
-                let per_job = LaunchConfig {
-                    grid_dim: (njobs, 1, 1),
-                    block_dim: (1024, 1, 1),
-                    shared_mem_bytes: 0,
-                };
+            }
+            let counted = self.event()?;
+            if counts > 0 {
                 self.stream
                     .launch_builder(&self.scan)
                     .arg(&stage.jobs)
@@ -424,20 +473,22 @@ impl Device {
                     .launch(per_job)
                     .map_err(driver("launching ctx_scan"))?;
             }
+            let scanned = self.event()?;
             self.stream
                 .launch_builder(&self.apply)
                 .arg(&stage.jobs)
                 .arg(&njobs)
                 .arg(&warps)
                 .arg(&shared_bits)
-                .launch(tiles)
+                .launch(tiles(warps))
                 .map_err(driver("launching apply"))?;
-        }
+            (counted, scanned)
+        };
         let end = self.event()?;
         self.events
             .lock()
             .expect("no panics while holding it")
-            .push((start, end));
+            .push([start, counted, scanned, end]);
         Ok(())
     }
 
@@ -456,9 +507,14 @@ impl Device {
             batches: events.len(),
             ..Timing::default()
         };
-        for (start, end) in events {
-            let ms = start.elapsed_ms(&end).map_err(driver("reading an event"))?;
-            timing.kernels += Duration::from_secs_f64(f64::from(ms.max(0.0)) / 1e3);
+        let between = |a: &CudaEvent, b: &CudaEvent| -> Result<Duration, Error> {
+            let ms = a.elapsed_ms(b).map_err(driver("reading an event"))?;
+            Ok(Duration::from_secs_f64(f64::from(ms.max(0.0)) / 1e3))
+        };
+        for [start, counted, scanned, end] in &events {
+            timing.kernels += between(start, end)?;
+            timing.count += between(start, counted)?;
+            timing.scan += between(counted, scanned)?;
         }
         Ok(timing)
     }

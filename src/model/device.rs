@@ -85,8 +85,11 @@ pub struct Stats {
     pub bytes: u64,
     /// Wall time of the whole operation.
     pub wall: Duration,
-    /// Device time spent in the kernels.
+    /// Device time spent in the kernels; of it, counting the grouped chunks' keys and
+    /// scanning the counts.
     pub kernels: Duration,
+    pub count: Duration,
+    pub scan: Duration,
     /// Wall time the host spent decoding planes, and waiting for the device to free a stage.
     pub decode: Duration,
     pub wait: Duration,
@@ -205,6 +208,8 @@ pub fn rebuild(
         stats.chunks += s.chunks;
         stats.bytes += s.bytes;
         stats.kernels += s.kernels;
+        stats.count += s.count;
+        stats.scan += s.scan;
         stats.decode += s.decode;
         stats.wait += s.wait;
         below = Some(model);
@@ -315,7 +320,10 @@ fn rebuild_level(
         flush(&mut batch, &mut used)?;
     }
     let t = Instant::now();
-    stats.kernels = device.synchronize()?.kernels;
+    let timing = device.synchronize()?;
+    stats.kernels = timing.kernels;
+    stats.count = timing.count;
+    stats.scan = timing.scan;
     stats.wait = wait + t.elapsed();
     stats.decode = decode;
     Ok((
