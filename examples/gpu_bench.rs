@@ -171,6 +171,9 @@ fn run(args: &Args) -> Result<(), Error> {
     let default_tile = device.grouped_tile();
     for &tile in &args.grouped_tiles {
         device.set_grouped_tile(tile);
+        // One unmeasured swap sizes the counts for this tile.
+        resident.swap_out();
+        resident.swap_in(&repo, &args.finetune, false)?;
         let (mut k, mut c, mut s) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..runs {
             resident.swap_out();

@@ -22,8 +22,8 @@
 //   7 first     the batch's warp number of the job's first tile (jobs are in warp order)
 //   8 cols      LOWRANK: columns of the tensor as a matrix
 //   9 element   LOWRANK: the tensor's element number of the chunk's first element
-//  10 tile      SUBCTX: elements per tile (the host keeps it at least 2^bits, so that the
-//               counts never outnumber the elements)
+//  10 tile      SUBCTX: elements per tile (the host keeps it at least 2^bits, so that a
+//               job's counts are at most its elements plus 2^bits)
 //
 // Transforms (codec::chunk): 0 full, 1 xor, 2 sub (zigzag integer difference), 3 sub with the
 // differences grouped stably by `bits` bits after the sign of the parent's elements, 4 same;

@@ -63,7 +63,7 @@ fn kernels_apply_every_transform_like_the_host() {
     for width in [1usize, 2, 4, 8] {
         let mut transforms = vec![Transform::Full, Transform::Xor, Transform::Sub];
         if width > 1 {
-            for bits in [1u8, 8, 11, 12, 15] {
+            for bits in [1u8, 5, 8, 10, 11, 12, 15] {
                 transforms.push(Transform::SubCtx { bits });
             }
         }

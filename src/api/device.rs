@@ -45,10 +45,11 @@ pub enum Error {
 pub struct Seconds {
     /// Wall time of rebuilding the tensors on the device (decode on the host included).
     pub rebuild: f64,
-    /// Device time of the kernels that applied the chunks; of it, counting the grouped chunks'
-    /// keys (`ctx_count`) and scanning the counts (`ctx_scan`).
+    /// Device time of the kernels that applied the chunks.
     pub kernels: f64,
+    /// Of `kernels`: counting the grouped chunks' parent keys (`ctx_count`).
     pub count: f64,
+    /// Of `kernels`: turning those counts into slots (`ctx_scan`).
     pub scan: f64,
     /// Wall time of reading every chunk back and checking its hash (and writing files).
     pub verify: f64,

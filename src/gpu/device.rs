@@ -20,6 +20,9 @@ const PLAIN_TILE: u64 = 2048;
 const WARPS_PER_BLOCK: u32 = 4;
 /// Most context bits counted in shared memory (`SHARED_BITS`): 2^11 u32 counters per warp.
 const SHARED_BITS: u32 = 11;
+/// The widest context a grouped job may have: the codec's (`codec::context::MAX_BITS`, which
+/// this layer sits below). A tile holds at least 2^bits elements.
+const MAX_CONTEXT_BITS: u32 = 16;
 /// Threads of `ctx_scan`'s one block per job (`SCAN_THREADS`).
 const SCAN_THREADS: u32 = 1024;
 /// u64 words per job (`JOB_WORDS`).
@@ -74,7 +77,11 @@ impl Op {
             _ => None,
         };
         match self {
-            Op::SubCtx { bits } => matches!(width, 2 | 4 | 8) && bits >= 1 && u32::from(bits) < 8 * width as u32,
+            Op::SubCtx { bits } => {
+                matches!(width, 2 | 4 | 8)
+                    && (1..=MAX_CONTEXT_BITS).contains(&u32::from(bits))
+                    && u32::from(bits) < 8 * width as u32
+            }
             Op::Int8 { float } => float_width(float) == Some(width),
             Op::LowRank {
                 float,
@@ -181,15 +188,6 @@ pub struct Timing {
     pub count: Duration,
     pub scan: Duration,
     pub batches: usize,
-}
-
-impl std::ops::AddAssign for Timing {
-    fn add_assign(&mut self, other: Timing) {
-        self.kernels += other.kernels;
-        self.count += other.count;
-        self.scan += other.scan;
-        self.batches += other.batches;
-    }
 }
 
 /// An opened CUDA device with the kernels loaded.
