@@ -10,8 +10,8 @@ pub struct Encoded {
 }
 
 /// Codes `data` as `same` when it equals `parent`. Otherwise it is coded as plain differences
-/// (`sub`) and, for float-sized elements, as differences grouped by each context size in
-/// [`CONTEXT_BITS`], and the smallest is kept; a grouping must be smaller than `sub` by more
+/// (`sub`) and, for float-sized elements, as differences grouped by each context size of
+/// [`context_bits`], and the smallest is kept; a grouping must be smaller than `sub` by more
 /// than 1/[`GROUPING_MARGIN`] of its own size, since `sub` decodes without the ungrouping's
 /// counting sort. Only when that leaves more than [`GOOD_DELTA`] of the raw size
 /// are `xor` and `full` tried too, so a tensor that barely resembles its parent never costs
@@ -47,7 +47,7 @@ pub fn encode_best(data: &[u8], parent: Option<&[u8]>, width: usize, level: i32)
     }
     let candidates: Vec<Transform> = match width {
         2 | 4 | 8 => std::iter::once(Transform::Sub)
-            .chain(CONTEXT_BITS.iter().map(|&bits| Transform::SubCtx { bits }))
+            .chain(context_bits(width).iter().map(|&bits| Transform::SubCtx { bits }))
             .collect(),
         _ => vec![Transform::Sub],
     };
@@ -110,6 +110,19 @@ pub const GROUPING_MARGIN: usize = 64;
 /// pair (benches/model/context_bits.py) 8 bits won for bf16 (0.170 of raw, against 0.188 ungrouped)
 /// and 11 for fp32 (0.344, against 0.401); 6, 10, 12 and 14 bits were each worse than one of these.
 pub const CONTEXT_BITS: [u8; 2] = [8, 11];
+
+/// The context sizes tried for elements of `width` bytes: for 2-byte elements only the 8 bits
+/// (a bf16 value's exponent, an f16 value's with three mantissa bits). Eleven bits cut a 1 MiB
+/// block of 2-byte elements into 2^11 buckets of 256 elements on average, thin for the
+/// differences to repeat in; the model had 8 bits ahead on bf16 (0.170 against 0.173), and in
+/// the store the real bf16 pair grew by 0.5% (0.1566 to 0.1574 of raw) without the 11-bit
+/// trial while its coding took 12% less time (docs/PERFORMANCE.md). Wider elements try both.
+pub fn context_bits(width: usize) -> &'static [u8] {
+    match width {
+        2 => &CONTEXT_BITS[..1],
+        _ => &CONTEXT_BITS,
+    }
+}
 
 /// Elements of a chunk's start that choose the transform and entropy coders of a chunk at
 /// least four times as large. A count of elements, not bytes, since what a grouping can show
