@@ -127,6 +127,18 @@ __device__ u32 key_of(T parent, u32 bits) {
 // holding up the walk's chain through the counters.
 #define WALK_STEPS 8
 
+// Loads the parents of the WALK_STEPS x 32 elements from `at` (below `end`; 0 past it), each
+// lane its element of every step, all loads issued before any is used.
+template <typename T>
+__device__ __forceinline__ void load_parents(const Job &job, u64 at, u64 end, T (&p)[WALK_STEPS]) {
+    u32 lane = threadIdx.x & 31;
+#pragma unroll
+    for (u32 s = 0; s < WALK_STEPS; s++) {
+        u64 i = at + 32 * s + lane;
+        p[s] = i < end ? load<T>(job.parent, i) : 0;
+    }
+}
+
 // Walks tile `t` of a grouped job 32 elements at a time, in element order, and rebuilds each
 // element from its parent and the difference at its slot in the grouped order, where the
 // slot of key k counts from ctr[k]; the counters advance past the walked elements.
@@ -138,11 +150,7 @@ __device__ void ungroup(const Job &job, u32 t, volatile u32 *ctr) {
     for (u64 at = start; at < end; at += 32 * WALK_STEPS) {
         T p[WALK_STEPS], d[WALK_STEPS];
         u32 slot[WALK_STEPS];
-#pragma unroll
-        for (u32 s = 0; s < WALK_STEPS; s++) {
-            u64 i = at + 32 * s + lane;
-            p[s] = i < end ? load<T>(job.parent, i) : 0;
-        }
+        load_parents<T>(job, at, end, p);
 #pragma unroll
         for (u32 s = 0; s < WALK_STEPS; s++) {
             u64 i = at + 32 * s + lane;
@@ -186,11 +194,7 @@ __device__ void count_keys(const Job &job, u32 t, u32 *ctr) {
     u64 end = min(job.n, start + job.tile);
     for (u64 at = start; at < end; at += 32 * WALK_STEPS) {
         T p[WALK_STEPS];
-#pragma unroll
-        for (u32 s = 0; s < WALK_STEPS; s++) {
-            u64 i = at + 32 * s + lane;
-            p[s] = i < end ? load<T>(job.parent, i) : 0;
-        }
+        load_parents<T>(job, at, end, p);
 #pragma unroll
         for (u32 s = 0; s < WALK_STEPS; s++) {
             bool valid = at + 32 * s + lane < end;
