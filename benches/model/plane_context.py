@@ -7,16 +7,9 @@ import sys
 
 import numpy as np
 
-from common import pair, zigzag_delta
+from common import entropy, pair, zigzag_delta
 
 BLOCK = 1 << 20
-
-
-def bits(x):
-    """Order-0 entropy of the bytes x, in bits (total), and how many distinct bytes it has."""
-    c = np.bincount(x, minlength=256)
-    c = c[c > 0]
-    return -(c * np.log2(c / c.sum())).sum(), len(c)
 
 
 raw, plain, ctx, symbols = 0, 0.0, 0.0, 0
@@ -32,10 +25,9 @@ for _, a, b, w in pair(sys.argv[1], sys.argv[2], "bf16" in sys.argv):
         bounds = np.flatnonzero(np.diff(kk[order])) + 1
         for p in range(width):
             plane = ((zz >> (8 * p)) & 0xFF).astype(np.int64)
-            plain += bits(plane)[0]
+            plain += entropy(plane)
             for part in np.split(plane[order], bounds):
-                h, k = bits(part)
-                ctx += h
-                symbols += k
+                ctx += entropy(part)
+                symbols += len(np.unique(part))
 print("planes, one table each: %.4f; a table per exponent: %.4f, with its tables %.4f"
       % (plain / 8 / raw, ctx / 8 / raw, (ctx / 8 + 1.5 * symbols) / raw))

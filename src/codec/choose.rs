@@ -105,9 +105,9 @@ fn smallest<C>(coded: impl Iterator<Item = (Transform, C)>, len: impl Fn(&C) -> 
 /// of the base value) groupings had won 60% of the chunks by a few bytes each, at no saving.
 pub const GROUPING_MARGIN: usize = 64;
 
-/// The context sizes tried for float-sized elements: the exponent of a bf16 or fp32 value
-/// (8 bits after the sign), and that plus three leading mantissa bits. On the real MiniLM
-/// pair (benches/model/context_bits.py) 8 bits won for bf16 (0.170 of raw, against 0.188 ungrouped)
+/// The context sizes for float-sized elements ([`context_bits`] says which a width tries): the
+/// exponent of a bf16 or fp32 value (8 bits after the sign), and that plus three leading
+/// mantissa bits. On the real MiniLM pair (benches/model/context_bits.py) 8 bits won for bf16 (0.170 of raw, against 0.188 ungrouped)
 /// and 11 for fp32 (0.344, against 0.401); 6, 10, 12 and 14 bits were each worse than one of these.
 pub const CONTEXT_BITS: [u8; 2] = [8, 11];
 
@@ -210,7 +210,10 @@ mod tests {
         let n = SAMPLE_ELEMENTS * 4;
         let size = |t| chunk::encode(t, &slight[..n], Some(&data[..n]), 4, 1).len();
         let sub = size(Transform::Sub);
-        let grouped = CONTEXT_BITS.map(|bits| size(Transform::SubCtx { bits }));
+        let grouped: Vec<usize> = context_bits(4)
+            .iter()
+            .map(|&bits| size(Transform::SubCtx { bits }))
+            .collect();
         assert!(
             grouped.iter().any(|&g| g < sub) && grouped.iter().all(|&g| g + g / GROUPING_MARGIN >= sub),
             "a grouping saves a little: sub {sub}, grouped {grouped:?}"
