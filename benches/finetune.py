@@ -21,6 +21,7 @@ that uses it prints its sha256.
 
 import argparse
 import json
+import os
 import time
 
 import jax
@@ -122,8 +123,6 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--save-every", type=int, default=0)
     args = ap.parse_args()
-
-    import os
 
     os.makedirs(args.out, exist_ok=True)
     base = load_file(args.base)
