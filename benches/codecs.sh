@@ -48,6 +48,9 @@ SIZE_GB=${SIZE_GB:-1}
 SEED=${SEED:-1}
 NOISE=${NOISE:-1e-2}
 DATA=${SPARSE_TESTDATA:-$HOME/.cache/sparse-testdata}
+# The size targets 0.36 and 0.165 are the real pair's (a third and a quarter below the best
+# published coder on it); for another pair the bar is drawn from ZipNN's aligned XOR delta.
+[[ -z ${BASE:-}${FT:-} ]] && own_pair=yes || own_pair=no
 BASE=${BASE:-$DATA/base.safetensors}
 FT=${FT:-$DATA/finetune.safetensors}
 ZIPNN_VENV=${ZIPNN_VENV:-/tmp/sparse-bench-venv}
@@ -247,9 +250,16 @@ verdict() {
     meets() { awk -v a="$1" -v b="$2" 'BEGIN {print (a <= b) ? "**met**" : "**missed**"}'; }
     echo "| target | sparse | bound | |"
     echo "|---|---:|---:|---|"
-    case $set in
-    fp32) echo "| size ratio ≤ 0.36 | $sr | 0.36 | $(meets "$sr" 0.36) |" ;;
-    bf16) echo "| size ratio ≤ 0.165 | $sr | 0.165 | $(meets "$sr" 0.165) |" ;;
+    local share bound
+    case $set.$own_pair in
+    fp32.yes) echo "| size ratio ≤ 0.36 | $sr | 0.36 | $(meets "$sr" 0.36) |" ;;
+    bf16.yes) echo "| size ratio ≤ 0.165 | $sr | 0.165 | $(meets "$sr" 0.165) |" ;;
+    fp32.no | bf16.no)
+        share=$([[ $set == fp32 ]] && echo 2/3 || echo 3/4)
+        bound=$(awk -v b="$(median "$set.aligned_bytes")" -v r="$raw" -v s="$share" \
+            'BEGIN {split(s, f, "/"); printf "%.3f", b / r * f[1] / f[2]}')
+        echo "| size ratio ≤ $share of ZipNN's aligned XOR delta (BitX: benches/model/bitx.py) | $sr | $bound | $(meets "$sr" "$bound") |"
+        ;;
     esac
     echo "| checkout ≤ 2 × cp | $sd s | $(awk -v c="$cp" 'BEGIN {printf "%.3f", 2 * c}') s | $(meets "$sd" "$(awk -v c="$cp" 'BEGIN {print 2 * c}')") |"
     echo "| add + commit < ZipNN compression of the fine-tune alone | $sc s | $zc s | $(meets "$sc" "$zc") |"
