@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import zstandard
 
-from common import pair
+from common import byte_planes, pair
 
 z3 = zstandard.ZstdCompressor(level=3)
 z19 = zstandard.ZstdCompressor(level=19)
@@ -30,8 +30,6 @@ for _, a, b, w in pair(sys.argv[1], sys.argv[2], bf16):
     raw += a.size * w // 8
     x = a ^ b
     bitx += sum(len(z3.compress(s)) for s in streams(x, w))
-    u = x.astype(np.uint64)
-    xor19 += sum(min(len(z19.compress(p)), len(p))
-                 for p in (((u >> (8 * k)) & 0xFF).astype(np.uint8).tobytes() for k in range(w // 8)))
+    xor19 += sum(min(len(z19.compress(p)), len(p)) for p in byte_planes(x, w))
 print(f"{'bf16' if bf16 else 'fp32'}: raw {raw} bytes; BitX (XOR, exponent and sign+mantissa, "
       f"zstd -3) {bitx / raw:.4f}; XOR byte planes zstd -19 {xor19 / raw:.4f}")

@@ -49,6 +49,12 @@ def pair(base_path, ft_path, bf16=False):
             yield k, a, b, 32
 
 
+def byte_planes(x, w):
+    """The w // 8 byte planes of w-bit integers x, lowest first, each as bytes."""
+    u = x.astype(np.uint64)
+    return [((u >> (8 * k)) & 0xFF).astype(np.uint8).tobytes() for k in range(w // 8)]
+
+
 def zigzag_delta(a, b, w):
     """Zigzag-coded wrapping difference a - b of w-bit integers (what the codec `sub` stores)."""
     m = 1 << w

@@ -6,16 +6,14 @@ import sys
 import numpy as np
 import zstandard
 
-from common import pair, zigzag_delta
+from common import byte_planes, pair, zigzag_delta
 
 level = int(sys.argv[-1]) if sys.argv[-1].isdigit() else 3
 zc = zstandard.ZstdCompressor(level=level)
 
 
 def planes_size(z, w):
-    u = z.astype(np.uint64)
-    return sum(min(len(zc.compress(p)), len(p))
-               for p in (((u >> (8 * k)) & 0xFF).astype(np.uint8).tobytes() for k in range(w // 8)))
+    return sum(min(len(zc.compress(p)), len(p)) for p in byte_planes(z, w))
 
 
 raw, res = 0, {}
