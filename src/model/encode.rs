@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use super::manifest::{
     Chunk, Lossy, Manifest, ParentRef, RecordsRef, Segment, TableRef, TensorMeta, MANIFEST_FORMAT,
-    MANIFEST_FORMAT_RECORDS, MANIFEST_FORMAT_TABLE,
+    MANIFEST_FORMAT_RANGES, MANIFEST_FORMAT_RECORDS, MANIFEST_FORMAT_TABLE,
 };
 use super::rebuild::{self, Rebuilder};
 use super::records;
@@ -163,7 +163,7 @@ pub fn encode_file(
         planned = Some(p);
         ("records", segments)
     } else {
-        ("file", vec![plain(0, file.size, 1, opts, None, None)])
+        ("file", super::plain::plan(file, bytes, opts, base))
     };
     // A records file codes only its new bytes, gathered into a scratch file first.
     let added = match (&planned, &tabled) {
@@ -194,9 +194,11 @@ pub fn encode_file(
             let data = &bytes[lo..hi];
             let code = || -> Result<(Chunk, Option<StoredBlob>), Error> {
                 let hash = Key::of(data);
-                let parent_hash = seg.parent.as_ref().zip(base).map(|(p, b)| {
-                    let (pm, pseg) = b.snapshot.find(p).expect("parents are planned from the base");
-                    pm.segments[pseg].chunks[c].hash
+                // A tensor's parent chunk has its hash in the base's manifest (a byte range's
+                // bytes are compared once read).
+                let parent_hash = seg.parent.as_ref().zip(base).and_then(|(p, b)| {
+                    let (pm, pseg) = b.snapshot.find(p)?;
+                    Some(pm.segments[pseg].chunks[c].hash)
                 });
                 if parent_hash == Some(hash) {
                     // Unchanged: known from the parent's manifest, without decoding the parent.
@@ -228,14 +230,15 @@ pub fn encode_file(
                 let encoded = rebuild::with_buffer(|buf| {
                     let parent = match (&seg.parent, base) {
                         (Some(p), Some(b)) => {
-                            let (_, pseg) = b.snapshot.find(p).expect("parents are planned from the base");
                             let buf = rebuild::first(buf, data.len());
-                            b.rebuilder
-                                .chunk(b.snapshot, &p.file, pseg, c, buf)
-                                .map_err(|e| Error::Parent {
-                                    path: file.abs.clone(),
-                                    source: Box::new(e),
-                                })?;
+                            match b.snapshot.find(p) {
+                                Some((_, pseg)) => b.rebuilder.chunk(b.snapshot, &p.file, pseg, c, buf),
+                                None => b.rebuilder.parent_range(b.snapshot, &file.path, seg, c, buf),
+                            }
+                            .map_err(|e| Error::Parent {
+                                path: file.abs.clone(),
+                                source: Box::new(e),
+                            })?;
                             Some(&*buf)
                         }
                         _ => None,
@@ -377,6 +380,13 @@ pub fn encode_file(
         format: match (&records, &table) {
             (Some(_), _) => MANIFEST_FORMAT_RECORDS.into(),
             (None, Some(_)) => MANIFEST_FORMAT_TABLE.into(),
+            (None, None)
+                if segments
+                    .iter()
+                    .any(|s| s.parent.as_ref().is_some_and(|p| p.offset.is_some())) =>
+            {
+                MANIFEST_FORMAT_RANGES.into()
+            }
             (None, None) => MANIFEST_FORMAT.into(),
         },
         kind: kind.into(),
@@ -411,6 +421,7 @@ pub fn plan_safetensors(header: &safetensors::Header, opts: &Options, base: Opti
                     ParentRef {
                         file: file.clone(),
                         tensor: t.name.clone(),
+                        offset: None,
                     },
                     seg.chunk_size,
                 )

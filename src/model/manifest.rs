@@ -15,6 +15,9 @@ pub const MANIFEST_FORMAT: &str = "sparse-manifest/1";
 pub const MANIFEST_FORMAT_RECORDS: &str = "sparse-manifest/2";
 /// The format of a `table` manifest ([`TableRef`]), which readers of versions 1 and 2 cannot rebuild.
 pub const MANIFEST_FORMAT_TABLE: &str = "sparse-manifest/3";
+/// The format of a `file` manifest whose segments are coded against byte ranges of a base file
+/// ([`ParentRef::offset`]), which readers of versions 1 to 3 cannot rebuild.
+pub const MANIFEST_FORMAT_RANGES: &str = "sparse-manifest/4";
 
 /// What a snapshot is, where its delta parent is, and which of its files are manifests.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -111,11 +114,17 @@ impl TensorMeta {
     }
 }
 
-/// A tensor in the base snapshot: the file that holds it and its name.
+/// What a segment is coded against in the base snapshot: a tensor, by its file and name, or
+/// (for a segment of a plain file) the bytes of a file from an offset, as many as the segment has.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash)]
 pub struct ParentRef {
     pub file: String,
+    /// The tensor's name; empty for a byte range.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub tensor: String,
+    /// Where the byte range starts in `file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
 }
 
 /// How a `records` file is rebuilt: its bytes are pieces, each copied from `base_file` in the

@@ -6,6 +6,7 @@ pub mod bert;
 pub mod device;
 pub mod encode;
 pub mod manifest;
+pub mod plain;
 pub mod rebuild;
 pub mod records;
 pub mod safetensors;

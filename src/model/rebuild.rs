@@ -540,6 +540,9 @@ impl<'a> Rebuilder<'a> {
             base: base_id.to_string(),
         };
         let base = self.bases.get(&base_id).ok_or_else(missing)?;
+        if parent.offset.is_some() {
+            return self.parent_range(base, file, segment, i, out);
+        }
         let (pm, pseg) = base.find(parent).ok_or_else(missing)?;
         let ps = &pm.segments[pseg];
         if ps.len != segment.len || ps.chunk_size != segment.chunk_size || ps.width != segment.width {
@@ -550,6 +553,35 @@ impl<'a> Rebuilder<'a> {
             Check::This | Check::None => Check::None,
         };
         self.decode(base, &parent.file, pseg, i, out, check)
+    }
+
+    /// Reads into `out` what chunk `i` of `segment` (of file `file`, a plain file's segment whose
+    /// parent is a byte range of a file of `base`) is coded against: the parent file's bytes from
+    /// the range's offset plus the chunk's. Each chunk of the base they come from is checked.
+    pub fn parent_range(
+        &self,
+        base: &Snapshot,
+        file: &str,
+        segment: &super::manifest::Segment,
+        i: usize,
+        out: &mut [u8],
+    ) -> Result<(), Error> {
+        let parent = segment.parent.as_ref().expect("a segment with a parent");
+        // Saturating: a hostile offset finds no such bytes.
+        let at = parent
+            .offset
+            .expect("a byte range")
+            .saturating_add(segment.chunk_range(i).0);
+        match self.read_range(base, &parent.file, at, out)? {
+            true => Ok(()),
+            false => Err(Error::MissingCopy {
+                file: file.to_string(),
+                from: parent.file.clone(),
+                offset: at,
+                end: at.saturating_add(out.len() as u64),
+                base: base.tree.to_string(),
+            }),
+        }
     }
 
     /// Writes file `path` of `snap` (a manifest) to `dest`, chunks decoded in parallel and

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 
 use super::manifest::{
-    Manifest, ParentRef, SnapshotMeta, MANIFEST_FORMAT, MANIFEST_FORMAT_RECORDS, MANIFEST_FORMAT_TABLE, META_FORMAT,
-    META_PATH,
+    Manifest, ParentRef, SnapshotMeta, MANIFEST_FORMAT, MANIFEST_FORMAT_RANGES, MANIFEST_FORMAT_RECORDS,
+    MANIFEST_FORMAT_TABLE, META_FORMAT, META_PATH,
 };
 use crate::store::history::{self, History, ObjectId};
 
@@ -88,7 +88,8 @@ impl Snapshot {
             .transpose()
     }
 
-    /// The segment a [`ParentRef`] names, if this snapshot has it.
+    /// The segment a [`ParentRef`] to a tensor names, if this snapshot has it (none for a byte
+    /// range).
     pub fn find(&self, parent: &ParentRef) -> Option<(&Manifest, usize)> {
         let manifest = self.manifests.get(&parent.file)?;
         let i = manifest
@@ -110,8 +111,27 @@ impl Snapshot {
 
 /// Checks that a manifest's segments tile its file and its chunks tile each segment.
 pub fn validate(m: &Manifest, size: u64) -> Result<(), String> {
-    if m.format != MANIFEST_FORMAT && m.format != MANIFEST_FORMAT_RECORDS && m.format != MANIFEST_FORMAT_TABLE {
+    if ![
+        MANIFEST_FORMAT,
+        MANIFEST_FORMAT_RECORDS,
+        MANIFEST_FORMAT_TABLE,
+        MANIFEST_FORMAT_RANGES,
+    ]
+    .contains(&m.format.as_str())
+    {
         return Err(format!("unknown manifest format {:?}", m.format));
+    }
+    let ranges = m
+        .segments
+        .iter()
+        .any(|s| s.parent.as_ref().is_some_and(|p| p.offset.is_some()));
+    if ranges != (m.format == MANIFEST_FORMAT_RANGES) || (ranges && m.kind != "file") {
+        return Err(format!(
+            "a {} manifest of format {:?} {} segments coded against byte ranges",
+            m.kind,
+            m.format,
+            if ranges { "has" } else { "has no" }
+        ));
     }
     if m.size != size {
         return Err(format!("manifest says {} bytes, the record {size}", m.size));

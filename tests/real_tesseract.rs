@@ -1,0 +1,53 @@
+//! A second real family, of another kind than the MiniLM pair: four real fine-tunes of one
+//! Tesseract LSTM text recognizer (tessdata_best eng), one per monospace font, each a package
+//! directory whose model is a 15.4 MB `.traineddata` file (Tesseract's own container, float64
+//! weights between headers of odd lengths) saved under its own name. The first is added alone,
+//! the others on it; all four check out bit for bit. Needs the real test data
+//! (scripts/fetch-testdata.sh); the tests fail, never skip, without it.
+
+mod common;
+
+use common::*;
+
+/// Growth limits, as fractions of the raw bytes added. Measured with the same data
+/// (benches/plain.sh, docs/PERFORMANCE.md): zstd -19 stores a model alone in 0.475 of its raw
+/// size, and `zstd -19 --long --patch-from` one fine-tune against another in 0.378.
+const ALONE_LIMIT: f64 = 0.44;
+const SIBLING_LIMIT: f64 = 0.32;
+
+#[test]
+fn four_real_tesseract_fine_tunes_store_as_deltas_on_one_another_and_round_trip() {
+    let data = real_data();
+    let fonts = ["courier", "dejavu", "libmono", "ocrb"];
+    let sb = Sandbox::new();
+    for (i, font) in fonts.iter().enumerate() {
+        let dir = data.join(format!("tesseract-{font}"));
+        let model = dir.join(format!("glyphive_ocrmodel_{font}/glyphive{font}.traineddata"));
+        let raw = std::fs::metadata(&model).expect("the real test data").len();
+        let before = dir_bytes(&sb.store());
+        let base = (i > 0).then_some("courier");
+        sb.add_commit(&dir.join(format!("glyphive_ocrmodel_{font}")), font, base, font);
+        let ratio = (dir_bytes(&sb.store()) - before) as f64 / raw as f64;
+        eprintln!("{font}: store growth {ratio:.4} of the model's raw size");
+        let limit = if i == 0 { ALONE_LIMIT } else { SIBLING_LIMIT };
+        assert!(
+            ratio <= limit,
+            "{font} grew the store by {ratio:.4} of raw, over {limit}"
+        );
+    }
+    for font in fonts {
+        let out = sb.checkout(font, &format!("out/{font}"));
+        let source = data.join(format!("tesseract-{font}/glyphive_ocrmodel_{font}"));
+        assert_eq!(tree_hashes(&out), tree_hashes(&source), "{font} checks out bit-exact");
+    }
+    // The model's weights were found as float64 arrays, coded against the base's bytes.
+    let show = sb.json(&["show", "dejavu"]);
+    let model = show["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .find(|f| f["path"] == "glyphivedejavu.traineddata")
+        .expect("the model file");
+    assert_eq!(model["kind"], "file", "{model}");
+    sb.assert_fsck_ok();
+}
