@@ -11,9 +11,10 @@ use common::*;
 
 /// Growth limits, as fractions of the raw bytes added. Measured with the same data
 /// (benches/plain.sh, docs/PERFORMANCE.md): zstd -19 stores a model alone in 0.475 of its raw
-/// size, and `zstd -19 --long --patch-from` one fine-tune against another in 0.378.
+/// size; one fine-tune against another, `zstd -19 --long --patch-from` stores 0.379, xdelta3
+/// 0.554 and bsdiff (taking 45 s) 0.277 to 0.281. sparse must stay a quarter below zstd's delta.
 const ALONE_LIMIT: f64 = 0.44;
-const SIBLING_LIMIT: f64 = 0.32;
+const SIBLING_LIMIT: f64 = 0.285;
 
 #[test]
 fn four_real_tesseract_fine_tunes_store_as_deltas_on_one_another_and_round_trip() {

@@ -10,12 +10,18 @@ pub struct Encoded {
 }
 
 /// Codes `data` as `same` when it equals `parent`. Otherwise it is coded as plain differences
-/// (`sub`) and, for float-sized elements, as differences grouped by each context size of
-/// [`context_bits`], and the smallest is kept; a grouping must be smaller than `sub` by more
-/// than 1/[`GROUPING_MARGIN`] of its own size, since `sub` decodes without the ungrouping's
-/// counting sort. Only when that leaves more than [`GOOD_DELTA`] of the raw size
-/// are `xor` and `full` tried too, so a tensor that barely resembles its parent never costs
-/// more than on its own.
+/// (`sub`) and, for elements of 2, 4 or 8 bytes, as bitwise differences (`xor`) and as
+/// differences grouped by each context size of [`context_bits`], and the smallest is kept; a
+/// grouping must be smaller than `sub` by more than 1/[`GROUPING_MARGIN`] of its own size, since
+/// `sub` decodes without the ungrouping's counting sort. Only when that leaves more than
+/// [`GOOD_DELTA`] of the raw size is `full` tried too (and `xor`, for other widths), so a tensor
+/// that barely resembles its parent never costs more than on its own.
+///
+/// `xor` is a first candidate since weights that moved far (the real Tesseract fine-tunes, whose
+/// float64 weights moved by a median 2^48 units) lose the sign and exponent bytes' runs of zeros
+/// to the borrows of `sub`: there it took the stored fine-tune from 0.283 to 0.270 of raw, while
+/// on the real MiniLM pair it changed nothing but `add`'s trials (fp32 +4% CPU, bf16 within the
+/// noise; docs/PERFORMANCE.md).
 ///
 /// Grouping pays where how far a weight moved depends on its base value, as in the real MiniLM
 /// fine-tune; where a fine-tune changed weights in a way unrelated to it (most of the generated
@@ -46,18 +52,22 @@ pub fn encode_best(data: &[u8], parent: Option<&[u8]>, width: usize, level: i32)
         };
     }
     let candidates: Vec<Transform> = match width {
-        2 | 4 | 8 => std::iter::once(Transform::Sub)
+        2 | 4 | 8 => [Transform::Sub, Transform::Xor]
+            .into_iter()
             .chain(context_bits(width).iter().map(|&bits| Transform::SubCtx { bits }))
             .collect(),
         _ => vec![Transform::Sub],
     };
-    const FALLBACK: [Transform; 2] = [Transform::Xor, Transform::Full];
+    let fallback: &[Transform] = match width {
+        2 | 4 | 8 => &[Transform::Full],
+        _ => &[Transform::Xor, Transform::Full],
+    };
     let n = sample_len(width);
     let (t, bytes) = if data.len() >= n * 4 {
         let sample = |t: Transform| (t, chunk::encode(t, &data[..n], Some(&p[..n]), width, level));
         let mut best = smallest(candidates.iter().map(|&t| sample(t)), Vec::len);
         if best.1.len() as f64 > GOOD_DELTA * n as f64 {
-            let other = smallest(FALLBACK.iter().map(|&t| sample(t)), Vec::len);
+            let other = smallest(fallback.iter().map(|&t| sample(t)), Vec::len);
             if other.1.len() < best.1.len() {
                 best = other;
             }
@@ -72,7 +82,7 @@ pub fn encode_best(data: &[u8], parent: Option<&[u8]>, width: usize, level: i32)
         let coded = |t: Transform| (t, chunk::encode(t, data, parent, width, level));
         let (mut t, mut bytes) = smallest(candidates.iter().map(|&t| coded(t)), Vec::len);
         if bytes.len() as f64 > GOOD_DELTA * data.len() as f64 {
-            let (t2, bytes2) = smallest(FALLBACK.iter().map(|&t| coded(t)), Vec::len);
+            let (t2, bytes2) = smallest(fallback.iter().map(|&t| coded(t)), Vec::len);
             if bytes2.len() < bytes.len() {
                 (t, bytes) = (t2, bytes2);
             }
