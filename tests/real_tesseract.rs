@@ -2,7 +2,7 @@
 //! Tesseract LSTM text recognizer (tessdata_best eng), one per monospace font, each a package
 //! directory whose model is a 15.4 MB `.traineddata` file (Tesseract's own container, float64
 //! weights between headers of odd lengths) saved under its own name. The first is added alone,
-//! the others on it; all four check out bit for bit. Needs the real test data
+//! two on it, the last with `--base auto`; all four check out bit for bit. Needs the real test data
 //! (scripts/fetch-testdata.sh); the tests fail, never skip, without it.
 
 mod common;
@@ -26,7 +26,12 @@ fn four_real_tesseract_fine_tunes_store_as_deltas_on_one_another_and_round_trip(
         let model = dir.join(format!("glyphive_ocrmodel_{font}/glyphive{font}.traineddata"));
         let raw = std::fs::metadata(&model).expect("the real test data").len();
         let before = dir_bytes(&sb.store());
-        let base = (i > 0).then_some("courier");
+        // The last goes in with `--base auto`, which must find a sibling to code it against.
+        let base = match i {
+            0 => None,
+            3 => Some("auto"),
+            _ => Some("courier"),
+        };
         sb.add_commit(&dir.join(format!("glyphive_ocrmodel_{font}")), font, base, font);
         let ratio = (dir_bytes(&sb.store()) - before) as f64 / raw as f64;
         eprintln!("{font}: store growth {ratio:.4} of the model's raw size");
@@ -41,7 +46,13 @@ fn four_real_tesseract_fine_tunes_store_as_deltas_on_one_another_and_round_trip(
         let source = data.join(format!("tesseract-{font}/glyphive_ocrmodel_{font}"));
         assert_eq!(tree_hashes(&out), tree_hashes(&source), "{font} checks out bit-exact");
     }
-    // The model's weights were found as float64 arrays, coded against the base's bytes.
+    let ocrb = sb.json(&["show", "ocrb"]);
+    let siblings: Vec<String> = fonts[..3].iter().map(|f| sb.git_ref(f).expect("committed")).collect();
+    assert!(
+        siblings.iter().any(|s| ocrb["base"] == s.as_str()),
+        "ocrb's base: {}",
+        ocrb["base"]
+    );
     let show = sb.json(&["show", "dejavu"]);
     let model = show["files"]
         .as_array()

@@ -40,6 +40,8 @@ pub struct Candidate {
     /// Tensors of the source with a tensor of the same name, dtype and shape in this model.
     pub matched_tensors: usize,
     pub matched_bytes: u64,
+    /// Of `matched_bytes`, those of plain files paired with this model's files.
+    pub paired_bytes: u64,
     /// Expected bytes to store against it, for the candidates that were sampled.
     pub estimated_bytes: Option<u64>,
 }
@@ -136,6 +138,7 @@ impl Repository {
                 tensors: est.tensors,
                 matched_tensors: est.matched_tensors,
                 matched_bytes: est.matched_bytes,
+                paired_bytes: est.paired_bytes,
                 estimated_bytes: None,
             });
         }

@@ -1,6 +1,6 @@
 use super::output::{bytes, ratio, short, Output};
 use super::{progress, Error};
-use crate::api::auto_base::Choice;
+use crate::api::auto_base::{Candidate, Choice};
 use crate::api::Repository;
 use crate::codec::lossy::Tier;
 use crate::model::table::check::Kind;
@@ -114,11 +114,10 @@ pub fn run(repo: &Repository, args: &Args, out: &Output) -> Result<i32, Error> {
 fn choice_text(c: &Choice, raw: u64) -> String {
     let mut text = match &c.chosen {
         Some(b) => format!(
-            "base auto: {} ({}): {} of {} tensors match it by name, dtype and shape; a sample codes to {} of raw against it, {} alone\n",
+            "base auto: {} ({}): {}; a sample codes to {} of raw against it, {} alone\n",
             b.name,
             short(&b.commit),
-            b.matched_tensors,
-            b.tensors,
+            matched(b),
             ratio(b.estimated_bytes.unwrap_or(0), raw),
             ratio(c.alone_bytes, raw)
         ),
@@ -136,12 +135,24 @@ fn choice_text(c: &Choice, raw: u64) -> String {
             .estimated_bytes
             .map_or("not sampled".to_string(), |b| format!("{} of raw", ratio(b, raw)));
         text.push_str(&format!(
-            "  also considered {} ({}): {} of {} tensors match, {est}\n",
+            "  also considered {} ({}): {}, {est}\n",
             other.name,
             short(&other.commit),
-            other.matched_tensors,
-            other.tensors
+            matched(other)
         ));
     }
     text
+}
+
+/// What a candidate base shares with the source: tensors by name, dtype and shape, and bytes of
+/// plain files paired with its files (model/plain.rs).
+fn matched(c: &Candidate) -> String {
+    let tensors = format!(
+        "{} of {} tensors match it by name, dtype and shape",
+        c.matched_tensors, c.tensors
+    );
+    match c.paired_bytes {
+        0 => tensors,
+        n => format!("{tensors}; {} of other files pair with its files", bytes(n)),
+    }
 }

@@ -34,7 +34,7 @@ pub fn run(repo: &Repository, args: &Args, out: &Output) -> Result<i32, Error> {
             .unwrap_or_default();
         format!(
             "{}: raw {}; expected in store{against}: {} ({}); alone: {} ({})\n\
-             {} of {} tensors have a parent ({}); sampled {} in {:.2} s",
+             {} of {} tensors have a parent; {} paired with the base's bytes; sampled {} in {:.2} s",
             r.source,
             bytes(e.raw_bytes),
             bytes(e.bytes),

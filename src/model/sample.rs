@@ -47,6 +47,8 @@ pub struct Estimate {
     /// Tensors with a parent of the same name, dtype and shape in the base.
     pub matched_tensors: usize,
     pub matched_bytes: u64,
+    /// Of `matched_bytes`, those of plain files' runs paired with bytes of the base's files.
+    pub paired_bytes: u64,
     /// Bytes that are not tensors with a parent: other tensors, headers, other files.
     pub other_bytes: u64,
     /// Bytes coded to make the estimate.
@@ -145,14 +147,27 @@ pub fn estimate(
                     tally.alone.push(alone as f64 / size.bytes.min(file.size).max(1) as f64);
                     continue;
                 }
-                est.other_bytes += file.size;
-                let n = (size.bytes.min(file.size)) as usize;
-                if n > 0 {
-                    tally.raw += n as u64;
-                    let r = coded_len(&bytes[..n], None, 1, opts) as f64 / n as f64;
-                    tally.alone.push(r);
-                    tally.other.push(r);
+                // A plain file: its runs sampled as tensors are, against the base's bytes they
+                // pair with.
+                let segments = super::plain::plan(file, bytes, opts, base);
+                for seg in &segments {
+                    match seg.parent {
+                        Some(_) => {
+                            est.matched_bytes += seg.len;
+                            est.paired_bytes += seg.len;
+                        }
+                        None => est.other_bytes += seg.len,
+                    }
                 }
+                sample_runs(
+                    file,
+                    bytes,
+                    &segments.iter().collect::<Vec<_>>(),
+                    base,
+                    opts,
+                    size,
+                    &mut tally,
+                )?;
             } else {
                 // Kept verbatim in git.
                 est.other_bytes += file.size;
@@ -174,37 +189,7 @@ pub fn estimate(
                 est.other_bytes += seg.len;
             }
         }
-        // Positions evenly spread over the bytes of the file's tensors, so that every byte is
-        // as likely to be represented: each sample stands for an equal share of the bytes.
-        let total: u64 = tensors.iter().map(|t| t.len).sum();
-        let picks = size.tensors.min(tensors.len()) as u64;
-        // Two positions in one chunk count it twice, as they stand for twice the bytes.
-        let mut last: Option<((u64, usize), Option<Ratios>)> = None;
-        for k in 0..picks {
-            let mut at = (2 * k + 1) * total / (2 * picks);
-            let Some(seg) = tensors.iter().find(|t| {
-                let inside = at < t.len;
-                at = at.saturating_sub(if inside { 0 } else { t.len });
-                inside
-            }) else {
-                continue;
-            };
-            let c = (at / seg.chunk_size) as usize;
-            let ratios = match last {
-                Some((at, r)) if at == (seg.offset, c) => r,
-                _ => {
-                    let r = sample_chunk(file, bytes, seg, c, base, opts, size, &mut tally.raw)?;
-                    last = Some(((seg.offset, c), r));
-                    r
-                }
-            };
-            let Some(r) = ratios else { continue };
-            tally.alone.push(r.alone);
-            match r.delta {
-                Some(d) => tally.delta.push(d),
-                None => tally.other.push(r.alone),
-            }
-        }
+        sample_runs(file, bytes, &tensors, base, opts, size, &mut tally)?;
     }
     est.sampled_bytes = tally.raw;
     est.alone_ratio = mean(&tally.alone).unwrap_or(1.0);
@@ -218,6 +203,52 @@ pub fn estimate(
             None => ((est.raw_bytes - est.record_bytes) as f64 * est.alone_ratio) as u64,
         };
     Ok(est)
+}
+
+/// Samples `runs` (a file's tensors, or the runs of a plain file) of `file`, whose bytes are
+/// `bytes`, into `tally`: up to `size.tensors` chunk starts at positions spread evenly over their
+/// bytes, so that every byte is as likely to be represented and each sample stands for an equal
+/// share of them.
+#[allow(clippy::too_many_arguments)]
+fn sample_runs(
+    file: &SourceFile,
+    bytes: &[u8],
+    tensors: &[&Segment],
+    base: Option<&Base<'_>>,
+    opts: &Options,
+    size: SampleSize,
+    tally: &mut Tally,
+) -> Result<(), encode::Error> {
+    let total: u64 = tensors.iter().map(|t| t.len).sum();
+    let picks = size.tensors.min(tensors.len()) as u64;
+    // Two positions in one chunk count it twice, as they stand for twice the bytes.
+    let mut last: Option<((u64, usize), Option<Ratios>)> = None;
+    for k in 0..picks {
+        let mut at = (2 * k + 1) * total / (2 * picks);
+        let Some(seg) = tensors.iter().find(|t| {
+            let inside = at < t.len;
+            at = at.saturating_sub(if inside { 0 } else { t.len });
+            inside
+        }) else {
+            continue;
+        };
+        let c = (at / seg.chunk_size) as usize;
+        let ratios = match last {
+            Some((at, r)) if at == (seg.offset, c) => r,
+            _ => {
+                let r = sample_chunk(file, bytes, seg, c, base, opts, size, &mut tally.raw)?;
+                last = Some(((seg.offset, c), r));
+                r
+            }
+        };
+        let Some(r) = ratios else { continue };
+        tally.alone.push(r.alone);
+        match r.delta {
+            Some(d) => tally.delta.push(d),
+            None => tally.other.push(r.alone),
+        }
+    }
+    Ok(())
 }
 
 /// Up to `max` of the new bytes of `bytes`, in order.
@@ -272,15 +303,16 @@ fn sample_chunk(
     let (Some(p), Some(b)) = (&seg.parent, base) else {
         return Ok(Some(Ratios { alone, delta: None }));
     };
-    let (_, pseg) = b.snapshot.find(p).expect("parents are planned from the base");
     super::rebuild::with_buffer(|buf| {
         let buf = super::rebuild::first(buf, (end - start) as usize);
-        b.rebuilder
-            .chunk(b.snapshot, &p.file, pseg, c, buf)
-            .map_err(|e| encode::Error::Parent {
-                path: file.abs.clone(),
-                source: Box::new(e),
-            })?;
+        match b.snapshot.find(p) {
+            Some((_, pseg)) => b.rebuilder.chunk(b.snapshot, &p.file, pseg, c, buf),
+            None => b.rebuilder.parent_range(b.snapshot, &file.path, seg, c, buf),
+        }
+        .map_err(|e| encode::Error::Parent {
+            path: file.abs.clone(),
+            source: Box::new(e),
+        })?;
         let delta = coded_len(data, Some(&buf[..n as usize]), width, opts) as f64 / n as f64;
         Ok(Some(Ratios {
             alone,
