@@ -380,13 +380,7 @@ pub fn encode_file(
         format: match (&records, &table) {
             (Some(_), _) => MANIFEST_FORMAT_RECORDS.into(),
             (None, Some(_)) => MANIFEST_FORMAT_TABLE.into(),
-            (None, None)
-                if segments
-                    .iter()
-                    .any(|s| s.parent.as_ref().is_some_and(|p| p.offset.is_some())) =>
-            {
-                MANIFEST_FORMAT_RANGES.into()
-            }
+            (None, None) if Manifest::has_ranges(&segments) => MANIFEST_FORMAT_RANGES.into(),
             (None, None) => MANIFEST_FORMAT.into(),
         },
         kind: kind.into(),

@@ -244,6 +244,14 @@ impl Segment {
 }
 
 impl Manifest {
+    /// Whether any of `segments` is coded against a byte range of a base file, which makes a
+    /// manifest of format [`MANIFEST_FORMAT_RANGES`].
+    pub fn has_ranges(segments: &[Segment]) -> bool {
+        segments
+            .iter()
+            .any(|s| s.parent.as_ref().is_some_and(|p| p.offset.is_some()))
+    }
+
     /// Every blob the manifest uses: its chunks', and a records file's piece table.
     pub fn blobs(&self) -> impl Iterator<Item = Key> + '_ {
         let chunks = self

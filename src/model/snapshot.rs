@@ -121,10 +121,7 @@ pub fn validate(m: &Manifest, size: u64) -> Result<(), String> {
     {
         return Err(format!("unknown manifest format {:?}", m.format));
     }
-    let ranges = m
-        .segments
-        .iter()
-        .any(|s| s.parent.as_ref().is_some_and(|p| p.offset.is_some()));
+    let ranges = Manifest::has_ranges(&m.segments);
     if ranges != (m.format == MANIFEST_FORMAT_RANGES) || (ranges && m.kind != "file") {
         return Err(format!(
             "a {} manifest of format {:?} {} segments coded against byte ranges",
