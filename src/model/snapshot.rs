@@ -268,4 +268,33 @@ mod tests {
         let e = validate(&manifest("Q5", &[6], 24), 24).unwrap_err();
         assert!(e.contains("unknown dtype"), "{e}");
     }
+
+    /// A segment coded against a byte range of a base file needs format 4 and a plain file, so
+    /// that no older reader takes it for a tensor's parent, and no format-4 manifest lacks one.
+    #[test]
+    fn byte_range_parents_go_with_format_4_and_plain_files_only() {
+        let plain = |format: &str, kind: &str, offset: Option<u64>| {
+            let mut m = manifest("F32", &[2, 3], 24);
+            m.format = format.into();
+            m.kind = kind.into();
+            m.segments[0].tensor = None;
+            m.segments[0].parent = offset.map(|at| ParentRef {
+                file: "base.bin".into(),
+                tensor: String::new(),
+                offset: Some(at),
+            });
+            m
+        };
+        let ranges = super::super::manifest::MANIFEST_FORMAT_RANGES;
+        assert_eq!(validate(&plain(ranges, "file", Some(8)), 24), Ok(()));
+        assert_eq!(validate(&plain(MANIFEST_FORMAT, "file", None), 24), Ok(()));
+        for (format, kind, offset) in [
+            (MANIFEST_FORMAT, "file", Some(8)),
+            (ranges, "file", None),
+            (ranges, "safetensors", Some(0)),
+        ] {
+            let e = validate(&plain(format, kind, offset), 24).unwrap_err();
+            assert!(e.contains("byte ranges"), "{format} {kind}: {e}");
+        }
+    }
 }
