@@ -163,7 +163,10 @@ pub fn encode_file(
         planned = Some(p);
         ("records", segments)
     } else {
-        ("file", super::plain::plan(file, bytes, opts, base))
+        (
+            "file",
+            super::plain::plan(file, bytes, opts, base, &|lo, hi| release(&map, lo, hi)),
+        )
     };
     // A records file codes only its new bytes, gathered into a scratch file first.
     let added = match (&planned, &tabled) {

@@ -17,8 +17,15 @@ use crate::codec::layout::{self, Lay, Run};
 const MAX_WINDOWS: u64 = 4096;
 
 /// The segments of plain file `file` (its bytes `bytes`), with parents in `base` where it has
-/// a file to pair with.
-pub fn plan(file: &SourceFile, bytes: &[u8], opts: &Options, base: Option<&Base<'_>>) -> Vec<Segment> {
+/// a file to pair with. `release(lo, hi)` is called for each range of `bytes` read, once read,
+/// so that a large file's pages do not stay mapped.
+pub fn plan(
+    file: &SourceFile,
+    bytes: &[u8],
+    opts: &Options,
+    base: Option<&Base<'_>>,
+    release: &(dyn Fn(usize, usize) + Sync),
+) -> Vec<Segment> {
     let len = bytes.len() as u64;
     let window = (layout::WINDOW as u64).max(len.div_ceil(MAX_WINDOWS));
     let lays: Vec<Lay> = (0..len.div_ceil(window))
@@ -26,7 +33,9 @@ pub fn plan(file: &SourceFile, bytes: &[u8], opts: &Options, base: Option<&Base<
         .map(|i| {
             let at = i * window;
             let end = (at + window).min(len);
-            layout::choose(at, &bytes[at as usize..end as usize])
+            let lay = layout::choose(at, &bytes[at as usize..end as usize]);
+            release(at as usize, end.min(at + layout::SCORED as u64) as usize);
+            lay
         })
         .collect();
     let parent = base.and_then(|b| pair(file, b));

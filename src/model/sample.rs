@@ -149,7 +149,7 @@ pub fn estimate(
                 }
                 // A plain file: its runs sampled as tensors are, against the base's bytes they
                 // pair with.
-                let segments = super::plain::plan(file, bytes, opts, base);
+                let segments = super::plain::plan(file, bytes, opts, base, &|_, _| {});
                 for seg in &segments {
                     match seg.parent {
                         Some(_) => {
