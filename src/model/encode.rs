@@ -232,16 +232,14 @@ pub fn encode_file(
                 }
                 let encoded = rebuild::with_buffer(|buf| {
                     let parent = match (&seg.parent, base) {
-                        (Some(p), Some(b)) => {
+                        (Some(_), Some(b)) => {
                             let buf = rebuild::first(buf, data.len());
-                            match b.snapshot.find(p) {
-                                Some((_, pseg)) => b.rebuilder.chunk(b.snapshot, &p.file, pseg, c, buf),
-                                None => b.rebuilder.parent_range(b.snapshot, &file.path, seg, c, buf),
-                            }
-                            .map_err(|e| Error::Parent {
-                                path: file.abs.clone(),
-                                source: Box::new(e),
-                            })?;
+                            b.rebuilder
+                                .parent_of(b.snapshot, &file.path, seg, c, buf)
+                                .map_err(|e| Error::Parent {
+                                    path: file.abs.clone(),
+                                    source: Box::new(e),
+                                })?;
                             Some(&*buf)
                         }
                         _ => None,

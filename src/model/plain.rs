@@ -5,6 +5,8 @@
 //! same extension and nearest size (a fine-tune saved under another name). A fine-tune of such
 //! a file keeps its base's layout, so the same offsets pair each weight with its base value.
 
+use std::path::Path;
+
 use rayon::prelude::*;
 
 use super::encode::{plain, Base};
@@ -40,22 +42,19 @@ pub fn plan(
         .collect();
     let parent = base.and_then(|b| pair(file, b));
     let mut segments = Vec::new();
-    for run in layout::runs(&lays, window, len) {
+    for Run { offset, len, width } in layout::runs(&lays, window, len) {
         // The part of the run the parent file covers, in whole elements, has the parent.
-        let covered = match parent {
-            Some((_, size)) if size > run.offset => (size.min(run.offset + run.len) - run.offset) / run.width as u64,
-            _ => 0,
-        } * run.width as u64;
-        let Run { offset, len, width } = run;
+        let w = width as u64;
+        let covered = parent.map_or(0, |(_, size)| size.saturating_sub(offset).min(len) / w * w);
         if covered > 0 {
             let (name, _) = parent.expect("a parent covers part of the run");
-            let range = ParentRef {
+            let mut segment = plain(offset, covered, width, opts, None, None);
+            segment.parent = Some(ParentRef {
                 file: name.to_string(),
                 tensor: String::new(),
                 offset: Some(offset),
-            };
-            let chunk = (opts.chunk_size / width as u64).max(1) * width as u64;
-            segments.push(plain(offset, covered, width, opts, None, Some((range, chunk))));
+            });
+            segments.push(segment);
         }
         if covered < len {
             segments.push(plain(offset + covered, len - covered, width, opts, None, None));
@@ -74,16 +73,11 @@ fn pair<'a>(file: &SourceFile, base: &'a Base<'_>) -> Option<(&'a str, u64)> {
     if let Some(same) = files.get_key_value(&file.path).and_then(readable) {
         return Some(same);
     }
-    let extension = |path: &str| {
-        path.rsplit_once('/')
-            .map_or(path, |(_, name)| name)
-            .rsplit_once('.')
-            .map(|(_, e)| e.to_string())
-    };
+    let extension = |path: &str| Path::new(path).extension().map(|e| e.to_owned());
     let ours = extension(&file.path)?;
     files
         .iter()
         .filter_map(readable)
-        .filter(|(path, _)| extension(path).as_deref() == Some(ours.as_str()))
+        .filter(|(path, _)| extension(path).as_ref() == Some(&ours))
         .min_by_key(|&(path, size)| (size.abs_diff(file.size), path))
 }

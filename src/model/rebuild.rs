@@ -555,6 +555,26 @@ impl<'a> Rebuilder<'a> {
         self.decode(base, &parent.file, pseg, i, out, check)
     }
 
+    /// Decodes into `out` what chunk `i` of `segment` (of file `file`, to be coded against
+    /// `base`) is coded against: the same chunk of its parent tensor, or for a byte-range parent
+    /// ([`Rebuilder::parent_range`]) the base file's bytes. Panics on a segment with no parent
+    /// or one not planned from `base` (what `add` and `estimate` plan always are).
+    pub fn parent_of(
+        &self,
+        base: &Snapshot,
+        file: &str,
+        segment: &super::manifest::Segment,
+        i: usize,
+        out: &mut [u8],
+    ) -> Result<(), Error> {
+        let parent = segment.parent.as_ref().expect("a segment with a parent");
+        if parent.offset.is_some() {
+            return self.parent_range(base, file, segment, i, out);
+        }
+        let (_, pseg) = base.find(parent).expect("parents are planned from the base");
+        self.chunk(base, &parent.file, pseg, i, out)
+    }
+
     /// Reads into `out` what chunk `i` of `segment` (of file `file`, a plain file's segment whose
     /// parent is a byte range of a file of `base`) is coded against: the parent file's bytes from
     /// the range's offset plus the chunk's. Each chunk of the base they come from is checked.

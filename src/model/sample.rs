@@ -300,19 +300,17 @@ fn sample_chunk(
     let data = &bytes[from..from + n as usize];
     *raw += n;
     let alone = coded_len(data, None, width, opts) as f64 / n as f64;
-    let (Some(p), Some(b)) = (&seg.parent, base) else {
+    let (Some(_), Some(b)) = (&seg.parent, base) else {
         return Ok(Some(Ratios { alone, delta: None }));
     };
     super::rebuild::with_buffer(|buf| {
         let buf = super::rebuild::first(buf, (end - start) as usize);
-        match b.snapshot.find(p) {
-            Some((_, pseg)) => b.rebuilder.chunk(b.snapshot, &p.file, pseg, c, buf),
-            None => b.rebuilder.parent_range(b.snapshot, &file.path, seg, c, buf),
-        }
-        .map_err(|e| encode::Error::Parent {
-            path: file.abs.clone(),
-            source: Box::new(e),
-        })?;
+        b.rebuilder
+            .parent_of(b.snapshot, &file.path, seg, c, buf)
+            .map_err(|e| encode::Error::Parent {
+                path: file.abs.clone(),
+                source: Box::new(e),
+            })?;
         let delta = coded_len(data, Some(&buf[..n as usize]), width, opts) as f64 / n as f64;
         Ok(Some(Ratios {
             alone,
