@@ -7,7 +7,7 @@ use super::rev::{check_name, HEADS};
 use super::{progress, Repository};
 use std::sync::Mutex;
 
-use crate::model::encode::{self, check_header, encode_file, is_safetensors, Base, KnownChunks};
+use crate::model::encode::{self, check_header, encode_file, is_model, Base, KnownChunks};
 use crate::model::manifest::{FileEntry, SnapshotMeta, META_FORMAT, META_PATH};
 use crate::model::source::{self, SourceFile};
 use crate::model::table;
@@ -139,7 +139,7 @@ impl Repository {
 
         // Every header is checked before anything is written: bad input leaves the store as it was.
         for file in &files {
-            if is_safetensors(file) {
+            if is_model(file) {
                 check_header(file)?;
             } else {
                 // Tables open, text tables have whole rows: or nothing is stored.
@@ -258,7 +258,7 @@ impl Repository {
         files
             .iter()
             .map(|file| {
-                if is_safetensors(file) || file.size >= opts.small_file {
+                if is_model(file) || file.size >= opts.small_file {
                     Ok(Content::Coded(Box::new(encode_file(
                         file, &self.cas, opts, base, known, written, tick,
                     )?)))

@@ -17,6 +17,7 @@ use super::record_diff::{record_diff, RecordDiff};
 use super::rev;
 use super::table_diff::table_diff;
 use super::Repository;
+use crate::model::gguf;
 use crate::model::manifest::{Manifest, Segment, TensorMeta};
 use crate::model::rebuild::{self, first, with_buffer, Rebuilder};
 use crate::model::safetensors::{dtype_from_name, Dtype};
@@ -263,7 +264,9 @@ impl Repository {
                 _ => file_counts.changed += 1,
             }
             if all || change != Change::Unchanged {
-                let is_model = |l: &Loaded| l.snap.manifests.get(path).is_some_and(|m| m.kind == "safetensors");
+                let is_model = |l: &Loaded| {
+                    (l.snap.manifests.get(path)).is_some_and(|m| m.kind == "safetensors" || m.kind == "gguf")
+                };
                 let records = match change {
                     Change::Changed if !is_model(&a) && !is_model(&b) => {
                         let is_table = |l: &Loaded| l.snap.manifests.get(path).is_some_and(|m| m.table.is_some());
@@ -302,6 +305,20 @@ impl Repository {
                 (_, None) => Change::Removed,
                 (Some((_, _, ta)), Some((_, _, tb))) if ta.dtype != tb.dtype => Change::Retyped,
                 (Some((_, _, ta)), Some((_, _, tb))) if ta.shape != tb.shape => Change::Reshaped,
+                // A GGUF tensor of a block-quantized type: its blocks mix scales and packed
+                // codes, so it is compared by its chunks' hashes alone.
+                (Some((fa, ia, ta)), Some((fb, ib, _)))
+                    if dtype_from_name(&ta.dtype).is_none() && gguf::type_by_name(&ta.dtype).is_some() =>
+                {
+                    let (sega, segb) = (a.segment(fa, ia), b.segment(fb, ib));
+                    let same = sega.chunk_size == segb.chunk_size
+                        && sega.chunks.len() == segb.chunks.len()
+                        && sega.chunks.iter().zip(&segb.chunks).all(|(x, y)| x.hash == y.hash);
+                    match same {
+                        true => Change::Unchanged,
+                        false => Change::Changed,
+                    }
+                }
                 (Some((fa, ia, ta)), Some((fb, ib, _))) => {
                     let dtype = dtype_from_name(&ta.dtype).ok_or_else(|| Error::UnknownDtype {
                         rev: a.rev.clone(),

@@ -12,9 +12,10 @@ use std::sync::Mutex;
 use memmap2::{Mmap, UncheckedAdvice};
 use rayon::prelude::*;
 
+use super::gguf;
 use super::manifest::{
     Chunk, Lossy, Manifest, ParentRef, RecordsRef, Segment, TableRef, TensorMeta, MANIFEST_FORMAT,
-    MANIFEST_FORMAT_RANGES, MANIFEST_FORMAT_RECORDS, MANIFEST_FORMAT_TABLE,
+    MANIFEST_FORMAT_GGUF, MANIFEST_FORMAT_RANGES, MANIFEST_FORMAT_RECORDS, MANIFEST_FORMAT_TABLE,
 };
 use super::rebuild::{self, Rebuilder};
 use super::records;
@@ -35,6 +36,8 @@ pub enum Error {
     Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Header(#[from] HeaderError),
+    #[error(transparent)]
+    Gguf(#[from] gguf::HeaderError),
     #[error("{path}: decoding the base's tensor: {source}")]
     Parent { path: PathBuf, source: Box<rebuild::Error> },
     #[error(transparent)]
@@ -88,6 +91,37 @@ pub fn is_safetensors(file: &SourceFile) -> bool {
     file.path.ends_with(".safetensors")
 }
 
+/// Whether `file` is read as a GGUF file (its header then decides whether it parses).
+pub fn is_gguf(file: &SourceFile) -> bool {
+    file.path.ends_with(".gguf")
+}
+
+/// Whether `file` is of a format whose tensors sparse reads by name (safetensors, GGUF): such
+/// files are coded whatever their size, and their headers checked before anything is stored.
+pub fn is_model(file: &SourceFile) -> bool {
+    is_safetensors(file) || is_gguf(file)
+}
+
+/// The kind and segments of a model file's manifest (safetensors, or a GGUF file whose tensor
+/// types are all known), tensors paired by name with `base`'s; `None` for any other file.
+pub fn plan_model(
+    file: &SourceFile,
+    bytes: &[u8],
+    opts: &Options,
+    base: Option<&Base<'_>>,
+) -> Result<Option<(&'static str, Vec<Segment>)>, Error> {
+    if is_safetensors(file) {
+        let header = safetensors::parse(&file.abs, bytes)?;
+        return Ok(Some(("safetensors", plan_safetensors(&header, opts, base))));
+    }
+    if is_gguf(file) {
+        if let Some(header) = gguf::parse(&file.abs, bytes)? {
+            return Ok(Some(("gguf", plan_gguf(&header, bytes.len() as u64, opts, base))));
+        }
+    }
+    Ok(None)
+}
+
 /// Maps `file` read-only (`None` when it is empty), checking it still has the size it was listed with.
 pub fn map_file(file: &SourceFile) -> Result<Option<Mmap>, Error> {
     let io = |source| Error::Io {
@@ -111,10 +145,10 @@ pub fn map_file(file: &SourceFile) -> Result<Option<Mmap>, Error> {
         .map_err(io)
 }
 
-/// Validates the header of a safetensors source without storing anything.
+/// Validates the header of a model source (safetensors, GGUF) without storing anything.
 pub fn check_header(file: &SourceFile) -> Result<(), Error> {
     let map = map_file(file)?;
-    safetensors::parse(&file.abs, map.as_deref().unwrap_or(&[]))?;
+    plan_model(file, map.as_deref().unwrap_or(&[]), &Options::default(), None)?;
     Ok(())
 }
 
@@ -135,13 +169,13 @@ pub fn encode_file(
 
     let mut planned = None;
     let mut tabled = None;
-    let table_format = match is_safetensors(file) {
+    let model = plan_model(file, bytes, opts, base)?;
+    let table_format = match is_model(file) {
         true => None,
         false => table::check::format(file, opts.kind)?,
     };
-    let (kind, mut segments) = if is_safetensors(file) {
-        let header = safetensors::parse(&file.abs, bytes)?;
-        ("safetensors", plan_safetensors(&header, opts, base))
+    let (kind, mut segments) = if let Some(planned) = model {
+        planned
     } else if let Some((t, scratch)) = match table_format {
         Some(f) => table::plan::plan(file, f, base, cas)?,
         None => None,
@@ -382,6 +416,7 @@ pub fn encode_file(
             (Some(_), _) => MANIFEST_FORMAT_RECORDS.into(),
             (None, Some(_)) => MANIFEST_FORMAT_TABLE.into(),
             (None, None) if Manifest::has_ranges(&segments) => MANIFEST_FORMAT_RANGES.into(),
+            (None, None) if kind == "gguf" => MANIFEST_FORMAT_GGUF.into(),
             (None, None) => MANIFEST_FORMAT.into(),
         },
         kind: kind.into(),
@@ -408,20 +443,7 @@ pub fn plan_safetensors(header: &safetensors::Header, opts: &Options, base: Opti
             dtype: dtype_name(t.dtype),
             shape: t.shape.clone(),
         };
-        let parent = base.and_then(|b| {
-            let (file, s) = b.snapshot.tensors.get(&t.name)?;
-            let seg = &b.snapshot.manifests[file].segments[*s];
-            (seg.tensor.as_ref() == Some(&meta) && seg.len == t.len()).then(|| {
-                (
-                    ParentRef {
-                        file: file.clone(),
-                        tensor: t.name.clone(),
-                        offset: None,
-                    },
-                    seg.chunk_size,
-                )
-            })
-        });
+        let parent = tensor_parent(&meta, t.len(), base);
         let lossy = match (opts.lossy, &parent) {
             (Some(tier), Some(_)) if lossy_eligible(&meta) => Some(Lossy {
                 tier: tier.codec().to_string(),
@@ -437,6 +459,51 @@ pub fn plan_safetensors(header: &safetensors::Header, opts: &Options, base: Opti
         let mut segment = plain(t.begin, t.len(), plane_width(t.dtype), opts, Some(meta), parent);
         segment.lossy = lossy;
         segments.push(segment);
+    }
+    segments
+}
+
+/// The tensor of `base` that a tensor described by `meta` (of `len` bytes) is coded against,
+/// and its chunk size: the one of the same name, dtype and shape.
+fn tensor_parent(meta: &TensorMeta, len: u64, base: Option<&Base<'_>>) -> Option<(ParentRef, u64)> {
+    let b = base?;
+    let (file, s) = b.snapshot.tensors.get(&meta.name)?;
+    let seg = &b.snapshot.manifests[file].segments[*s];
+    (seg.tensor.as_ref() == Some(meta) && seg.len == len).then(|| {
+        (
+            ParentRef {
+                file: file.clone(),
+                tensor: meta.name.clone(),
+                offset: None,
+            },
+            seg.chunk_size,
+        )
+    })
+}
+
+/// The segments of a GGUF file of `size` bytes: each tensor, coded against the base's tensor
+/// of the same name, type and shape, whatever its offset (a fine-tune's header, holding its own
+/// name, is seldom as long as its base's); the header and the padding between tensors as
+/// plain bytes. GGUF tensors are always stored lossless.
+pub fn plan_gguf(header: &gguf::Header, size: u64, opts: &Options, base: Option<&Base<'_>>) -> Vec<Segment> {
+    let mut segments = Vec::new();
+    let mut at = 0;
+    for t in &header.tensors {
+        if t.begin > at {
+            segments.push(plain(at, t.begin - at, 1, opts, None, None));
+        }
+        let meta = TensorMeta {
+            name: t.name.clone(),
+            dtype: t.ty.name.to_string(),
+            shape: t.shape.clone(),
+        };
+        let len = t.end - t.begin;
+        let parent = tensor_parent(&meta, len, base);
+        segments.push(plain(t.begin, len, t.ty.width, opts, Some(meta), parent));
+        at = t.end;
+    }
+    if size > at {
+        segments.push(plain(at, size - at, 1, opts, None, None));
     }
     segments
 }

@@ -18,6 +18,9 @@ pub const MANIFEST_FORMAT_TABLE: &str = "sparse-manifest/3";
 /// The format of a `file` manifest whose segments are coded against byte ranges of a base file
 /// ([`ParentRef::offset`]), which readers of versions 1 to 3 cannot rebuild.
 pub const MANIFEST_FORMAT_RANGES: &str = "sparse-manifest/4";
+/// The format of a `gguf` manifest (tensors of a GGUF file, dtypes named as GGML types), which
+/// readers of versions 1 to 4 cannot read.
+pub const MANIFEST_FORMAT_GGUF: &str = "sparse-manifest/5";
 
 /// What a snapshot is, where its delta parent is, and which of its files are manifests.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -46,7 +49,9 @@ pub struct FileEntry {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
     pub format: String,
-    /// `safetensors` (header segment, then one segment per tensor), `file` (plain bytes) or
+    /// `safetensors` (header segment, then one segment per tensor), `gguf` (one segment per
+    /// tensor, with the header and the padding between tensors as plain segments), `file`
+    /// (plain bytes) or
     /// `records` (pieces of the base's file and new bytes, see [`RecordsRef`]).
     pub kind: String,
     pub size: u64,

@@ -5,6 +5,7 @@ pub mod bert;
 #[cfg(feature = "cuda")]
 pub mod device;
 pub mod encode;
+pub mod gguf;
 pub mod manifest;
 pub mod plain;
 pub mod rebuild;

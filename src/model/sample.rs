@@ -6,10 +6,9 @@
 //! is coded exactly as `add` would code it (same chunk pairing, same codec choice), so the
 //! estimate errs only where a tensor's start is not typical of the rest of it.
 
-use super::encode::{self, is_safetensors, map_file, plan_safetensors, Base};
+use super::encode::{self, is_model, map_file, plan_model, Base};
 use super::manifest::Segment;
 use super::records;
-use super::safetensors;
 use super::source::SourceFile;
 use super::table;
 use super::Options;
@@ -96,8 +95,13 @@ pub fn estimate(
     let mut tally = Tally::default();
     for file in files {
         est.raw_bytes += file.size;
-        if !is_safetensors(file) {
-            if file.size >= opts.small_file {
+        let model_map = is_model(file).then(|| map_file(file)).transpose()?;
+        let model = match &model_map {
+            Some(map) => plan_model(file, map.as_deref().unwrap_or(&[]), opts, base)?,
+            None => None,
+        };
+        let Some((_, segments)) = model else {
+            if file.size >= opts.small_file || is_model(file) {
                 let map = map_file(file)?;
                 let bytes = map.as_deref().unwrap_or(&[]);
                 // A text table with a counterpart in the base: its records are all compared
@@ -173,12 +177,14 @@ pub fn estimate(
                 est.other_bytes += file.size;
             }
             continue;
-        }
-        let map = map_file(file)?;
-        let bytes = map.as_deref().unwrap_or(&[]);
-        let header = safetensors::parse(&file.abs, bytes)?;
-        let segments = plan_safetensors(&header, opts, base);
-        est.other_bytes += header.len;
+        };
+        let bytes = model_map.as_ref().and_then(|m| m.as_deref()).unwrap_or(&[]);
+        // Headers and padding.
+        est.other_bytes += segments
+            .iter()
+            .filter(|s| s.tensor.is_none())
+            .map(|s| s.len)
+            .sum::<u64>();
         let tensors: Vec<_> = segments.iter().filter(|s| s.tensor.is_some()).collect();
         for seg in &tensors {
             est.tensors += 1;

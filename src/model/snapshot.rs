@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 
 use super::manifest::{
-    Manifest, ParentRef, SnapshotMeta, MANIFEST_FORMAT, MANIFEST_FORMAT_RANGES, MANIFEST_FORMAT_RECORDS,
-    MANIFEST_FORMAT_TABLE, META_FORMAT, META_PATH,
+    Manifest, ParentRef, SnapshotMeta, MANIFEST_FORMAT, MANIFEST_FORMAT_GGUF, MANIFEST_FORMAT_RANGES,
+    MANIFEST_FORMAT_RECORDS, MANIFEST_FORMAT_TABLE, META_FORMAT, META_PATH,
 };
 use crate::store::history::{self, History, ObjectId};
 
@@ -116,6 +116,7 @@ pub fn validate(m: &Manifest, size: u64) -> Result<(), String> {
         MANIFEST_FORMAT_RECORDS,
         MANIFEST_FORMAT_TABLE,
         MANIFEST_FORMAT_RANGES,
+        MANIFEST_FORMAT_GGUF,
     ]
     .contains(&m.format.as_str())
     {
@@ -129,6 +130,9 @@ pub fn validate(m: &Manifest, size: u64) -> Result<(), String> {
             m.format,
             if ranges { "has" } else { "has no" }
         ));
+    }
+    if (m.kind == "gguf") != (m.format == MANIFEST_FORMAT_GGUF) {
+        return Err(format!("a {} manifest of format {:?}", m.kind, m.format));
     }
     if m.size != size {
         return Err(format!("manifest says {} bytes, the record {size}", m.size));
@@ -165,9 +169,18 @@ pub fn validate(m: &Manifest, size: u64) -> Result<(), String> {
         }
         if let Some(t) = &s.tensor {
             // What reads tensors by their shape (candle tensors, device checkout) trusts it.
-            let dtype = super::safetensors::dtype_from_name(&t.dtype)
-                .ok_or_else(|| format!("segment {i} ({name}) has unknown dtype {:?}", t.dtype))?;
-            let bits = (t.shape.iter()).try_fold(dtype.bitsize() as u128, |acc, &d| acc.checked_mul(u128::from(d)));
+            let unknown = || format!("segment {i} ({name}) has unknown dtype {:?}", t.dtype);
+            let bits = match m.kind.as_str() {
+                "gguf" => {
+                    let ty = super::gguf::type_by_name(&t.dtype).ok_or_else(unknown)?;
+                    let elements = t.shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
+                    elements.and_then(|e| ty.bytes(e)).map(|b| u128::from(b) * 8)
+                }
+                _ => {
+                    let dtype = super::safetensors::dtype_from_name(&t.dtype).ok_or_else(unknown)?;
+                    (t.shape.iter()).try_fold(dtype.bitsize() as u128, |acc, &d| acc.checked_mul(u128::from(d)))
+                }
+            };
             if bits != Some(u128::from(s.len) * 8) {
                 return Err(format!(
                     "segment {i} ({name}) holds {} bytes, not a {} tensor of shape {:?}",
