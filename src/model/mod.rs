@@ -1,4 +1,4 @@
-//! Models: safetensors files and the other files of a model directory, turned into snapshot
+//! Models: safetensors and GGUF files and the other files of a model directory, turned into snapshot
 //! manifests ([`encode`]) and back into files ([`rebuild`]).
 
 pub mod bert;
@@ -23,7 +23,7 @@ pub struct Options {
     pub chunk_size: u64,
     /// zstd level for byte planes.
     pub level: i32,
-    /// Files smaller than this (other than safetensors) are kept verbatim in git.
+    /// Files smaller than this (other than safetensors and GGUF) are kept verbatim in git.
     pub small_file: u64,
     /// Longest chain of delta bases a new snapshot may have; past it, `add` codes against the
     /// nearest ancestor of the base that keeps the chain within it (0: no deltas).
