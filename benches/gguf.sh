@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # GGUF files (llama.cpp's format) of the real pair, side by side with what a user would reach
 # for: the base and the fine-tune of scripts/fetch-testdata.sh written as GGUF by
-# examples/to_gguf.rs in F32, BF16 and Q8_0, each under its own `general.name`, so that the
-# fine-tune's tensors lie at other offsets than the base's.
+# examples/to_gguf.rs in F32, BF16, Q8_0, Q4_0 and Q4_K (for Q4_K each matrix in rows of one
+# 256-element block, as MiniLM's rows of 384 are not whole blocks), each under its own
+# `general.name`, so that the fine-tune's tensors lie at other offsets than the base's.
 #
-#   benches/gguf.sh                   # RUNS=5; TYPES="F32 BF16 Q8_0"
+#   benches/gguf.sh                   # RUNS=5; TYPES="F32 BF16 Q8_0 Q4_0 Q4_K"
 #
 # Per type, the fine-tune's stored bytes over its raw bytes, and seconds (medians of RUNS, page
 # cache warm):
@@ -20,7 +21,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-5}
-TYPES=${TYPES:-F32 BF16 Q8_0}
+TYPES=${TYPES:-F32 BF16 Q8_0 Q4_0 Q4_K}
 for tool in zstd xdelta3; do
     command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install zstd xdelta3)" >&2; exit 1; }
 done

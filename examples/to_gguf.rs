@@ -5,11 +5,14 @@
 //! cargo run --release --example to_gguf -- IN.safetensors OUT.gguf TYPE NAME
 //! ```
 //!
-//! TYPE is the GGML type of the matrices: F32, F16, BF16, Q8_0, Q4_0 or Q4_K. Vectors (biases,
-//! norms), and matrices whose rows are not whole blocks of TYPE, are written as F32, as
-//! llama.cpp keeps them. NAME goes into `general.name`: a fine-tune names itself, so its header
-//! has another length than its base's and every tensor lies at another offset. Tensors are
-//! written in name order. The whole model is held in memory: for test-sized models only.
+//! TYPE is the GGML type of the matrices: F32, F16, BF16, Q8_0, Q8_1, Q5_0, Q5_1, Q4_0, Q4_1,
+//! Q6_K, Q4_K or Q2_K. Vectors (biases, norms) are written as F32, as llama.cpp keeps them. A
+//! matrix whose rows are not whole blocks of TYPE (MiniLM's rows of 384 elements, for the
+//! 256-element K-quants) is written with rows of one block each, the same values in the same
+//! order; one whose elements are not whole blocks stays F32. NAME goes into `general.name`: a
+//! fine-tune names itself, so its header has another length than its base's and every tensor
+//! lies at another offset. Tensors are written in name order. The whole model is held in
+//! memory: for test-sized models only.
 
 use std::process::ExitCode;
 
@@ -24,9 +27,15 @@ fn ggml_type(name: &str) -> Result<GgmlDType, Error> {
         "F16" => GgmlDType::F16,
         "BF16" => GgmlDType::BF16,
         "Q8_0" => GgmlDType::Q8_0,
+        "Q8_1" => GgmlDType::Q8_1,
+        "Q5_0" => GgmlDType::Q5_0,
+        "Q5_1" => GgmlDType::Q5_1,
         "Q4_0" => GgmlDType::Q4_0,
+        "Q4_1" => GgmlDType::Q4_1,
+        "Q6_K" => GgmlDType::Q6K,
         "Q4_K" => GgmlDType::Q4K,
-        other => return Err(format!("unknown type {other:?}: F32, F16, BF16, Q8_0, Q4_0 or Q4_K").into()),
+        "Q2_K" => GgmlDType::Q2K,
+        other => return Err(format!("unknown type {other:?}").into()),
     })
 }
 
@@ -39,8 +48,14 @@ fn convert(input: &str, output: &str, ty: &str, name: &str) -> Result<(), Error>
     let quantized = tensors
         .iter()
         .map(|(n, t)| {
-            let rows_fit = t.dims().len() >= 2 && t.dims().last().is_some_and(|&d| d % ty.block_size() == 0);
-            let q = QTensor::quantize(t, if rows_fit { ty } else { GgmlDType::F32 })?;
+            let (count, block) = (t.elem_count(), ty.block_size());
+            let q = match t.dims() {
+                [.., last] if t.dims().len() >= 2 && last % block == 0 => QTensor::quantize(t, ty)?,
+                _ if t.dims().len() >= 2 && count % block == 0 => {
+                    QTensor::quantize(&t.reshape((count / block, block))?, ty)?
+                }
+                _ => QTensor::quantize(t, GgmlDType::F32)?,
+            };
             Ok((n.as_str(), q))
         })
         .collect::<Result<Vec<_>, Error>>()?;
