@@ -180,9 +180,15 @@ impl<'a> Reader<'a> {
     fn u64(&mut self) -> Result<u64, String> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
     }
-    fn string(&mut self) -> Result<&'a str, String> {
+    /// A string's bytes: metadata strings are taken as they are (a tokenizer's tokens need not
+    /// be valid UTF-8).
+    fn bytes(&mut self) -> Result<&'a [u8], String> {
         let n = self.u64()?;
-        std::str::from_utf8(self.take(n)?).map_err(|_| "a string is not UTF-8".to_string())
+        self.take(n)
+    }
+    /// A string that must be UTF-8: a tensor's name, which manifests record.
+    fn string(&mut self) -> Result<&'a str, String> {
+        std::str::from_utf8(self.bytes()?).map_err(|_| "a name is not UTF-8".to_string())
     }
     /// Skips a value of type `ty`; returns it when it is a u32 (what `general.alignment` is).
     fn value(&mut self, ty: u32, depth: usize) -> Result<Option<u32>, String> {
@@ -195,7 +201,7 @@ impl<'a> Reader<'a> {
         };
         match ty {
             4 => Ok(Some(self.u32()?)),
-            8 => self.string().map(|_| None),
+            8 => self.bytes().map(|_| None),
             9 => {
                 if depth >= MAX_DEPTH {
                     return Err(format!("arrays nested deeper than {MAX_DEPTH}"));
@@ -243,10 +249,12 @@ pub fn parse(file: &Path, bytes: &[u8]) -> Result<Option<Header>, HeaderError> {
     let mut alignment = DEFAULT_ALIGNMENT;
     for i in 0..pairs {
         let mut pair = || -> Result<(), String> {
-            let key = r.string()?;
+            let key = r.bytes()?;
             let ty = r.u32()?;
-            let value = r.value(ty, 0).map_err(|e| format!("{key:?}: {e}"))?;
-            if key == "general.alignment" {
+            let value = r
+                .value(ty, 0)
+                .map_err(|e| format!("{:?}: {e}", String::from_utf8_lossy(key)))?;
+            if key == b"general.alignment" {
                 alignment = value
                     .filter(|a| a.is_power_of_two())
                     .ok_or("general.alignment is not a u32 power of two")?
@@ -389,6 +397,18 @@ mod tests {
         // Six elements are not whole blocks of 32.
         let err = parse(Path::new("m.gguf"), &file("base", 8)).unwrap_err();
         assert!(err.to_string().contains("\"w\""), "{err}");
+    }
+
+    #[test]
+    fn metadata_strings_may_be_any_bytes_tensor_names_must_be_utf8() {
+        let mut bytes = file("zz", 0);
+        let at = bytes.windows(2).position(|w| w == b"zz").expect("the name's value");
+        bytes[at..at + 2].copy_from_slice(&[0xff, 0xfe]);
+        assert!(parse(Path::new("m.gguf"), &bytes).unwrap().is_some());
+        let name = bytes.iter().rposition(|&b| b == b'w').expect("the tensor's name");
+        bytes[name] = 0xff;
+        let err = parse(Path::new("m.gguf"), &bytes).unwrap_err();
+        assert!(err.to_string().contains("tensor 0: a name is not UTF-8"), "{err}");
     }
 
     #[test]
