@@ -124,7 +124,15 @@ fn real_pair(ty: GgmlDType) -> f64 {
     let b = sb.write("base/model.gguf", &base);
     let t = sb.write("tuned/model.gguf", &tuned);
     growth(&sb, &b, "base", None);
+    let estimate = sb.json(&["estimate", t.to_str().unwrap(), "--base", "base"]);
+    assert_eq!(estimate["matched_tensors"], 103, "{estimate}");
     let delta = growth(&sb, &t, "tuned", Some("base"));
+    // The estimate codes samples of the tensors as add codes them.
+    let expected = estimate["bytes"].as_f64().unwrap() / tuned.len() as f64;
+    assert!(
+        (expected - delta).abs() < 0.25 * delta,
+        "estimated {expected:.4}, stored {delta:.4}"
+    );
     let show = sb.json(&["show", "tuned"]);
     let tensors = show["tensors"].as_array().expect("a tensor list");
     assert_eq!(tensors.len(), 103, "{show}");

@@ -174,8 +174,8 @@ pub fn encode_file(
         true => None,
         false => table::check::format(file, opts.kind)?,
     };
-    let (kind, mut segments) = if let Some(planned) = model {
-        planned
+    let (kind, mut segments) = if let Some(found) = model {
+        found
     } else if let Some((t, scratch)) = match table_format {
         Some(f) => table::plan::plan(file, f, base, cas)?,
         None => None,
