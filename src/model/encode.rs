@@ -484,13 +484,30 @@ fn tensor_parent(meta: &TensorMeta, len: u64, base: Option<&Base<'_>>) -> Option
 /// The segments of a GGUF file of `size` bytes: each tensor, coded against the base's tensor
 /// of the same name, type and shape, whatever its offset (a fine-tune's header, holding its own
 /// name, is seldom as long as its base's); the header and the padding between tensors as
-/// plain bytes. GGUF tensors are always stored lossless.
+/// plain bytes, each large metadata pair a segment of its own, so that its chunks start where
+/// it starts and are found stored already when the base had the same pair. GGUF tensors are
+/// always stored lossless.
 pub fn plan_gguf(header: &gguf::Header, size: u64, opts: &Options, base: Option<&Base<'_>>) -> Vec<Segment> {
+    let cuts: Vec<u64> = header
+        .large_pairs
+        .iter()
+        .flat_map(|&(start, end)| [start, end])
+        .collect();
     let mut segments = Vec::new();
+    // Bytes `from..to` that no tensor holds, cut where a large pair starts or ends.
+    let gap = |from: u64, to: u64, segments: &mut Vec<Segment>| {
+        let mut at = from;
+        for &cut in cuts.iter().filter(|&&c| from < c && c < to).chain([&to]) {
+            if cut > at {
+                segments.push(plain(at, cut - at, 1, opts, None, None));
+                at = cut;
+            }
+        }
+    };
     let mut at = 0;
     for t in &header.tensors {
         if t.begin > at {
-            segments.push(plain(at, t.begin - at, 1, opts, None, None));
+            gap(at, t.begin, &mut segments);
         }
         let meta = TensorMeta {
             name: t.name.clone(),
@@ -503,7 +520,7 @@ pub fn plan_gguf(header: &gguf::Header, size: u64, opts: &Options, base: Option<
         at = t.end;
     }
     if size > at {
-        segments.push(plain(at, size - at, 1, opts, None, None));
+        gap(at, size, &mut segments);
     }
     segments
 }

@@ -25,6 +25,9 @@ const MAX_DIMS: u32 = 4;
 /// Nesting of arrays in metadata at most.
 const MAX_DEPTH: usize = 16;
 
+/// Metadata pairs at least this long get a segment of their own ([`Header::large_pairs`]).
+pub const LARGE_PAIR: u64 = 64 << 10;
+
 /// A GGML tensor type: its name as llama.cpp prints it, the elements per block and the bytes
 /// per block, and the width its data is coded with: the element's size for float and integer
 /// types; for a type of 32-element blocks (a scale or two, then the packed codes) the whole
@@ -130,6 +133,10 @@ pub struct Header {
     /// Tensors in file order (by data offset), none overlapping. The bytes between them (the
     /// header, padding) belong to no tensor.
     pub tensors: Vec<TensorInfo>,
+    /// Byte ranges of the metadata pairs of at least [`LARGE_PAIR`] bytes, in file order: a
+    /// tokenizer's vocabulary and merges, which a fine-tune keeps byte for byte, but after a
+    /// `general.name` of another length.
+    pub large_pairs: Vec<(u64, u64)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -247,7 +254,9 @@ pub fn parse(file: &Path, bytes: &[u8]) -> Result<Option<Header>, HeaderError> {
         return Err(fail(None, format!("version {version}; versions 2 and 3 are read")));
     }
     let mut alignment = DEFAULT_ALIGNMENT;
+    let mut large_pairs = Vec::new();
     for i in 0..pairs {
+        let start = r.at as u64;
         let mut pair = || -> Result<(), String> {
             let key = r.bytes()?;
             let ty = r.u32()?;
@@ -263,6 +272,9 @@ pub fn parse(file: &Path, bytes: &[u8]) -> Result<Option<Header>, HeaderError> {
             Ok(())
         };
         pair().map_err(|why| fail(None, format!("metadata pair {i}: {why}")))?;
+        if r.at as u64 - start >= LARGE_PAIR {
+            large_pairs.push((start, r.at as u64));
+        }
     }
     // Each tensor info takes at least 24 bytes: a count beyond what is left is a lie.
     if tensors > (bytes.len() - r.at) as u64 / 24 {
@@ -340,6 +352,7 @@ pub fn parse(file: &Path, bytes: &[u8]) -> Result<Option<Header>, HeaderError> {
     Ok(Some(Header {
         data_start,
         tensors: out,
+        large_pairs,
     }))
 }
 
