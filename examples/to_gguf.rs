@@ -1,5 +1,4 @@
-//! Writes a safetensors model as a GGUF file, as llama.cpp's converters do (benches/gguf.sh,
-//! tests/real_gguf.rs):
+//! Writes a safetensors model as a GGUF file, as llama.cpp's converters do (benches/gguf.sh):
 //!
 //! ```text
 //! cargo run --release --example to_gguf -- IN.safetensors OUT.gguf TYPE NAME

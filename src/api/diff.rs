@@ -163,15 +163,19 @@ impl Loaded<'_> {
     }
 
     /// Where tensor `name` is, and what it is.
-    fn tensor(&self, name: &str) -> Option<(&str, usize, &TensorMeta)> {
-        self.snap.tensors.get(name).map(|(file, seg)| {
-            let t = self
-                .segment(file, *seg)
-                .tensor
-                .as_ref()
-                .expect("indexed segments are tensors");
-            (file.as_str(), *seg, t)
-        })
+    /// The tensor `key` names: by name alone, wherever it is (shards cut differently), or by
+    /// file and name.
+    fn tensor(&self, key: &TensorKey) -> Option<(&str, usize, &TensorMeta)> {
+        let (file, seg) = match &key.file {
+            None => self.snap.tensors.get(&key.name).map(|(f, s)| (f.as_str(), *s))?,
+            Some(f) => {
+                let (path, m) = self.snap.manifests.get_key_value(f)?;
+                let s = (m.segments.iter()).position(|s| s.tensor.as_ref().is_some_and(|t| t.name == key.name))?;
+                (path.as_str(), s)
+            }
+        };
+        let t = (self.segment(file, seg).tensor.as_ref()).expect("indexed segments are tensors");
+        Some((file, seg, t))
     }
 
     fn segment(&self, file: &str, seg: usize) -> &Segment {
@@ -205,11 +209,50 @@ impl Loaded<'_> {
     }
 }
 
+/// Which tensors of two revisions pair up: by name, or by file and name where a name is in
+/// more than one file of either (a folder of GGUF files, one per quantization of one model).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct TensorKey {
+    name: String,
+    file: Option<String>,
+}
+
+/// The keys of the tensors of `sides`, in name order.
+fn tensor_keys(sides: [&Snapshot; 2]) -> BTreeSet<TensorKey> {
+    // Per name, the files that hold it on each side.
+    let mut files: BTreeMap<&str, [BTreeSet<&str>; 2]> = BTreeMap::new();
+    for (side, snap) in sides.iter().enumerate() {
+        for (path, m) in &snap.manifests {
+            for t in m.segments.iter().filter_map(|s| s.tensor.as_ref()) {
+                files.entry(&t.name).or_default()[side].insert(path);
+            }
+        }
+    }
+    let mut keys = BTreeSet::new();
+    for (name, [a, b]) in files {
+        if a.len() > 1 || b.len() > 1 {
+            keys.extend(a.union(&b).map(|path| TensorKey {
+                name: name.to_string(),
+                file: Some(path.to_string()),
+            }));
+        } else {
+            keys.insert(TensorKey {
+                name: name.to_string(),
+                file: None,
+            });
+        }
+    }
+    keys
+}
+
 /// A tensor present on both sides with the same dtype and shape.
 struct Pair<'a> {
     /// Index into the report's tensor list.
     row: usize,
+    /// How its elements are read: a block-quantized GGUF tensor is compared as bytes, and
+    /// reported changed or not, with no count of elements.
     dtype: Dtype,
+    blocks: bool,
     a: (&'a str, usize),
     b: (&'a str, usize),
 }
@@ -290,7 +333,7 @@ impl Repository {
         }
 
         // Tensors: pair by name, classify, and collect the pairs to compare.
-        let names: BTreeSet<&String> = a.snap.tensors.keys().chain(b.snap.tensors.keys()).collect();
+        let keys = tensor_keys([&a.snap, &b.snap]);
         let mut tensor_rows = Vec::new();
         let mut pairs = Vec::new();
         let describe = |(file, _, t): (&str, usize, &TensorMeta)| TensorSide {
@@ -298,33 +341,26 @@ impl Repository {
             dtype: t.dtype.clone(),
             shape: t.shape.clone(),
         };
-        for name in names {
-            let (sa, sb) = (a.tensor(name), b.tensor(name));
+        for key in &keys {
+            let name = &key.name;
+            let (sa, sb) = (a.tensor(key), b.tensor(key));
             let change = match (sa, sb) {
                 (None, _) => Change::Added,
                 (_, None) => Change::Removed,
                 (Some((_, _, ta)), Some((_, _, tb))) if ta.dtype != tb.dtype => Change::Retyped,
                 (Some((_, _, ta)), Some((_, _, tb))) if ta.shape != tb.shape => Change::Reshaped,
-                // A GGUF tensor of a block-quantized type: its blocks mix scales and packed
-                // codes, so it is compared by its chunks' hashes alone.
-                (Some((fa, ia, ta)), Some((fb, ib, _)))
-                    if dtype_from_name(&ta.dtype).is_none() && gguf::type_by_name(&ta.dtype).is_some() =>
-                {
-                    let (sega, segb) = (a.segment(fa, ia), b.segment(fb, ib));
-                    let same = sega.chunk_size == segb.chunk_size
-                        && sega.chunks.len() == segb.chunks.len()
-                        && sega.chunks.iter().zip(&segb.chunks).all(|(x, y)| x.hash == y.hash);
-                    match same {
-                        true => Change::Unchanged,
-                        false => Change::Changed,
-                    }
-                }
                 (Some((fa, ia, ta)), Some((fb, ib, _))) => {
-                    let dtype = dtype_from_name(&ta.dtype).ok_or_else(|| Error::UnknownDtype {
-                        rev: a.rev.clone(),
-                        tensor: name.clone(),
-                        dtype: ta.dtype.clone(),
-                    })?;
+                    // A GGUF tensor of a block-quantized type (its blocks mix scales and
+                    // packed codes) is compared as bytes.
+                    let blocks = dtype_from_name(&ta.dtype).is_none() && gguf::type_by_name(&ta.dtype).is_some();
+                    let dtype = match blocks {
+                        true => Dtype::U8,
+                        false => dtype_from_name(&ta.dtype).ok_or_else(|| Error::UnknownDtype {
+                            rev: a.rev.clone(),
+                            tensor: name.clone(),
+                            dtype: ta.dtype.clone(),
+                        })?,
+                    };
                     let (sega, segb) = (a.segment(fa, ia), b.segment(fb, ib));
                     if sega.len != segb.len {
                         return Err(Error::Length {
@@ -338,6 +374,7 @@ impl Repository {
                     pairs.push(Pair {
                         row: tensor_rows.len(),
                         dtype,
+                        blocks,
                         a: (fa, ia),
                         b: (fb, ib),
                     });
@@ -413,6 +450,9 @@ impl Repository {
             } else {
                 Change::Changed
             };
+            if pair.blocks {
+                continue;
+            }
             row.elements = Some(n);
             row.changed_elements = Some(t.changed);
             row.changed_fraction = (n > 0).then(|| t.changed as f64 / n as f64);

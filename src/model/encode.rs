@@ -112,11 +112,12 @@ pub fn plan_model(
 ) -> Result<Option<(&'static str, Vec<Segment>)>, Error> {
     if is_safetensors(file) {
         let header = safetensors::parse(&file.abs, bytes)?;
-        return Ok(Some(("safetensors", plan_safetensors(&header, opts, base))));
+        return Ok(Some(("safetensors", plan_safetensors(&header, &file.path, opts, base))));
     }
     if is_gguf(file) {
         if let Some(header) = gguf::parse(&file.abs, bytes)? {
-            return Ok(Some(("gguf", plan_gguf(&header, bytes.len() as u64, opts, base))));
+            let size = bytes.len() as u64;
+            return Ok(Some(("gguf", plan_gguf(&header, &file.path, size, opts, base))));
         }
     }
     Ok(None)
@@ -433,9 +434,16 @@ pub fn encode_file(
     })
 }
 
-/// Segments of a safetensors file: its header as bytes, then its tensors in file order, each
-/// paired with the base's tensor of the same name when dtype and shape match.
-pub fn plan_safetensors(header: &safetensors::Header, opts: &Options, base: Option<&Base<'_>>) -> Vec<Segment> {
+/// Segments of a safetensors file (at `path` in the snapshot): its header as bytes, then its
+/// tensors in file order, each paired with the base's tensor of the same name when dtype and
+/// shape match ([`tensor_parent`]).
+pub fn plan_safetensors(
+    header: &safetensors::Header,
+    path: &str,
+    opts: &Options,
+    base: Option<&Base<'_>>,
+) -> Vec<Segment> {
+    let same_file = tensors_at(path, base);
     let mut segments = vec![plain(0, header.len, 1, opts, None, None)];
     for t in &header.tensors {
         let meta = TensorMeta {
@@ -443,7 +451,7 @@ pub fn plan_safetensors(header: &safetensors::Header, opts: &Options, base: Opti
             dtype: dtype_name(t.dtype),
             shape: t.shape.clone(),
         };
-        let parent = tensor_parent(&meta, t.len(), base);
+        let parent = tensor_parent(&meta, t.len(), plane_width(t.dtype), (path, &same_file), base);
         let lossy = match (opts.lossy, &parent) {
             (Some(tier), Some(_)) if lossy_eligible(&meta) => Some(Lossy {
                 tier: tier.codec().to_string(),
@@ -463,21 +471,42 @@ pub fn plan_safetensors(header: &safetensors::Header, opts: &Options, base: Opti
     segments
 }
 
-/// The tensor of `base` that a tensor described by `meta` (of `len` bytes) is coded against,
-/// and its chunk size: the one of the same name, dtype and shape.
-fn tensor_parent(meta: &TensorMeta, len: u64, base: Option<&Base<'_>>) -> Option<(ParentRef, u64)> {
+/// The tensors of the base's file at `path`, by name: segment indices.
+fn tensors_at<'a>(path: &str, base: Option<&Base<'a>>) -> HashMap<&'a str, usize> {
+    let manifest = base.and_then(|b| b.snapshot.manifests.get(path));
+    (manifest.iter().flat_map(|m| m.segments.iter().enumerate()))
+        .filter_map(|(i, s)| Some((s.tensor.as_ref()?.name.as_str(), i)))
+        .collect()
+}
+
+/// The tensor of `base` that a tensor described by `meta` (of `len` bytes, coded `width` bytes
+/// an element, in the file at `path` whose base file has the tensors `same_file`) is coded
+/// against, and its chunk size: one of the same name, dtype, shape and width, in the base's
+/// file at the same path if it has one (a folder of several quantizations of one model has
+/// the same names in every file), else anywhere in the base (shards cut differently).
+fn tensor_parent(
+    meta: &TensorMeta,
+    len: u64,
+    width: usize,
+    (path, same_file): (&str, &HashMap<&str, usize>),
+    base: Option<&Base<'_>>,
+) -> Option<(ParentRef, u64)> {
     let b = base?;
-    let (file, s) = b.snapshot.tensors.get(&meta.name)?;
-    let seg = &b.snapshot.manifests[file].segments[*s];
-    (seg.tensor.as_ref() == Some(meta) && seg.len == len).then(|| {
-        (
-            ParentRef {
-                file: file.clone(),
-                tensor: meta.name.clone(),
-                offset: None,
-            },
-            seg.chunk_size,
-        )
+    let near = same_file.get(meta.name.as_str()).map(|&s| (path, s));
+    let far = b.snapshot.tensors.get(&meta.name).map(|(f, s)| (f.as_str(), *s));
+    near.into_iter().chain(far).find_map(|(file, s)| {
+        let seg = &b.snapshot.manifests[file].segments[s];
+        let fits = seg.tensor.as_ref() == Some(meta) && seg.len == len && seg.width as usize == width;
+        fits.then(|| {
+            (
+                ParentRef {
+                    file: file.to_string(),
+                    tensor: meta.name.clone(),
+                    offset: None,
+                },
+                seg.chunk_size,
+            )
+        })
     })
 }
 
@@ -487,7 +516,14 @@ fn tensor_parent(meta: &TensorMeta, len: u64, base: Option<&Base<'_>>) -> Option
 /// plain bytes, each large metadata pair a segment of its own, so that its chunks start where
 /// it starts and are found stored already when the base had the same pair. GGUF tensors are
 /// always stored lossless.
-pub fn plan_gguf(header: &gguf::Header, size: u64, opts: &Options, base: Option<&Base<'_>>) -> Vec<Segment> {
+pub fn plan_gguf(
+    header: &gguf::Header,
+    path: &str,
+    size: u64,
+    opts: &Options,
+    base: Option<&Base<'_>>,
+) -> Vec<Segment> {
+    let same_file = tensors_at(path, base);
     let cuts: Vec<u64> = header
         .large_pairs
         .iter()
@@ -515,7 +551,7 @@ pub fn plan_gguf(header: &gguf::Header, size: u64, opts: &Options, base: Option<
             shape: t.shape.clone(),
         };
         let len = t.end - t.begin;
-        let parent = tensor_parent(&meta, len, base);
+        let parent = tensor_parent(&meta, len, t.ty.width, (path, &same_file), base);
         segments.push(plain(t.begin, len, t.ty.width, opts, Some(meta), parent));
         at = t.end;
     }

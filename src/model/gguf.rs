@@ -9,9 +9,16 @@
 //! the start of the data section. The data section starts at the first multiple of the
 //! alignment (`general.alignment`, a u32 power of two, else 32) after the tensor infos.
 //!
-//! Every length in the header is checked against the bytes left before anything is read, so a
-//! lying header costs no memory. Tensors of a GGML type this table does not know make the
-//! file unparsed (`Ok(None)`): it is then stored as a plain file, still losslessly.
+//! Every length in the header is checked against the bytes left before anything is read, and
+//! metadata is skipped, never copied: what a header can make this hold is a list of at most
+//! [`MAX_TENSORS`] tensors. A file that is not GGUF of version 2 or 3 (another version, the
+//! big-endian variant, a Git LFS pointer named `.gguf`), or that has a tensor of a GGML type
+//! this table does not know, is unparsed (`Ok(None)`): it is then stored as a plain file, still
+//! losslessly. A GGUF file of version 2 or 3 that does not hold together is refused.
+//!
+//! Two checks are looser than llama.cpp's, neither of which matters to storing the bytes: a
+//! tensor must be whole blocks of its type in all, not in its innermost dimension, and an empty
+//! array's element type is not checked.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -24,6 +31,9 @@ const MAX_DIMS: u32 = 4;
 
 /// Nesting of arrays in metadata at most.
 const MAX_DEPTH: usize = 16;
+
+/// Tensors per file at most (the largest mixture-of-experts models have a few thousand).
+pub const MAX_TENSORS: u64 = 1 << 20;
 
 /// Metadata pairs at least this long get a segment of their own ([`Header::large_pairs`]).
 pub const LARGE_PAIR: u64 = 64 << 10;
@@ -156,11 +166,6 @@ impl fmt::Display for HeaderError {
     }
 }
 
-/// Whether `bytes` start as a GGUF file does.
-pub fn is_gguf(bytes: &[u8]) -> bool {
-    bytes.starts_with(b"GGUF")
-}
-
 /// A cursor over the header's bytes; every read checks the bytes left.
 struct Reader<'a> {
     bytes: &'a [u8],
@@ -235,24 +240,22 @@ impl<'a> Reader<'a> {
 }
 
 /// Parses and validates the GGUF header of `bytes` (the whole file, usually memory-mapped).
-/// `Ok(None)` when a tensor has a GGML type this reader does not know.
+/// `Ok(None)` when it is not GGUF of version 2 or 3, or when a tensor has a GGML type this
+/// reader does not know.
 pub fn parse(file: &Path, bytes: &[u8]) -> Result<Option<Header>, HeaderError> {
     let fail = |tensor: Option<&str>, why: String| HeaderError {
         file: file.to_owned(),
         tensor: tensor.map(str::to_owned),
         why,
     };
-    let mut r = Reader { bytes, at: 0 };
-    let head = |r: &mut Reader<'_>| -> Result<(u32, u64, u64), String> {
-        if r.take(4)? != b"GGUF" {
-            return Err("does not start with GGUF".into());
-        }
-        Ok((r.u32()?, r.u64()?, r.u64()?))
-    };
-    let (version, tensors, pairs) = head(&mut r).map_err(|why| fail(None, why))?;
-    if !(2..=3).contains(&version) {
-        return Err(fail(None, format!("version {version}; versions 2 and 3 are read")));
+    let version = bytes
+        .get(4..8)
+        .map(|v| u32::from_le_bytes(v.try_into().expect("4 bytes")));
+    if !bytes.starts_with(b"GGUF") || !matches!(version, Some(2 | 3)) {
+        return Ok(None);
     }
+    let mut r = Reader { bytes, at: 8 };
+    let (tensors, pairs) = (|| Ok::<_, String>((r.u64()?, r.u64()?)))().map_err(|why| fail(None, why))?;
     let mut alignment = DEFAULT_ALIGNMENT;
     let mut large_pairs = Vec::new();
     for i in 0..pairs {
@@ -280,10 +283,17 @@ pub fn parse(file: &Path, bytes: &[u8]) -> Result<Option<Header>, HeaderError> {
     if tensors > (bytes.len() - r.at) as u64 / 24 {
         return Err(fail(None, format!("{tensors} tensors do not fit in the file")));
     }
+    if tensors > MAX_TENSORS {
+        return Err(fail(None, format!("{tensors} tensors, more than {MAX_TENSORS}")));
+    }
     let mut infos = Vec::with_capacity(tensors as usize);
+    let mut names = std::collections::HashSet::new();
     let mut unknown = false;
     for i in 0..tensors {
         let name = r.string().map_err(|why| fail(None, format!("tensor {i}: {why}")))?;
+        if !names.insert(name) {
+            return Err(fail(Some(name), "name appears twice".into()));
+        }
         let mut info = || -> Result<(Vec<u64>, u32, u64), String> {
             let dims = r.u32()?;
             if dims > MAX_DIMS {
@@ -305,12 +315,8 @@ pub fn parse(file: &Path, bytes: &[u8]) -> Result<Option<Header>, HeaderError> {
     let data_start = (r.at as u64).next_multiple_of(alignment);
     let size = bytes.len() as u64;
     let mut out = Vec::with_capacity(infos.len());
-    let mut names = std::collections::HashSet::new();
     for (name, ty, shape, offset) in infos {
         let bad = |why: String| fail(Some(name), why);
-        if !names.insert(name) {
-            return Err(bad("name appears twice".into()));
-        }
         if !offset.is_multiple_of(alignment) {
             return Err(bad(format!("data offset {offset} is not a multiple of {alignment}")));
         }
@@ -403,7 +409,13 @@ mod tests {
     fn every_cut_of_the_header_is_refused_and_unknown_types_are_unparsed() {
         let bytes = file("base", 0);
         let data_start = parse(Path::new("m.gguf"), &bytes).unwrap().unwrap().data_start as usize;
-        for cut in 0..data_start {
+        for cut in 0..8 {
+            assert!(
+                parse(Path::new("m.gguf"), &bytes[..cut]).unwrap().is_none(),
+                "cut at {cut}"
+            );
+        }
+        for cut in 8..data_start {
             assert!(parse(Path::new("m.gguf"), &bytes[..cut]).is_err(), "cut at {cut}");
         }
         assert!(parse(Path::new("m.gguf"), &file("base", 99)).unwrap().is_none());
@@ -432,5 +444,45 @@ mod tests {
         assert_eq!(type_by_id(30).unwrap().name, "BF16");
         let ids: std::collections::HashSet<u32> = TYPES.iter().map(|t| t.id).collect();
         assert_eq!(ids.len(), TYPES.len(), "ids are unique");
+        // The types candle-core reads, with their ids in ggml.h.
+        use candle_core::quantized::GgmlDType as G;
+        let candle = [
+            (0, G::F32),
+            (1, G::F16),
+            (2, G::Q4_0),
+            (3, G::Q4_1),
+            (6, G::Q5_0),
+            (7, G::Q5_1),
+            (8, G::Q8_0),
+            (9, G::Q8_1),
+            (10, G::Q2K),
+            (11, G::Q3K),
+            (12, G::Q4K),
+            (13, G::Q5K),
+            (14, G::Q6K),
+            (15, G::Q8K),
+            (30, G::BF16),
+        ];
+        for (id, g) in candle {
+            let t = type_by_id(id).unwrap();
+            assert_eq!(
+                (t.block, t.block_bytes),
+                (g.block_size() as u64, g.type_size() as u64),
+                "{}",
+                t.name
+            );
+        }
+    }
+
+    #[test]
+    fn files_that_are_not_gguf_2_or_3_are_unparsed() {
+        let mut v1 = file("x", 0);
+        v1[4] = 1;
+        let mut big_endian = file("x", 0);
+        big_endian[4..8].copy_from_slice(&3u32.to_be_bytes());
+        let lfs = b"version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 1\n".to_vec();
+        for bytes in [v1, big_endian, lfs, Vec::new()] {
+            assert!(parse(Path::new("m.gguf"), &bytes).unwrap().is_none());
+        }
     }
 }

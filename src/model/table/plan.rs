@@ -212,7 +212,7 @@ pub fn shards(path: &str, base: &Snapshot) -> Vec<String> {
     let is_table = |p: &str| {
         base.manifests
             .get(p)
-            .is_some_and(|m| m.kind != "safetensors" && m.kind != "records")
+            .is_some_and(|m| !matches!(m.kind.as_str(), "safetensors" | "gguf" | "records"))
     };
     let key = shard_key(path);
     let mut found: Vec<String> = base
