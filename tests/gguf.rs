@@ -299,6 +299,42 @@ fn a_fine_tunes_header_costs_little_when_only_its_name_changed() {
 }
 
 #[test]
+fn lossy_tiers_leave_gguf_tensors_exact_and_say_so() {
+    let sb = Sandbox::new();
+    let order: Vec<usize> = (0..11).collect();
+    sb.add_commit(
+        &sb.write("b/model.gguf", &gguf_bytes("b", None, &every_type(8), &order)),
+        "base",
+        None,
+        "b",
+    );
+    let mut tuned = every_type(8);
+    tuned[0].data[0] ^= 1;
+    let bytes = gguf_bytes("t", None, &tuned, &order);
+    let t = sb.write("t/model.gguf", &bytes);
+    let args = [
+        "add",
+        t.to_str().unwrap(),
+        "--name",
+        "t",
+        "--base",
+        "base",
+        "--lossy",
+        "int8",
+    ];
+    let text = sb.run(&args).ok().stdout.clone();
+    assert!(text.contains("stored exactly: model.gguf"), "{text}");
+    let mut json = vec!["--json"];
+    json.extend_from_slice(&args);
+    let report = sb.run(&json).ok().json();
+    assert_eq!(report["lossless"], serde_json::json!(["model.gguf"]), "{report}");
+    assert!(report.get("lossy").is_none(), "{report}");
+    sb.run(&["commit", "-m", "t"]).ok();
+    let out = sb.checkout("t", "out");
+    assert_eq!(sha256_file(&out.join("model.gguf")), sha256_bytes(&bytes));
+}
+
+#[test]
 fn bad_gguf_headers_are_refused_naming_the_file_and_leave_the_store_as_it_was() {
     let good = gguf_bytes("base", None, &every_type(2), &(0..11).collect::<Vec<_>>());
     let sb = Sandbox::new();

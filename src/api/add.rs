@@ -50,6 +50,9 @@ pub struct Report {
     /// Set when the base asked for would have made the chain of bases longer than allowed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rebased: Option<Rebased>,
+    /// Under `--lossy`, the files whose tensors it does not reach (GGUF files), stored exactly.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lossless: Vec<String>,
 }
 
 /// The base was replaced by an ancestor of it, to keep the chain within `max_depth`.
@@ -167,6 +170,7 @@ impl Repository {
         let mut full = Vec::new();
         let (mut coded_bytes, mut stored_bytes, mut tensors) = (0u64, 0u64, 0usize);
         let mut lossy = false;
+        let mut lossless = Vec::new();
         for (file, content) in files.iter().zip(coded) {
             let (bytes, manifest) = match content {
                 Content::Verbatim(bytes) => {
@@ -178,6 +182,9 @@ impl Repository {
                     stored_bytes += coded.new_bytes;
                     tensors += coded.manifest.segments.iter().filter(|s| s.tensor.is_some()).count();
                     lossy |= coded.manifest.segments.iter().any(|s| s.lossy.is_some());
+                    if opts.lossy.is_some() && coded.manifest.kind == "gguf" {
+                        lossless.push(file.path.clone());
+                    }
                     blobs.extend(coded.blobs);
                     full.extend(coded.full);
                     (
@@ -242,6 +249,7 @@ impl Repository {
             tensors,
             base_choice,
             rebased,
+            lossless,
         })
     }
 

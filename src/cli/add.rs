@@ -89,6 +89,12 @@ pub fn run(repo: &Repository, args: &Args, out: &Output) -> Result<i32, Error> {
             ));
         }
         let s = &r.staged;
+        if !r.lossless.is_empty() {
+            text.push_str(&format!(
+                "--lossy applies to safetensors tensors: stored exactly: {}\n",
+                r.lossless.join(", ")
+            ));
+        }
         if let Some(tier) = &s.lossy {
             text.push_str(&format!(
                 "LOSSY ({tier}): tensors changed from the base are stored approximately; checkout gives back an approximation, not these files\n"
