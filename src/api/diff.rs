@@ -162,9 +162,8 @@ impl Loaded<'_> {
         }
     }
 
-    /// Where tensor `name` is, and what it is.
-    /// The tensor `key` names: by name alone, wherever it is (shards cut differently), or by
-    /// file and name.
+    /// Where the tensor `key` names is, and what it is: by name alone, wherever it is (shards
+    /// cut differently), or by file and name.
     fn tensor(&self, key: &TensorKey) -> Option<(&str, usize, &TensorMeta)> {
         let (file, seg) = match &key.file {
             None => self.snap.tensors.get(&key.name).map(|(f, s)| (f.as_str(), *s))?,
@@ -249,9 +248,10 @@ fn tensor_keys(sides: [&Snapshot; 2]) -> BTreeSet<TensorKey> {
 struct Pair<'a> {
     /// Index into the report's tensor list.
     row: usize,
-    /// How its elements are read: a block-quantized GGUF tensor is compared as bytes, and
-    /// reported changed or not, with no count of elements.
+    /// How its elements are read.
     dtype: Dtype,
+    /// A block-quantized GGUF tensor: compared as bytes (`dtype` U8), reported changed or not,
+    /// with no count of elements.
     blocks: bool,
     a: (&'a str, usize),
     b: (&'a str, usize),
@@ -352,14 +352,16 @@ impl Repository {
                 (Some((fa, ia, ta)), Some((fb, ib, _))) => {
                     // A GGUF tensor of a block-quantized type (its blocks mix scales and
                     // packed codes) is compared as bytes.
-                    let blocks = dtype_from_name(&ta.dtype).is_none() && gguf::type_by_name(&ta.dtype).is_some();
-                    let dtype = match blocks {
-                        true => Dtype::U8,
-                        false => dtype_from_name(&ta.dtype).ok_or_else(|| Error::UnknownDtype {
-                            rev: a.rev.clone(),
-                            tensor: name.clone(),
-                            dtype: ta.dtype.clone(),
-                        })?,
+                    let (dtype, blocks) = match (dtype_from_name(&ta.dtype), gguf::type_by_name(&ta.dtype)) {
+                        (Some(dtype), _) => (dtype, false),
+                        (None, Some(_)) => (Dtype::U8, true),
+                        (None, None) => {
+                            return Err(Error::UnknownDtype {
+                                rev: a.rev.clone(),
+                                tensor: name.clone(),
+                                dtype: ta.dtype.clone(),
+                            })
+                        }
                     };
                     let (sega, segb) = (a.segment(fa, ia), b.segment(fb, ib));
                     if sega.len != segb.len {

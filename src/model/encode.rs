@@ -436,14 +436,14 @@ pub fn encode_file(
 
 /// Segments of a safetensors file (at `path` in the snapshot): its header as bytes, then its
 /// tensors in file order, each paired with the base's tensor of the same name when dtype and
-/// shape match ([`tensor_parent`]).
+/// shape match ([`Parents`]).
 pub fn plan_safetensors(
     header: &safetensors::Header,
     path: &str,
     opts: &Options,
     base: Option<&Base<'_>>,
 ) -> Vec<Segment> {
-    let same_file = tensors_at(path, base);
+    let parents = Parents::new(path, base);
     let mut segments = vec![plain(0, header.len, 1, opts, None, None)];
     for t in &header.tensors {
         let meta = TensorMeta {
@@ -451,7 +451,7 @@ pub fn plan_safetensors(
             dtype: dtype_name(t.dtype),
             shape: t.shape.clone(),
         };
-        let parent = tensor_parent(&meta, t.len(), plane_width(t.dtype), (path, &same_file), base);
+        let parent = parents.of(&meta, t.len(), plane_width(t.dtype));
         let lossy = match (opts.lossy, &parent) {
             (Some(tier), Some(_)) if lossy_eligible(&meta) => Some(Lossy {
                 tier: tier.codec().to_string(),
@@ -471,43 +471,47 @@ pub fn plan_safetensors(
     segments
 }
 
-/// The tensors of the base's file at `path`, by name: segment indices.
-fn tensors_at<'a>(path: &str, base: Option<&Base<'a>>) -> HashMap<&'a str, usize> {
-    let manifest = base.and_then(|b| b.snapshot.manifests.get(path));
-    (manifest.iter().flat_map(|m| m.segments.iter().enumerate()))
-        .filter_map(|(i, s)| Some((s.tensor.as_ref()?.name.as_str(), i)))
-        .collect()
+/// Where the tensors of a model file (at `path` in the snapshot) find their parents in the
+/// base: one of the same name, dtype, shape and width, in the base's file at the same path if
+/// it has one (a folder of several quantizations of one model has the same names in every
+/// file), else anywhere in the base (shards cut differently).
+struct Parents<'p, 'b> {
+    base: Option<&'p Base<'b>>,
+    path: &'p str,
+    /// The tensors of the base's file at `path`, by name: segment indices.
+    same_file: HashMap<&'b str, usize>,
 }
 
-/// The tensor of `base` that a tensor described by `meta` (of `len` bytes, coded `width` bytes
-/// an element, in the file at `path` whose base file has the tensors `same_file`) is coded
-/// against, and its chunk size: one of the same name, dtype, shape and width, in the base's
-/// file at the same path if it has one (a folder of several quantizations of one model has
-/// the same names in every file), else anywhere in the base (shards cut differently).
-fn tensor_parent(
-    meta: &TensorMeta,
-    len: u64,
-    width: usize,
-    (path, same_file): (&str, &HashMap<&str, usize>),
-    base: Option<&Base<'_>>,
-) -> Option<(ParentRef, u64)> {
-    let b = base?;
-    let near = same_file.get(meta.name.as_str()).map(|&s| (path, s));
-    let far = b.snapshot.tensors.get(&meta.name).map(|(f, s)| (f.as_str(), *s));
-    near.into_iter().chain(far).find_map(|(file, s)| {
-        let seg = &b.snapshot.manifests[file].segments[s];
-        let fits = seg.tensor.as_ref() == Some(meta) && seg.len == len && seg.width as usize == width;
-        fits.then(|| {
-            (
-                ParentRef {
-                    file: file.to_string(),
-                    tensor: meta.name.clone(),
-                    offset: None,
-                },
-                seg.chunk_size,
-            )
+impl<'p, 'b> Parents<'p, 'b> {
+    fn new(path: &'p str, base: Option<&'p Base<'b>>) -> Self {
+        let manifest = base.and_then(|b| b.snapshot.manifests.get(path));
+        let same_file = (manifest.iter().flat_map(|m| m.segments.iter().enumerate()))
+            .filter_map(|(i, s)| Some((s.tensor.as_ref()?.name.as_str(), i)))
+            .collect();
+        Parents { base, path, same_file }
+    }
+
+    /// The parent of a tensor described by `meta`, of `len` bytes coded `width` bytes an
+    /// element, and the parent's chunk size.
+    fn of(&self, meta: &TensorMeta, len: u64, width: usize) -> Option<(ParentRef, u64)> {
+        let b = self.base?;
+        let near = self.same_file.get(meta.name.as_str()).map(|&s| (self.path, s));
+        let far = b.snapshot.tensors.get(&meta.name).map(|(f, s)| (f.as_str(), *s));
+        near.into_iter().chain(far).find_map(|(file, s)| {
+            let seg = &b.snapshot.manifests[file].segments[s];
+            let fits = seg.tensor.as_ref() == Some(meta) && seg.len == len && seg.width as usize == width;
+            fits.then(|| {
+                (
+                    ParentRef {
+                        file: file.to_string(),
+                        tensor: meta.name.clone(),
+                        offset: None,
+                    },
+                    seg.chunk_size,
+                )
+            })
         })
-    })
+    }
 }
 
 /// The segments of a GGUF file of `size` bytes: each tensor, coded against the base's tensor
@@ -523,7 +527,7 @@ pub fn plan_gguf(
     opts: &Options,
     base: Option<&Base<'_>>,
 ) -> Vec<Segment> {
-    let same_file = tensors_at(path, base);
+    let parents = Parents::new(path, base);
     let cuts: Vec<u64> = header
         .large_pairs
         .iter()
@@ -551,7 +555,7 @@ pub fn plan_gguf(
             shape: t.shape.clone(),
         };
         let len = t.end - t.begin;
-        let parent = tensor_parent(&meta, len, t.ty.width, (path, &same_file), base);
+        let parent = parents.of(&meta, len, t.ty.width);
         segments.push(plain(t.begin, len, t.ty.width, opts, Some(meta), parent));
         at = t.end;
     }

@@ -102,7 +102,11 @@ pub fn estimate(
         };
         let Some((_, segments)) = model else {
             if file.size >= opts.small_file || is_model(file) {
-                let map = map_file(file)?;
+                // A GGUF file that did not parse is mapped already.
+                let map = match model_map {
+                    Some(map) => map,
+                    None => map_file(file)?,
+                };
                 let bytes = map.as_deref().unwrap_or(&[]);
                 // A text table with a counterpart in the base: its records are all compared
                 // (exact, and the bulk of the time), and a sample of its new bytes is coded.
