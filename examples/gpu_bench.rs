@@ -9,8 +9,10 @@
 //! - the floors: pinned host-to-device copy and device-to-device copy of the fine-tune's size;
 //! - swap of the fine-tune on a resident base: the device-side apply (kernel time), the whole
 //!   swap from the store (host page cache), and the same with every chunk hashed on the device
-//!   and checked; with `--lossy`, the swap of that (lossy) revision of the fine-tune; with
-//!   `--grouped-tiles`, the device-side apply with each of those grouped tile sizes;
+//!   and checked (the base keeps its grouped chunks' slots from the first swap on); the first
+//!   swap, which counts them; the device-side apply with no slots kept, at the default tile
+//!   size and at each of `--grouped-tiles`; with `--lossy`, the swap of that (lossy) revision
+//!   of the fine-tune;
 //! - checkout of the fine-tune to device memory with no base resident (rebuilt down the chain),
 //!   checked;
 //! - checkout of the fine-tune on the CPU into `--cpu-out` (the base's copy known, as after a
@@ -148,8 +150,11 @@ fn run(args: &Args) -> Result<(), Error> {
     );
     let (mut apply, mut swap, mut swap_checked, mut swap_out) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut decode, mut wait, mut count, mut scan) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    // One unmeasured swap allocates the second set of buffers.
-    resident.swap_in(&repo, &args.finetune, false)?;
+    // The first swap allocates the second set of buffers, and counts the slots of the grouped
+    // chunks that the base keeps for every later swap.
+    let first = resident.swap_in(&repo, &args.finetune, false)?;
+    let budget = resident.slots().budget();
+    let (kept_chunks, kept_bytes) = (resident.slots().len(), resident.slots().bytes());
     for _ in 0..runs {
         swap_out.push(time(|| {
             resident.swap_out();
@@ -166,10 +171,12 @@ fn run(args: &Args) -> Result<(), Error> {
         let s = resident.swap_in(&repo, &args.finetune, true)?;
         swap_checked.push(s.seconds.rebuild + s.seconds.verify);
     }
-    // The apply with other grouped tiles: (tile, kernels, count, scan).
+    // The apply with no slots kept (every swap counts its grouped chunks), and with other
+    // grouped tiles, counted each time too: (tile, kernels, count, scan).
     let mut by_tile = Vec::new();
     let default_tile = device.grouped_tile();
-    for &tile in &args.grouped_tiles {
+    resident.set_slots_budget(0);
+    for &tile in std::iter::once(&default_tile).chain(&args.grouped_tiles) {
         device.set_grouped_tile(tile);
         // One unmeasured swap sizes the counts for this tile.
         resident.swap_out();
@@ -185,6 +192,7 @@ fn run(args: &Args) -> Result<(), Error> {
         by_tile.push((tile, k, c, s));
     }
     device.set_grouped_tile(default_tile);
+    resident.set_slots_budget(budget);
     let (mut lossy_apply, mut lossy_swap) = (Vec::new(), Vec::new());
     if let Some(rev) = &args.lossy {
         resident.swap_in(&repo, rev, true)?;
@@ -248,9 +256,17 @@ fn run(args: &Args) -> Result<(), Error> {
     );
     println!("| of which counting keys (ctx_count) | {} |", stats(&count));
     println!("| of which scanning the counts (ctx_scan) | {} |", stats(&scan));
+    println!(
+        "| the first swap, which counts the slots the base keeps ({kept_chunks} chunks, {:.1} MB of a {:.1} MB budget): all / ctx_count / ctx_scan | {:.4} / {:.4} / {:.4} (once) |",
+        kept_bytes as f64 / 1e6,
+        budget as f64 / 1e6,
+        first.seconds.kernels,
+        first.seconds.count,
+        first.seconds.scan
+    );
     for (tile, k, c, s) in &by_tile {
         println!(
-            "| device-side apply, grouped tiles of {tile} elements: all / ctx_count / ctx_scan | {} / {} / {} |",
+            "| device-side apply, no slots kept, grouped tiles of {tile} elements: all / ctx_count / ctx_scan | {} / {} / {} |",
             stats(k),
             stats(c),
             stats(s)

@@ -31,15 +31,18 @@
 // tensor's format exactly as the host does: 5 int8 (a scale per group of 128 elements), 6
 // lowrank (the rows of A the chunk covers, times B).
 //
-// Grouped chunks (3) take three launches (the first two over the grouped jobs only, which
-// the host puts first in the table): `ctx_count` counts each tile's parent keys,
+// Grouped chunks (3) take three launches (the first two over the grouped jobs that count,
+// which the host puts first in the table): `ctx_count` counts each tile's parent keys,
 // `ctx_scan` turns the counts of a chunk into each (tile, key)'s first slot in the grouped
 // order (key-major: every earlier key's elements, then this key's in earlier tiles), and
 // `apply` walks each tile in order and takes each element's difference from the next slot of
 // its key. Within a warp, lanes with equal keys are ranked with __match_any_sync, so the walk
 // keeps the host's stable order. (A ballot per key bit instead measured slower on an H200,
 // docs/PERFORMANCE.md.) The walk is a chain through the tile, so short tiles run faster; the
-// counts grow as tiles x keys, so a job's tile holds at least 2^bits elements.
+// counts grow as tiles x keys, so a job's tile holds at least 2^bits elements. A grouped job
+// may instead point at slots an earlier batch counted and scanned (a resident base keeps them:
+// they depend on the parent alone); the host puts it after the jobs that count, so the first
+// two launches skip it, and `apply` only reads slots of contexts up to SHARED_BITS.
 
 typedef unsigned char u8;
 typedef unsigned short u16;

@@ -5,7 +5,7 @@
 
 mod common;
 
-use sparse::gpu::{kernels, Device};
+use sparse::gpu::{kernels, Device, Slots};
 
 #[test]
 fn every_kernel_compiles_with_nvrtc() {
@@ -118,26 +118,49 @@ fn kernels_apply_every_transform_like_the_host() {
                 at += data.len();
                 buffers.push((p, out));
             }
-            dev.submit(&mut stage, at, &jobs).unwrap();
-            dev.synchronize().unwrap();
-            for ((t, width, parent, data), (_, out)) in batch.iter().zip(&buffers) {
-                let mut back = vec![0; data.len()];
-                dev.read(out, 0, &mut back).unwrap();
-                let mut host_decoded = vec![0; data.len()];
-                decode(
-                    &encode(*t, data, Some(parent), *width, 3),
-                    Some(parent),
-                    *width,
-                    &mut host_decoded,
-                )
-                .unwrap();
-                assert_eq!(host_decoded, *data);
-                assert!(
-                    back == *data,
-                    "{t:?}, width {width}, {} bytes, grouped tiles of {tile}: the device's result differs",
-                    data.len()
-                );
-            }
+            // Each batch applied without kept slots, then twice with every slot kept (the
+            // second time from the kept ones), then with a budget for about half of them.
+            // Slots live no longer than the parents they were counted from.
+            let mut check = |slots: Option<&mut Slots>, how: &str| {
+                for (_, out) in &buffers {
+                    dev.write(out, 0, &vec![0; out.len()]).unwrap();
+                }
+                dev.submit(&mut stage, at, &jobs, slots).unwrap();
+                dev.synchronize().unwrap();
+                for ((t, width, parent, data), (_, out)) in batch.iter().zip(&buffers) {
+                    let mut back = vec![0; data.len()];
+                    dev.read(out, 0, &mut back).unwrap();
+                    let mut host_decoded = vec![0; data.len()];
+                    decode(
+                        &encode(*t, data, Some(parent), *width, 3),
+                        Some(parent),
+                        *width,
+                        &mut host_decoded,
+                    )
+                    .unwrap();
+                    assert_eq!(host_decoded, *data);
+                    assert!(
+                        back == *data,
+                        "{t:?}, width {width}, {} bytes, grouped tiles of {tile}, {how}: the device's result differs",
+                        data.len()
+                    );
+                }
+            };
+            check(None, "no slots kept");
+            let keepable = batch
+                .iter()
+                .filter(|(t, ..)| matches!(t, Transform::SubCtx { bits } if *bits <= 11))
+                .count();
+            let mut all = Slots::new(u64::MAX);
+            check(Some(&mut all), "slots counted and kept");
+            assert_eq!(all.len(), keepable);
+            let held = all.bytes();
+            check(Some(&mut all), "slots from the kept ones");
+            assert_eq!((all.len(), all.bytes()), (keepable, held));
+            let mut half = Slots::new(held / 2);
+            check(Some(&mut half), "half the slots kept");
+            check(Some(&mut half), "half the slots from the kept ones");
+            assert!(half.bytes() <= held / 2);
         }
     }
 }
@@ -251,6 +274,92 @@ fn resident_base_swaps_fine_tunes_in_and_out() {
         resident.swap_out();
         check(resident.model(), &base);
     }
+}
+
+/// `t` with `delta` added to every float element: the differences of its bit patterns follow
+/// each element's exponent, so the codec groups them (`subctx`).
+fn shifted(t: &common::Tensor, delta: f32) -> common::Tensor {
+    let data = match t.dtype.as_str() {
+        "F32" => t
+            .data
+            .chunks(4)
+            .flat_map(|c| (f32::from_le_bytes(c.try_into().unwrap()) + delta).to_le_bytes())
+            .collect(),
+        "BF16" => t
+            .data
+            .chunks(2)
+            .flat_map(|c| {
+                half::bf16::from_f32(half::bf16::from_le_bytes(c.try_into().unwrap()).to_f32() + delta).to_le_bytes()
+            })
+            .collect(),
+        other => panic!("no shift for {other}"),
+    };
+    common::Tensor { data, ..t.clone() }
+}
+
+/// A resident base keeps the slots of its grouped chunks: the first swap counts them, later
+/// swaps (of the same fine-tune, another one, one down a chain) take them from there, within
+/// the budget; with no budget or other tiles, every swap counts afresh. The model on the
+/// device always equals its tensors.
+#[test]
+fn resident_base_keeps_the_slots_of_its_grouped_chunks() {
+    use common::Tensor;
+    let Some(dev) = device() else { return };
+    let sb = common::Sandbox::new().with_env("SPARSE_CHUNK_SIZE", 16384);
+    let base = vec![
+        Tensor::random("w", "F32", &[512, 40], 1),
+        Tensor::random("v", "BF16", &[300, 70], 2),
+    ];
+    let ft: Vec<Tensor> = base.iter().map(|t| shifted(t, 1e-4)).collect();
+    let other: Vec<Tensor> = base.iter().map(|t| shifted(t, -3e-4)).collect();
+    let next: Vec<Tensor> = ft.iter().map(|t| t.finetuned(0.3, 9)).collect();
+    for (name, tensors, parent) in [
+        ("base", &base, None),
+        ("ft", &ft, Some("base")),
+        ("other", &other, Some("base")),
+        ("next", &next, Some("ft")),
+    ] {
+        let file = sb.write(&format!("{name}.safetensors"), &common::safetensors_bytes(tensors, &[]));
+        sb.add_commit(&file, name, parent, name);
+    }
+    let show = sb.json(&["show", "ft"]);
+    for t in show["tensors"].as_array().unwrap() {
+        assert_eq!(t["codec"], "subctx", "the fixture groups every chunk: {t}");
+    }
+    let repo = sparse::api::Repository::discover(sb.path()).unwrap();
+    let mut resident = repo.resident("base", &dev).unwrap();
+    let check = |resident: &sparse::api::device::Resident, expected: &[Tensor], what: &str| {
+        for t in expected {
+            let on = resident.model().named(&t.name).expect("one tensor of that name");
+            let mut back = vec![0; on.buffer.len()];
+            dev.read(&on.buffer, 0, &mut back).unwrap();
+            assert!(back == t.data, "{what}: {}", t.name);
+        }
+    };
+    assert!(resident.slots().is_empty());
+    resident.swap_in(&repo, "ft", false).unwrap();
+    check(&resident, &ft, "ft, slots counted");
+    let kept = resident.slots().len();
+    assert!(kept > 0, "the grouped chunks' slots are kept");
+    assert!(resident.slots().bytes() <= resident.slots().budget());
+    for (rev, tensors) in [("ft", &ft), ("other", &other), ("next", &next), ("ft", &ft)] {
+        resident.swap_out();
+        let swap = resident.swap_in(&repo, rev, true).unwrap();
+        assert!(swap.verified);
+        check(&resident, tensors, rev);
+    }
+    assert!(resident.slots().len() >= kept);
+    dev.set_grouped_tile(100);
+    resident.swap_in(&repo, "ft", true).unwrap();
+    check(&resident, &ft, "ft, tiles of 100");
+    resident.set_slots_budget(0);
+    for (rev, tensors) in [("ft", &ft), ("next", &next)] {
+        resident.swap_in(&repo, rev, true).unwrap();
+        check(&resident, tensors, &format!("{rev}, no slots kept"));
+    }
+    assert!(resident.slots().is_empty());
+    resident.swap_out();
+    check(&resident, &base, "the base, after every swap");
 }
 
 /// BLAKE3 on the device equals `blake3::hash` of the same bytes: empty ranges, the edges of

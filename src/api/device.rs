@@ -16,7 +16,7 @@ use serde::Serialize;
 use super::checkout::{write_atomically, Error as CheckoutError};
 use super::rev;
 use super::Repository;
-use crate::gpu::Device;
+use crate::gpu::{Device, Slots};
 use crate::model::device::{self, DeviceError, DeviceModel, Stages, Stats};
 use crate::model::rebuild::{self, destination, output_file, Rebuilder};
 use crate::model::snapshot;
@@ -226,10 +226,12 @@ impl Repository {
             rev: rev.into(),
             source: e.into(),
         })?;
+        let slots = Slots::new(base.bytes() / SLOTS_SHARE);
         Ok(Resident {
             device,
             stages,
             base,
+            slots,
             live: None,
             spare: None,
             loaded: report,
@@ -237,11 +239,20 @@ impl Repository {
     }
 }
 
+/// The default budget of a resident base's [`Slots`]: this share of the base's bytes. A
+/// grouped chunk's slots take a u32 per tile and key, a sixteenth of its bytes for a bf16
+/// chunk grouped by 8 bits, half for 11 bits (tiles of 8192 elements); a Llama-2-7B-shaped
+/// bf16 fine-tune needed 6% of its base's size.
+const SLOTS_SHARE: u64 = 8;
+
 /// A base model kept on the device, and the model swapped in on top of it, if any.
 pub struct Resident<'d> {
     device: &'d Device,
     stages: Stages,
     base: DeviceModel,
+    /// The slots of the grouped chunks counted against the base so far (they depend on the
+    /// base alone, so every later swap skips counting them).
+    slots: Slots,
     live: Option<DeviceModel>,
     /// Device memory of the last model swapped out, reused by the next swap.
     spare: Option<DeviceModel>,
@@ -269,6 +280,18 @@ impl Resident<'_> {
         &self.base
     }
 
+    /// The slots kept for the base's grouped chunks.
+    pub fn slots(&self) -> &Slots {
+        &self.slots
+    }
+
+    /// Keeps at most `bytes` of device memory of slots from now on (by default an eighth of
+    /// the base's size; 0 keeps none, and every swap counts its grouped chunks afresh). Slots
+    /// kept so far are dropped.
+    pub fn set_slots_budget(&mut self, bytes: u64) {
+        self.slots = Slots::new(bytes);
+    }
+
     /// Rebuilds revision `rev` (a model coded against the resident base, directly or down a
     /// chain) on the device from the resident base, leaving the base as it is. With `verify`,
     /// every chunk is hashed on the device and checked against its recorded hash.
@@ -287,10 +310,14 @@ impl Resident<'_> {
             &repo.history,
             &repo.cas,
             commit,
-            Some(&self.base),
+            Some((&self.base, &mut self.slots)),
             reuse,
         )
-        .map_err(dev_err)?;
+        .map_err(|e| {
+            // Slots of a batch that failed may never have been counted.
+            self.slots.clear();
+            dev_err(e)
+        })?;
         let verified = match verify {
             true => Some(device::check(self.device, &model).map_err(dev_err)?),
             false => None,

@@ -10,6 +10,7 @@ use cudarc::driver::{
     result, CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
 };
 
+use super::slots::{self, Slots};
 use super::{driver, kernels, Error};
 
 /// Elements per tile, one warp's share of a chunk: grouped (the default of
@@ -97,6 +98,81 @@ impl Op {
     pub fn needs_parent(self) -> bool {
         self != Op::Full
     }
+}
+
+/// Where a job's slots (the scanned counts of its parent's keys) come from.
+#[derive(Debug, Clone, Copy)]
+enum Counts {
+    /// Not a grouped job.
+    None,
+    /// Counted and scanned into the stage's counts.
+    Stage,
+    /// Counted and scanned into memory kept in the caller's [`Slots`].
+    Keep(slots::Key),
+    /// Kept from an earlier batch, at this device address.
+    Kept(u64),
+}
+
+impl Counts {
+    /// Launch order: jobs that count first, then those with kept slots, then the rest.
+    fn order(&self) -> u8 {
+        match self {
+            Counts::Stage | Counts::Keep(_) => 0,
+            Counts::Kept(_) => 1,
+            Counts::None => 2,
+        }
+    }
+}
+
+/// Elements per tile of a job: one warp's share.
+fn tile_of(op: Op, grouped_tile: u64) -> u64 {
+    match op {
+        Op::SubCtx { bits } => grouped_tile.max(1 << bits),
+        _ => PLAIN_TILE,
+    }
+}
+
+/// Each job of `jobs` (but those of no bytes) with where its counts come from, in launch
+/// order: grouped jobs that count first (their tiles are the first warps, all that `ctx_count`
+/// and `ctx_scan` launch), then grouped jobs whose slots `slots` keeps, then the rest. Grouped
+/// jobs not kept yet are kept while the budget of `slots` lasts.
+fn plan<'j>(jobs: &'j [Job], grouped_tile: u64, slots: Option<&Slots>) -> Result<Vec<(&'j Job, Counts)>, Error> {
+    let mut kept_bytes = 0u64;
+    let mut planned = Vec::with_capacity(jobs.len());
+    for job in jobs.iter().filter(|j| j.len > 0) {
+        if !job.op.applies_to(job.width) {
+            return Err(Error::Unsupported {
+                width: job.width,
+                op: job.op,
+            });
+        }
+        let counts = match (job.op, slots) {
+            (Op::SubCtx { bits }, Some(slots)) if u32::from(bits) <= SHARED_BITS => {
+                let key = slots::Key {
+                    parent: job.parent,
+                    elements: (job.len / job.width) as u64,
+                    width: job.width,
+                    bits,
+                    tile: tile_of(job.op, grouped_tile),
+                };
+                let bytes = 4 * (key.elements.div_ceil(key.tile) << bits);
+                match slots.get(&key) {
+                    Some(addr) => Counts::Kept(addr),
+                    None if slots.fits(kept_bytes + bytes) => {
+                        kept_bytes += bytes;
+                        Counts::Keep(key)
+                    }
+                    None => Counts::Stage,
+                }
+            }
+            // Larger contexts use their counts as cursors, so they are never kept.
+            (Op::SubCtx { .. }, _) => Counts::Stage,
+            _ => Counts::None,
+        };
+        planned.push((job, counts));
+    }
+    planned.sort_by_key(|(_, c)| c.order());
+    Ok(planned)
 }
 
 /// One chunk to rebuild on the device: `len` bytes at device address `out`, from the planes at
@@ -313,42 +389,41 @@ impl Device {
 
     /// Copies the first `used` bytes of `stage`'s host memory to the device and applies `jobs`
     /// (each job's planes at its offset in them), asynchronously: [`Device::synchronize`] or
-    /// the next [`Stage::host`] waits for it.
-    pub fn submit(&self, stage: &mut Stage, used: usize, jobs: &[Job]) -> Result<(), Error> {
-        let mut jobs: Vec<&Job> = jobs.iter().filter(|j| j.len > 0).collect();
-        if jobs.is_empty() {
+    /// the next [`Stage::host`] waits for it. With `slots`, the grouped jobs take their slots
+    /// from there where it has them, and those counted here are kept in it while its budget
+    /// lasts: every parent of `jobs` must then be memory that keeps its bytes as long as
+    /// `slots` lives (a resident base).
+    pub fn submit(&self, stage: &mut Stage, used: usize, jobs: &[Job], slots: Option<&mut Slots>) -> Result<(), Error> {
+        let planned = plan(jobs, self.grouped_tile(), slots.as_deref())?;
+        if planned.is_empty() {
             return Ok(());
         }
-        // Grouped jobs first: their tiles are the first warps, all that `ctx_count` and
-        // `ctx_scan` launch.
-        let grouped = |j: &Job| matches!(j.op, Op::SubCtx { .. });
-        jobs.sort_by_key(|j| !grouped(j));
-        let grouped_jobs = jobs.iter().take_while(|j| grouped(j)).count() as u32;
+        let counting_jobs = planned.iter().take_while(|(_, c)| c.order() == 0).count() as u32;
         self.ctx.bind_to_thread().map_err(driver("binding the context"))?;
         let planes_addr = stage.planes.device_ptr(&self.stream).0;
-        // The job table, and where each grouped job's counts go.
-        let mut words = Vec::with_capacity(jobs.len() * JOB_WORDS);
+        // The job table, and where each counting job's counts go: in the stage, or in the
+        // buffer of slots to keep.
+        let mut words = Vec::with_capacity(planned.len() * JOB_WORDS);
         let mut warps = 0u64;
-        let mut counts = 0u64;
-        let mut grouped_warps = 0u64;
-        let mut count_at = Vec::with_capacity(jobs.len());
-        for job in &jobs {
-            if !job.op.applies_to(job.width) {
-                return Err(Error::Unsupported {
-                    width: job.width,
-                    op: job.op,
-                });
-            }
+        let (mut staged, mut kept) = (0u64, 0u64);
+        let mut counting_warps = 0u64;
+        let mut count_at = Vec::with_capacity(planned.len());
+        for (job, counts) in &planned {
             let n = (job.len / job.width) as u64;
-            let tile = match job.op {
-                Op::SubCtx { bits } => self.grouped_tile().max(1 << bits),
-                _ => PLAIN_TILE,
-            };
+            let tile = tile_of(job.op, self.grouped_tile());
             let tiles = n.div_ceil(tile);
-            count_at.push(counts);
             if let Op::SubCtx { bits } = job.op {
-                counts += tiles << bits;
-                grouped_warps += tiles;
+                let at = match counts {
+                    Counts::Stage => &mut staged,
+                    _ => &mut kept,
+                };
+                count_at.push(*at);
+                if counts.order() == 0 {
+                    *at += tiles << bits;
+                    counting_warps += tiles;
+                }
+            } else {
+                count_at.push(0);
             }
             let (transform, bits) = job.op.code();
             let (factor, rank, cols, element) = match job.op {
@@ -376,15 +451,29 @@ impl Device {
             ]);
             warps += tiles;
         }
-        if stage.counts.len() < counts as usize {
+        if stage.counts.len() < staged as usize {
             // SAFETY: zeroed or written by `ctx_count` before `ctx_scan` reads them.
-            stage.counts = unsafe { self.stream.alloc::<u32>(counts as usize) }.map_err(driver("allocating counts"))?;
+            stage.counts = unsafe { self.stream.alloc::<u32>(staged as usize) }.map_err(driver("allocating counts"))?;
         }
         let counts_addr = stage.counts.device_ptr(&self.stream).0;
-        for (j, (at, job)) in count_at.iter().zip(&jobs).enumerate() {
-            if matches!(job.op, Op::SubCtx { .. }) {
-                words[j * JOB_WORDS + 3] = counts_addr + at * 4;
-            }
+        // Contexts kept are at most SHARED_BITS wide: `ctx_count` writes their counts whole.
+        let keep = match kept {
+            0 => None,
+            _ => Some(self.alloc(kept as usize * 4)?),
+        };
+        let mut new_slots = Vec::new();
+        for (j, (at, &(_, counts))) in count_at.iter().zip(&planned).enumerate() {
+            let addr = match counts {
+                Counts::None => continue,
+                Counts::Stage => counts_addr + at * 4,
+                Counts::Kept(addr) => addr,
+                Counts::Keep(key) => {
+                    let addr = keep.as_ref().expect("a buffer for the slots to keep").addr(at * 4);
+                    new_slots.push((key, addr));
+                    addr
+                }
+            };
+            words[j * JOB_WORDS + 3] = addr;
         }
         if stage.jobs.len() < words.len() {
             // SAFETY: written by the copy below before any kernel reads it.
@@ -417,22 +506,22 @@ impl Device {
             result::memcpy_htod_async(jobs_addr, table, stream).map_err(driver("copying jobs"))?;
             // Counts kept in shared memory are written whole by `ctx_count`; larger contexts
             // count straight into these.
-            let global = jobs
+            let global = planned
                 .iter()
-                .any(|j| matches!(j.op, Op::SubCtx { bits } if u32::from(bits) > SHARED_BITS));
+                .any(|(j, _)| matches!(j.op, Op::SubCtx { bits } if u32::from(bits) > SHARED_BITS));
             if global {
-                result::memset_d8_async(counts_addr, 0, counts as usize * 4, stream)
+                result::memset_d8_async(counts_addr, 0, staged as usize * 4, stream)
                     .map_err(driver("zeroing counts"))?;
             }
         }
         stage.done.record(&self.stream).map_err(driver("recording an event"))?;
         let start = self.event()?;
-        let njobs = jobs.len() as u32;
+        let njobs = planned.len() as u32;
         let threads = 32 * WARPS_PER_BLOCK;
         // Per-warp counters for the largest context that fits in shared memory.
-        let shared_bits = jobs
+        let shared_bits = planned
             .iter()
-            .filter_map(|j| match j.op {
+            .filter_map(|(j, _)| match j.op {
                 Op::SubCtx { bits } if u32::from(bits) <= SHARED_BITS => Some(u32::from(bits)),
                 _ => None,
             })
@@ -444,7 +533,7 @@ impl Device {
             shared_mem_bytes: WARPS_PER_BLOCK * (4 << shared_bits),
         };
         let per_job = LaunchConfig {
-            grid_dim: (grouped_jobs, 1, 1),
+            grid_dim: (counting_jobs, 1, 1),
             block_dim: (SCAN_THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
@@ -452,18 +541,18 @@ impl Device {
         // live buffers (the stage's planes and counts, and the caller's `out` and `parent`
         // buffers, which the caller keeps alive until the device is synchronized).
         let (counted, scanned) = unsafe {
-            if counts > 0 {
+            if counting_jobs > 0 {
                 self.stream
                     .launch_builder(&self.count)
                     .arg(&stage.jobs)
                     .arg(&njobs)
-                    .arg(&grouped_warps)
+                    .arg(&counting_warps)
                     .arg(&shared_bits)
-                    .launch(tiles(grouped_warps))
+                    .launch(tiles(counting_warps))
                     .map_err(driver("launching ctx_count"))?;
             }
             let counted = self.event()?;
-            if counts > 0 {
+            if counting_jobs > 0 {
                 self.stream
                     .launch_builder(&self.scan)
                     .arg(&stage.jobs)
@@ -487,6 +576,9 @@ impl Device {
             .lock()
             .expect("no panics while holding it")
             .push([start, counted, scanned, end]);
+        if let (Some(slots), Some(buffer)) = (slots, keep) {
+            slots.keep(buffer, new_slots);
+        }
         Ok(())
     }
 
@@ -580,5 +672,102 @@ impl Device {
         // SAFETY: both ranges lie inside live buffers.
         unsafe { result::memcpy_dtod_async(to.addr(0), from.addr(0), len, self.stream.cu_stream()) }
             .map_err(driver("copying on the device"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(op: Op, width: usize, len: usize, parent: u64) -> Job {
+        Job {
+            op,
+            width,
+            len,
+            out: 0x9000_0000,
+            parent,
+            planes: 0,
+        }
+    }
+
+    fn kinds(planned: &[(&Job, Counts)]) -> Vec<(u64, &'static str)> {
+        planned
+            .iter()
+            .map(|(j, c)| {
+                let kind = match c {
+                    Counts::None => "none",
+                    Counts::Stage => "stage",
+                    Counts::Keep(_) => "keep",
+                    Counts::Kept(_) => "kept",
+                };
+                (j.parent, kind)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn without_slots_grouped_jobs_count_first_in_their_order() {
+        let jobs = [
+            job(Op::Sub, 2, 64, 1),
+            job(Op::SubCtx { bits: 8 }, 2, 64, 2),
+            job(Op::Full, 4, 0, 3),
+            job(Op::SubCtx { bits: 12 }, 4, 64, 4),
+            job(Op::Same, 1, 8, 5),
+        ];
+        let planned = plan(&jobs, 8192, None).expect("supported jobs");
+        assert_eq!(kinds(&planned), [(2, "stage"), (4, "stage"), (1, "none"), (5, "none")]);
+    }
+
+    #[test]
+    fn slots_kept_are_reused_and_new_ones_kept_within_the_budget() {
+        let key = |parent: u64, bits: u8| slots::Key {
+            parent,
+            elements: 16384,
+            width: 2,
+            bits,
+            tile: 8192,
+        };
+        // Two tiles of 8192 elements: 2 x 256 counts of 8 bits, 2 x 2048 of 11.
+        let (small, large) = (2 * 256 * 4, 2 * 2048 * 4);
+        let slots = Slots::pretend(1_000_000, 1_000_000 - small - large, &[(key(10, 8), 0xabc)]);
+        let jobs = [
+            job(Op::Xor, 2, 32768, 1),
+            job(Op::SubCtx { bits: 8 }, 2, 32768, 10),
+            job(Op::SubCtx { bits: 11 }, 2, 32768, 10),
+            job(Op::SubCtx { bits: 8 }, 2, 32768, 11),
+            job(Op::SubCtx { bits: 8 }, 2, 32768, 12),
+            job(Op::SubCtx { bits: 12 }, 2, 32768, 13),
+        ];
+        let planned = plan(&jobs, 8192, Some(&slots)).expect("supported jobs");
+        // Parent 10 at 8 bits is kept; 11 bits of it and parent 11 fit the budget exactly;
+        // parent 12 does not; 12-bit contexts are never kept.
+        assert_eq!(
+            kinds(&planned),
+            [
+                (10, "keep"),
+                (11, "keep"),
+                (12, "stage"),
+                (13, "stage"),
+                (10, "kept"),
+                (1, "none")
+            ]
+        );
+        assert!(matches!(planned[4].1, Counts::Kept(0xabc)));
+        assert!(matches!(planned[0].1, Counts::Keep(k) if k == key(10, 11)));
+        // A smaller tile is another key: counted again.
+        let planned = plan(&jobs[1..2], 4096, Some(&slots)).expect("supported jobs");
+        assert_eq!(kinds(&planned), [(10, "keep")]);
+        // No budget, nothing kept.
+        let planned = plan(&jobs[3..4], 8192, Some(&Slots::new(0))).expect("supported jobs");
+        assert_eq!(kinds(&planned), [(11, "stage")]);
+    }
+
+    #[test]
+    fn a_job_the_kernels_cannot_apply_is_refused() {
+        let jobs = [job(Op::SubCtx { bits: 8 }, 1, 64, 1)];
+        assert!(matches!(
+            plan(&jobs, 8192, None),
+            Err(Error::Unsupported { width: 1, .. })
+        ));
     }
 }

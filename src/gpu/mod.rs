@@ -10,8 +10,10 @@
 mod device;
 mod hash;
 pub mod kernels;
+mod slots;
 
 pub use device::{Buffer, Device, Job, Op, Stage, Timing};
+pub use slots::Slots;
 
 /// Why the device could not be used or a device operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -19,7 +19,7 @@ use super::rebuild::{segment_name, with_buffer, Error, Mismatch};
 use super::snapshot::Snapshot;
 use crate::codec::lossy::{self, Payload};
 use crate::codec::{self, Codec, Transform};
-use crate::gpu::{self, Buffer, Device, Job, Op, Stage};
+use crate::gpu::{self, Buffer, Device, Job, Op, Slots, Stage};
 use crate::store::cas::{Cas, Key};
 use crate::store::history::{History, ObjectId};
 
@@ -169,17 +169,19 @@ fn tasks(snap: &Snapshot) -> Vec<Task<'_>> {
 }
 
 /// Rebuilds commit `commit` on the device. A base on the way that is `resident` is used from
-/// there; the others are rebuilt first and freed when the next level is done. `reuse` offers
-/// device memory of an earlier result to write into (its tensors of equal name and size).
+/// there, with the slots of its grouped chunks kept in the [`Slots`] beside it; the others are
+/// rebuilt first and freed when the next level is done. `reuse` offers device memory of an
+/// earlier result to write into (its tensors of equal name and size).
 pub fn rebuild(
     device: &Device,
     stages: &mut Stages,
     history: &History,
     cas: &Cas,
     commit: ObjectId,
-    resident: Option<&DeviceModel>,
+    resident: Option<(&DeviceModel, &mut Slots)>,
     reuse: Option<DeviceModel>,
 ) -> Result<(DeviceModel, Stats), DeviceError> {
+    let (resident, mut slots) = resident.unzip();
     let started = Instant::now();
     let mut levels = Vec::new();
     let mut next = Some(commit);
@@ -198,13 +200,13 @@ pub fn rebuild(
     let mut below: Option<DeviceModel> = None;
     let mut reuse = reuse;
     while let Some((c, snap)) = levels.pop() {
-        let parent = match (&below, snap.base().map_err(Error::from)?) {
-            (_, None) => None,
-            (Some(b), Some(_)) => Some(b),
-            (None, Some(_)) => resident,
+        let (parent, slots) = match (&below, snap.base().map_err(Error::from)?) {
+            (_, None) => (None, None),
+            (Some(b), Some(_)) => (Some(b), None),
+            (None, Some(_)) => (resident, slots.as_deref_mut()),
         };
         let into = if levels.is_empty() { reuse.take() } else { None };
-        let (model, s) = rebuild_level(device, stages, cas, c, snap, parent, into)?;
+        let (model, s) = rebuild_level(device, stages, cas, c, snap, parent, slots, into)?;
         stats.chunks += s.chunks;
         stats.bytes += s.bytes;
         stats.kernels += s.kernels;
@@ -218,7 +220,9 @@ pub fn rebuild(
     Ok((below.expect("at least the commit itself"), stats))
 }
 
-/// Rebuilds one snapshot on the device against `parent`, its base's tensors on the device.
+/// Rebuilds one snapshot on the device against `parent`, its base's tensors on the device
+/// (with `slots` kept for them, if they stay there).
+#[allow(clippy::too_many_arguments)]
 fn rebuild_level(
     device: &Device,
     stages: &mut Stages,
@@ -226,6 +230,7 @@ fn rebuild_level(
     commit: ObjectId,
     snap: Snapshot,
     parent: Option<&DeviceModel>,
+    mut slots: Option<&mut Slots>,
     mut reuse: Option<DeviceModel>,
 ) -> Result<(DeviceModel, Stats), DeviceError> {
     let mut tensors = BTreeMap::new();
@@ -304,7 +309,7 @@ fn rebuild_level(
         let t = Instant::now();
         let jobs = decode_batch(cas, &snap, batch, stage, &tensors, &factors, &parent_of)?;
         decode += t.elapsed();
-        device.submit(stage, *used, &jobs)?;
+        device.submit(stage, *used, &jobs, slots.as_deref_mut())?;
         batch.clear();
         *used = 0;
         Ok(())
