@@ -229,6 +229,7 @@ __device__ void count_tile(const Job &job, u32 t, u32 *shared, u32 shared_bits) 
     }
 }
 
+// Launched over the tiles of the table's first `njobs` jobs, the grouped jobs that count.
 extern "C" __global__ void ctx_count(const u64 *jobs, u32 njobs, u64 warps, u32 shared_bits) {
     extern __shared__ u32 shared_counts[];
     u64 warp = ((u64)blockIdx.x * blockDim.x + threadIdx.x) / 32;

@@ -545,7 +545,8 @@ impl Device {
                 self.stream
                     .launch_builder(&self.count)
                     .arg(&stage.jobs)
-                    .arg(&njobs)
+                    // Its warps are the counting jobs' tiles: it searches those jobs alone.
+                    .arg(&counting_jobs)
                     .arg(&counting_warps)
                     .arg(&shared_bits)
                     .launch(tiles(counting_warps))
