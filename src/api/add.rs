@@ -153,104 +153,104 @@ impl Repository {
         // Any chunk already stored whole, in any model, is referred to rather than coded again.
         let known = self.index_read()?.full_chunks()?;
         let coded = self.code_files(&files, opts, base_ref.as_ref(), &known, &written, &tick);
-        let coded = match coded {
-            Ok(coded) => coded,
-            Err(e) => {
-                // Blobs this add wrote are referenced by nothing else: the lock kept other writers out.
-                for key in written.into_inner().expect("no panics while holding it") {
-                    let _ = self.cas.remove(&key);
-                }
-                return Err(e);
-            }
-        };
-
-        let mut tree = Vec::new();
-        let mut entries = Vec::new();
-        let mut blobs = Vec::new();
-        let mut full = Vec::new();
-        let (mut coded_bytes, mut stored_bytes, mut tensors) = (0u64, 0u64, 0usize);
-        let mut lossy = false;
-        let mut lossless = Vec::new();
-        for (file, content) in files.iter().zip(coded) {
-            let (bytes, manifest) = match content {
-                Content::Verbatim(bytes) => {
-                    coded_bytes += bytes.len() as u64;
-                    (bytes, false)
-                }
-                Content::Coded(coded) => {
-                    coded_bytes += coded.manifest.stored();
-                    stored_bytes += coded.new_bytes;
-                    tensors += coded.manifest.segments.iter().filter(|s| s.tensor.is_some()).count();
-                    lossy |= coded.manifest.segments.iter().any(|s| s.lossy.is_some());
-                    if opts.lossy.is_some() && coded.manifest.kind == "gguf" {
-                        lossless.push(file.path.clone());
+        // Whatever fails from here on (a full disk), the blobs this add wrote go: nothing else
+        // refers to them, as the lock kept other writers out. What is left is at most git
+        // objects that nothing reaches, which `gc` removes.
+        let staged = coded.and_then(|coded| -> Result<Report, Error> {
+            let mut tree = Vec::new();
+            let mut entries = Vec::new();
+            let mut blobs = Vec::new();
+            let mut full = Vec::new();
+            let (mut coded_bytes, mut stored_bytes, mut tensors) = (0u64, 0u64, 0usize);
+            let mut lossy = false;
+            let mut lossless = Vec::new();
+            for (file, content) in files.iter().zip(coded) {
+                let (bytes, manifest) = match content {
+                    Content::Verbatim(bytes) => {
+                        coded_bytes += bytes.len() as u64;
+                        (bytes, false)
                     }
-                    blobs.extend(coded.blobs);
-                    full.extend(coded.full);
-                    (
-                        serde_json::to_vec_pretty(&coded.manifest).expect("manifests serialize"),
-                        true,
-                    )
-                }
+                    Content::Coded(coded) => {
+                        coded_bytes += coded.manifest.stored();
+                        stored_bytes += coded.new_bytes;
+                        tensors += coded.manifest.segments.iter().filter(|s| s.tensor.is_some()).count();
+                        lossy |= coded.manifest.segments.iter().any(|s| s.lossy.is_some());
+                        if opts.lossy.is_some() && coded.manifest.kind == "gguf" {
+                            lossless.push(file.path.clone());
+                        }
+                        blobs.extend(coded.blobs);
+                        full.extend(coded.full);
+                        (
+                            serde_json::to_vec_pretty(&coded.manifest).expect("manifests serialize"),
+                            true,
+                        )
+                    }
+                };
+                let (id, added) = self.history.write_blob(&bytes)?;
+                stored_bytes += added;
+                tree.push((file.path.clone(), id));
+                entries.push(FileEntry {
+                    path: file.path.clone(),
+                    size: file.size,
+                    manifest,
+                });
+            }
+            let meta = SnapshotMeta {
+                format: META_FORMAT.into(),
+                kind: "model".into(),
+                base: base_id.map(|id| id.to_string()),
+                lossy: opts.lossy.filter(|_| lossy).map(|t| t.to_string()),
+                files: entries,
             };
-            let (id, added) = self.history.write_blob(&bytes)?;
-            stored_bytes += added;
-            tree.push((file.path.clone(), id));
-            entries.push(FileEntry {
-                path: file.path.clone(),
-                size: file.size,
-                manifest,
-            });
-        }
-        let meta = SnapshotMeta {
-            format: META_FORMAT.into(),
-            kind: "model".into(),
-            base: base_id.map(|id| id.to_string()),
-            lossy: opts.lossy.filter(|_| lossy).map(|t| t.to_string()),
-            files: entries,
-        };
-        let (meta_id, added) = self
-            .history
-            .write_blob(&serde_json::to_vec_pretty(&meta).expect("records serialize"))?;
-        stored_bytes += added;
-        tree.push((META_PATH.to_string(), meta_id));
-        let tree_id: ObjectId = self.history.write_tree(&tree)?;
-
-        // Everything the staging record points at is on disk before the record exists.
-        sync_dir(&self.layout.root).map_err(Error::Sync)?;
-        let staged = Staged {
-            name: name.into(),
-            source: source.into(),
-            tree: tree_id.to_string(),
-            base: meta.base.clone(),
-            parent: self
+            let (meta_id, added) = self
                 .history
-                .find_ref(&format!("{HEADS}{name}"))?
-                .map(|id| id.to_string()),
-            raw_bytes: total,
-            coded_bytes,
-            stored_bytes,
-            lossy: meta.lossy.clone(),
-        };
-        let record = serde_json::to_vec(&staged).expect("records serialize");
-        self.index()?.record(&blobs, &full, name, Some(&record))?;
-        // The source files are copies of what was just stored, for later deltas against it
-        // (not when it was stored lossy: checkout gives back something else).
-        let copies = Copies::new(&self.layout);
-        for (file, entry) in files.iter().zip(&meta.files) {
-            if entry.manifest && meta.lossy.is_none() {
-                // A hint only: without it, the base is decoded from its blobs.
-                let _ = copies.record(&staged.tree, &file.path, &file.abs);
+                .write_blob(&serde_json::to_vec_pretty(&meta).expect("records serialize"))?;
+            stored_bytes += added;
+            tree.push((META_PATH.to_string(), meta_id));
+            let tree_id: ObjectId = self.history.write_tree(&tree)?;
+
+            // Everything the staging record points at is on disk before the record exists.
+            sync_dir(&self.layout.root).map_err(Error::Sync)?;
+            let staged = Staged {
+                name: name.into(),
+                source: source.into(),
+                tree: tree_id.to_string(),
+                base: meta.base.clone(),
+                parent: self
+                    .history
+                    .find_ref(&format!("{HEADS}{name}"))?
+                    .map(|id| id.to_string()),
+                raw_bytes: total,
+                coded_bytes,
+                stored_bytes,
+                lossy: meta.lossy.clone(),
+            };
+            let record = serde_json::to_vec(&staged).expect("records serialize");
+            self.index()?.record(&blobs, &full, name, Some(&record))?;
+            // The source files are copies of what was just stored, for later deltas against it
+            // (not when it was stored lossy: checkout gives back something else).
+            let copies = Copies::new(&self.layout);
+            for (file, entry) in files.iter().zip(&meta.files) {
+                if entry.manifest && meta.lossy.is_none() {
+                    // A hint only: without it, the base is decoded from its blobs.
+                    let _ = copies.record(&staged.tree, &file.path, &file.abs);
+                }
+            }
+            Ok(Report {
+                staged,
+                files: files.len(),
+                tensors,
+                base_choice,
+                rebased,
+                lossless,
+            })
+        });
+        if staged.is_err() {
+            for key in written.into_inner().expect("no panics while holding it") {
+                let _ = self.cas.remove(&key);
             }
         }
-        Ok(Report {
-            staged,
-            files: files.len(),
-            tensors,
-            base_choice,
-            rebased,
-            lossless,
-        })
+        staged
     }
 
     /// Codes every file that gets a manifest and reads the ones kept verbatim.

@@ -3,7 +3,10 @@
 //! Crash safety: the commit object is written and flushed, then the ref moves with
 //! compare-and-swap, then the staging record is removed. A process killed between the last two
 //! steps leaves a staging record whose commit already exists; the next `commit` sees the ref's
-//! tip holds exactly that snapshot and only removes the record.
+//! tip holds exactly that snapshot and only removes the record. A record that cannot be
+//! removed (a full disk) puts the ref back where it was before the error is reported, so a
+//! failed `commit` leaves the name as it found it (the commit object stays, unreachable, for
+//! `gc`); only if that fails too is the state the one a kill leaves.
 
 use serde::Serialize;
 
@@ -74,13 +77,13 @@ impl Repository {
             let parent = s.parent.as_deref().map(|p| parse_id(p, &name)).transpose()?;
             let refname = format!("{HEADS}{name}");
             let tip = self.history.find_ref(&refname)?;
-            let commit = if tip == parent {
+            let (commit, moved) = if tip == parent {
                 let commit = self.history.write_commit(tree, parent.as_slice(), message)?;
                 sync_dir(&self.layout.root).map_err(Error::Sync)?;
                 let expect = parent.map(Expect::At).unwrap_or(Expect::Absent);
                 self.history
                     .set_ref(&refname, commit, expect, &format!("commit: {message}"))?;
-                commit
+                (commit, true)
             } else {
                 // Either an earlier `commit` was stopped after moving the ref, or the name moved.
                 let done = tip
@@ -88,7 +91,7 @@ impl Repository {
                     .transpose()?
                     .filter(|info| info.tree == tree && info.parents.first().copied() == parent);
                 match done {
-                    Some(info) => info.id,
+                    Some(info) => (info.id, false),
                     None => {
                         return Err(Error::Moved {
                             name,
@@ -98,7 +101,20 @@ impl Repository {
                     }
                 }
             };
-            index.record(&[], &[], &name, None)?;
+            if let Err(e) = index.record(&[], &[], &name, None) {
+                if moved {
+                    // The name goes back. If that fails too, the store is as a kill leaves
+                    // it, and the next `commit` finishes this one.
+                    let _ = match parent {
+                        Some(p) => {
+                            self.history
+                                .set_ref(&refname, p, Expect::At(commit), &format!("commit: undone ({e})"))
+                        }
+                        None => self.history.delete_ref(&refname, Expect::At(commit)),
+                    };
+                }
+                return Err(e.into());
+            }
             commits.push(Committed {
                 name,
                 commit: commit.to_string(),

@@ -1,0 +1,178 @@
+//! A disk that fills up: `add`, `commit`, `checkout` and `push` run with a limit on the size of any
+//! file they write (RLIMIT_FSIZE, with SIGXFSZ ignored, so that a write past it fails with an
+//! error as a write to a full disk does), at limits from nothing to more than a blob. Each
+//! either succeeds or fails with a clear error and a non-zero exit, leaving the store as it
+//! was: the same blobs, objects and refs (a failed `add` or `commit` may leave git objects
+//! that nothing reaches, as git does), nothing staged that was not, `fsck` clean, and the same
+//! command without the limit then succeeds, bit for bit.
+
+mod common;
+
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+
+use common::{safetensors_bytes, sha256_file, store_snapshot, DirSnapshot, Run, Sandbox, Tensor};
+
+/// Limits on the size of a written file, in bytes: nothing, less than a ref, less than a
+/// small blob, and up past the largest blob of the fixture.
+const LIMITS: [u64; 9] = [0, 30, 200, 2_000, 9_000, 40_000, 120_000, 400_000, 2_000_000];
+
+fn base() -> Vec<Tensor> {
+    vec![
+        Tensor::random("embed.weight", "F32", &[512, 96], 1),
+        Tensor::random("layer.0.weight", "BF16", &[384, 128], 2),
+        Tensor::random("layer.0.bias", "F32", &[384], 3),
+        Tensor::random("head.weight", "F16", &[96, 256], 4),
+    ]
+}
+
+/// Runs the binary in `sb` with no file allowed past `limit` bytes.
+fn limited(sb: &Sandbox, args: &[&str], limit: u64) -> Run {
+    let mut cmd = common::command(sb.path(), args, &sb.env);
+    // SAFETY: between fork and exec the closure makes only async-signal-safe calls (signal,
+    // setrlimit) and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let rlimit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &rlimit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().expect("the binary starts");
+    Run {
+        args: args.iter().map(|s| s.to_string()).collect(),
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The store's files but its index, whose database may hold the pages of a transaction that
+/// failed (its committed state is compared through `status` instead).
+fn files_but_index(sb: &Sandbox) -> DirSnapshot {
+    let mut s = store_snapshot(&sb.store());
+    s.0.retain(|k, _| !k.ends_with("index.redb"));
+    s
+}
+
+/// What the store holds as its user sees it: names, what is staged, and a clean fsck.
+fn state(sb: &Sandbox) -> (serde_json::Value, DirSnapshot) {
+    sb.assert_fsck_ok();
+    (sb.json(&["status"]), files_but_index(sb))
+}
+
+#[track_caller]
+fn failed_cleanly(run: &Run, limit: u64) {
+    let err = run.failed();
+    assert!(
+        err.contains("too large") && err.contains('/'),
+        "limit {limit}: the error names the file it could not write: {err}"
+    );
+    assert!(!err.contains("panicked"), "limit {limit}: {err}");
+}
+
+/// Asserts that `sb` is in the state `before`; with `new_objects`, but for git objects that
+/// were not there (a commit object written before its name could move, unreachable).
+#[track_caller]
+fn same_state(before: &(serde_json::Value, DirSnapshot), sb: &Sandbox, what: &str, new_objects: bool) {
+    let mut after = state(sb);
+    assert_eq!(before.0, after.0, "{what}: status changed");
+    if new_objects {
+        after
+            .1
+             .0
+            .retain(|k, _| !k.starts_with("objects/") || before.1 .0.contains_key(k));
+    }
+    common::assert_unchanged(&before.1, &after.1, what);
+}
+
+#[test]
+fn add_commit_checkout_and_push_on_a_full_disk_fail_cleanly_and_change_nothing() {
+    let tuned: Vec<Tensor> = base().iter().map(|t| t.finetuned(0.3, 7)).collect();
+    let mut outcomes = Vec::new();
+    for limit in LIMITS {
+        let sb = Sandbox::new().with_env("SPARSE_CHUNK_SIZE", 65536);
+        let base_file = sb.write("in/base/model.safetensors", &safetensors_bytes(&base(), &[]));
+        sb.add_commit(base_file.parent().expect("a directory"), "base", None, "base");
+        let file = sb.write("in/tuned/model.safetensors", &safetensors_bytes(&tuned, &[]));
+        let source = file.parent().expect("a directory").to_str().expect("UTF-8");
+
+        let before = state(&sb);
+        let add = limited(&sb, &["add", source, "--name", "tuned", "--base", "base"], limit);
+        if !add.success() {
+            failed_cleanly(&add, limit);
+            same_state(&before, &sb, &format!("add at a limit of {limit} bytes"), true);
+            sb.run(&["add", source, "--name", "tuned", "--base", "base"]).ok();
+        }
+
+        let before = state(&sb);
+        let commit = limited(&sb, &["commit", "-m", "tuned"], limit);
+        if !commit.success() {
+            failed_cleanly(&commit, limit);
+            same_state(&before, &sb, &format!("commit at a limit of {limit} bytes"), true);
+            assert_eq!(sb.git_ref("tuned"), None, "limit {limit}: the name did not move");
+            sb.run(&["commit", "-m", "tuned"]).ok();
+        }
+        assert!(sb.git_ref("tuned").is_some());
+
+        let before = state(&sb);
+        let out = sb.join("out");
+        let checkout = limited(&sb, &["checkout", "tuned", "-o", out.to_str().expect("UTF-8")], limit);
+        if !checkout.success() {
+            failed_cleanly(&checkout, limit);
+            same_state(&before, &sb, &format!("checkout at a limit of {limit} bytes"), false);
+            assert!(
+                !out.exists() || is_empty(&out),
+                "limit {limit}: a failed checkout leaves no file behind"
+            );
+        }
+        let out = sb.checkout("tuned", "again");
+        assert_eq!(
+            sha256_file(&out.join("model.safetensors")),
+            sha256_file(&file),
+            "limit {limit}"
+        );
+
+        // A push into another store on the full disk: this store stays as it was, the other
+        // keeps its names and a clean fsck; without the limit the push completes.
+        let remote = sb.join("remote");
+        std::fs::create_dir(&remote).expect("a fresh directory");
+        let remote = remote.to_str().expect("UTF-8");
+        sb.run(&["-C", remote, "init"]).ok();
+        let before = state(&sb);
+        let push = limited(&sb, &["push", remote, "tuned"], limit);
+        if !push.success() {
+            failed_cleanly(&push, limit);
+            same_state(&before, &sb, &format!("push at a limit of {limit} bytes"), false);
+            sb.run(&["-C", remote, "log", "tuned"]).failed();
+            sb.run(&["-C", remote, "fsck"]).ok();
+            sb.run(&["push", remote, "tuned"]).ok();
+        }
+        let pushed = sb.join("pushed");
+        sb.run(&["-C", remote, "checkout", "tuned", "-o", pushed.to_str().expect("UTF-8")])
+            .ok();
+        assert_eq!(
+            sha256_file(&pushed.join("model.safetensors")),
+            sha256_file(&file),
+            "limit {limit}"
+        );
+        outcomes.push((
+            limit,
+            [add.success(), commit.success(), checkout.success(), push.success()],
+        ));
+    }
+    // No room at all fails every step; the largest limit lets every one through.
+    assert_eq!(outcomes[0].1, [false; 4], "{outcomes:?}");
+    assert_eq!(outcomes[LIMITS.len() - 1].1, [true; 4], "{outcomes:?}");
+    eprintln!("(limit, [add, commit, checkout, push] succeeded): {outcomes:?}");
+}
+
+fn is_empty(dir: &Path) -> bool {
+    std::fs::read_dir(dir).expect("a directory").next().is_none()
+}
