@@ -75,7 +75,10 @@ impl History {
         if self.repo.has_object(id) {
             return Ok((id, 0));
         }
-        let written = self.repo.write_blob(bytes).map_err(|e| self.err("write a blob", e))?;
+        let written = self
+            .repo
+            .write_blob(bytes)
+            .map_err(|e| self.err("write a blob", chain(&e)))?;
         let hex = id.to_string();
         let loose = self.dir.join("objects").join(&hex[..2]).join(&hex[2..]);
         let size = std::fs::metadata(loose).map(|m| m.len()).unwrap_or(bytes.len() as u64);
@@ -101,7 +104,7 @@ impl History {
                 .upsert(path.as_str(), EntryKind::Blob, *id)
                 .map_err(|e| self.err(format!("add {path} to a tree"), e))?;
         }
-        let id = editor.write().map_err(|e| self.err("write a tree", e))?;
+        let id = editor.write().map_err(|e| self.err("write a tree", chain(&e)))?;
         Ok(id.detach())
     }
 
@@ -212,7 +215,7 @@ impl History {
         let id = self
             .repo
             .write_object(&commit)
-            .map_err(|e| self.err("write a commit", e))?;
+            .map_err(|e| self.err("write a commit", chain(&e)))?;
         Ok(id.detach())
     }
 
@@ -404,7 +407,7 @@ impl History {
                 Some(edit),
                 Some(signature.to_ref(&mut gix::date::parse::TimeBuf::default())),
             )
-            .map_err(|e| self.err(format!("update ref {name}"), e))?;
+            .map_err(|e| self.err(format!("update ref {name}"), chain(&e)))?;
         Ok(())
     }
 }
@@ -432,6 +435,21 @@ fn previous(expect: Expect) -> PreviousValue {
         Expect::At(id) => PreviousValue::MustExistAndMatch(Target::Object(id)),
         Expect::Any => PreviousValue::Any,
     }
+}
+
+/// `e` and the errors under it: gix's errors say what failed, their sources why (a full disk,
+/// a permission).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let why = s.to_string();
+        if !message.contains(&why) {
+            message = format!("{message}: {why}");
+        }
+        source = s.source();
+    }
+    message
 }
 
 fn err(dir: &Path, what: impl Into<String>, e: impl std::fmt::Display) -> Error {
