@@ -64,8 +64,18 @@ impl History {
         })
     }
 
-    fn err(&self, what: impl Into<String>, e: impl std::fmt::Display) -> Error {
+    /// `what` failed with `e` (and the errors under it).
+    fn err(&self, what: impl Into<String>, e: impl std::error::Error) -> Error {
         err(&self.dir, what, e)
+    }
+
+    /// `what` failed for the reason `why`.
+    fn fail(&self, what: impl Into<String>, why: impl std::fmt::Display) -> Error {
+        Error {
+            dir: self.dir.clone(),
+            what: what.into(),
+            message: why.to_string(),
+        }
     }
 
     /// Writes a blob; returns its id and the bytes it added to the store (0 if it existed).
@@ -75,10 +85,7 @@ impl History {
         if self.repo.has_object(id) {
             return Ok((id, 0));
         }
-        let written = self
-            .repo
-            .write_blob(bytes)
-            .map_err(|e| self.err("write a blob", chain(&e)))?;
+        let written = self.repo.write_blob(bytes).map_err(|e| self.err("write a blob", e))?;
         let hex = id.to_string();
         let loose = self.dir.join("objects").join(&hex[..2]).join(&hex[2..]);
         let size = std::fs::metadata(loose).map(|m| m.len()).unwrap_or(bytes.len() as u64);
@@ -91,7 +98,7 @@ impl History {
             .find_object(id)
             .map_err(|e| self.err(format!("read blob {id}"), e))?;
         if object.kind != gix::objs::Kind::Blob {
-            return Err(self.err(format!("read blob {id}"), format!("it is a {}", object.kind)));
+            return Err(self.fail(format!("read blob {id}"), format!("it is a {}", object.kind)));
         }
         Ok(object.detach().data)
     }
@@ -104,7 +111,7 @@ impl History {
                 .upsert(path.as_str(), EntryKind::Blob, *id)
                 .map_err(|e| self.err(format!("add {path} to a tree"), e))?;
         }
-        let id = editor.write().map_err(|e| self.err("write a tree", chain(&e)))?;
+        let id = editor.write().map_err(|e| self.err("write a tree", e))?;
         Ok(id.detach())
     }
 
@@ -127,7 +134,7 @@ impl History {
             let name = entry
                 .filename
                 .to_str()
-                .map_err(|_| self.err(format!("read tree {tree}"), "a file name is not UTF-8"))?;
+                .map_err(|_| self.fail(format!("read tree {tree}"), "a file name is not UTF-8"))?;
             let path = format!("{prefix}{name}");
             if entry.mode.is_tree() {
                 self.collect_tree(entry.oid.to_owned(), &format!("{path}/"), out)?;
@@ -215,7 +222,7 @@ impl History {
         let id = self
             .repo
             .write_object(&commit)
-            .map_err(|e| self.err("write a commit", chain(&e)))?;
+            .map_err(|e| self.err("write a commit", e))?;
         Ok(id.detach())
     }
 
@@ -255,7 +262,7 @@ impl History {
         let actual = gix::objs::compute_hash(self.repo.object_hash(), object.kind, &object.data)
             .map_err(|e| self.err(format!("hash object {id}"), e))?;
         if actual != id {
-            return Err(self.err(format!("verify object {id}"), format!("its content hashes to {actual}")));
+            return Err(self.fail(format!("verify object {id}"), format!("its content hashes to {actual}")));
         }
         let kind = object.kind;
         Ok((kind, object.detach().data))
@@ -270,7 +277,7 @@ impl History {
             .write_buf(kind, data)
             .map_err(|e| self.err(format!("write object {id}"), e))?;
         if written != id {
-            return Err(self.err(format!("write object {id}"), format!("it was stored as {written}")));
+            return Err(self.fail(format!("write object {id}"), format!("it was stored as {written}")));
         }
         Ok(())
     }
@@ -287,7 +294,7 @@ impl History {
     /// Stores an object received in git's canonical encoding after checking that it hashes
     /// to `id`; nothing is written for one that does not. Returns the kind written.
     pub fn write_canonical(&self, id: ObjectId, bytes: &[u8]) -> Result<gix::objs::Kind, Error> {
-        let bad = |why: &str| self.err(format!("receive object {id}"), why);
+        let bad = |why: &str| self.fail(format!("receive object {id}"), why);
         let nul = bytes
             .iter()
             .position(|b| *b == 0)
@@ -303,7 +310,7 @@ impl History {
         let actual = gix::objs::compute_hash(self.repo.object_hash(), kind, data)
             .map_err(|e| self.err(format!("hash object {id}"), e))?;
         if actual != id {
-            return Err(self.err(
+            return Err(self.fail(
                 format!("receive object {id}"),
                 format!("its content hashes to {actual}"),
             ));
@@ -407,7 +414,7 @@ impl History {
                 Some(edit),
                 Some(signature.to_ref(&mut gix::date::parse::TimeBuf::default())),
             )
-            .map_err(|e| self.err(format!("update ref {name}"), chain(&e)))?;
+            .map_err(|e| self.err(format!("update ref {name}"), e))?;
         Ok(())
     }
 }
@@ -452,11 +459,11 @@ fn chain(e: &dyn std::error::Error) -> String {
     message
 }
 
-fn err(dir: &Path, what: impl Into<String>, e: impl std::fmt::Display) -> Error {
+fn err(dir: &Path, what: impl Into<String>, e: impl std::error::Error) -> Error {
     Error {
         dir: dir.to_owned(),
         what: what.into(),
-        message: e.to_string(),
+        message: chain(&e),
     }
 }
 
