@@ -1,4 +1,4 @@
-//! A disk that fills up: `add`, `commit`, `checkout` and `push` run with a limit on the size of any
+//! A disk that fills up: `add`, `commit`, `checkout`, `push` and `pull` run with a limit on the size of any
 //! file they write (RLIMIT_FSIZE, with SIGXFSZ ignored, so that a write past it fails with an
 //! error as a write to a full disk does), at limits from nothing to more than a blob. Each
 //! either succeeds or fails with a clear error and a non-zero exit, leaving the store as it
@@ -93,7 +93,7 @@ fn same_state(before: &(serde_json::Value, DirSnapshot), sb: &Sandbox, what: &st
 }
 
 #[test]
-fn add_commit_checkout_and_push_on_a_full_disk_fail_cleanly_and_change_nothing() {
+fn every_writing_command_on_a_full_disk_fails_cleanly_and_changes_nothing() {
     let tuned: Vec<Tensor> = base().iter().map(|t| t.finetuned(0.3, 7)).collect();
     let mut outcomes = Vec::new();
     for limit in LIMITS {
@@ -162,15 +162,46 @@ fn add_commit_checkout_and_push_on_a_full_disk_fail_cleanly_and_change_nothing()
             sha256_file(&file),
             "limit {limit}"
         );
+
+        // A pull into another store on the full disk: that store keeps its names and a clean
+        // fsck (objects received before the failure may stay, unreachable, as git leaves
+        // them); without the limit the pull completes.
+        let local = sb.join("local");
+        std::fs::create_dir(&local).expect("a fresh directory");
+        let local = local.to_str().expect("UTF-8");
+        sb.run(&["-C", local, "init"]).ok();
+        let store = sb.store();
+        let store = store.to_str().expect("UTF-8");
+        let pull = limited(&sb, &["-C", local, "pull", store, "tuned"], limit);
+        if !pull.success() {
+            failed_cleanly(&pull, limit);
+            sb.run(&["-C", local, "log", "tuned"]).failed();
+            sb.run(&["-C", local, "fsck"]).ok();
+            sb.run(&["-C", local, "pull", store, "tuned"]).ok();
+        }
+        let pulled = sb.join("pulled");
+        sb.run(&["-C", local, "checkout", "tuned", "-o", pulled.to_str().expect("UTF-8")])
+            .ok();
+        assert_eq!(
+            sha256_file(&pulled.join("model.safetensors")),
+            sha256_file(&file),
+            "limit {limit}"
+        );
         outcomes.push((
             limit,
-            [add.success(), commit.success(), checkout.success(), push.success()],
+            [
+                add.success(),
+                commit.success(),
+                checkout.success(),
+                push.success(),
+                pull.success(),
+            ],
         ));
     }
     // No room at all fails every step; the largest limit lets every one through.
-    assert_eq!(outcomes[0].1, [false; 4], "{outcomes:?}");
-    assert_eq!(outcomes[LIMITS.len() - 1].1, [true; 4], "{outcomes:?}");
-    eprintln!("(limit, [add, commit, checkout, push] succeeded): {outcomes:?}");
+    assert_eq!(outcomes[0].1, [false; 5], "{outcomes:?}");
+    assert_eq!(outcomes[LIMITS.len() - 1].1, [true; 5], "{outcomes:?}");
+    eprintln!("(limit, [add, commit, checkout, push, pull] succeeded): {outcomes:?}");
 }
 
 fn is_empty(dir: &Path) -> bool {

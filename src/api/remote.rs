@@ -236,14 +236,16 @@ impl Repository {
     }
 
     /// The remote `remote` names: a configured remote name, else a URL or a path.
-    fn open_remote(&self, remote: &str) -> Result<Box<dyn Remote>, SyncError> {
+    /// The store `remote` names: a remote of this store's config (then also the name its
+    /// remote-tracking names go under), a store's path or a URL.
+    fn open_remote<'r>(&self, remote: &'r str) -> Result<(Box<dyn Remote>, Option<&'r str>), SyncError> {
         let config = self.read_config()?;
-        let url = match config.remotes.get(remote) {
-            Some(url) => url.clone(),
-            None if transport::is_url(remote) || Path::new(remote).exists() => remote.to_string(),
+        let (url, named) = match config.remotes.get(remote) {
+            Some(url) => (url.clone(), Some(remote)),
+            None if transport::is_url(remote) || Path::new(remote).exists() => (remote.to_string(), None),
             None => return Err(ConfigError::Missing(remote.into()).into()),
         };
-        Ok(transport::open(&url)?)
+        Ok((transport::open(&url)?, named))
     }
 
     /// Sends `names` (all names and tags when empty) and what they reach to `remote`, then
@@ -255,7 +257,7 @@ impl Repository {
         force: bool,
         progress: Progress,
     ) -> Result<SyncReport, SyncError> {
-        let dst = self.open_remote(remote)?;
+        let (dst, _) = self.open_remote(remote)?;
         let _locks = lock_with(self, dst.as_ref())?;
         let mut wanted: Vec<(String, ObjectId)> = Vec::new();
         if names.is_empty() {
@@ -298,21 +300,24 @@ impl Repository {
         Ok(report)
     }
 
-    /// Receives every name and tag of `remote` and what they reach; records the remote's
-    /// names as `refs/remotes/REMOTE/NAME` and creates the tags this store lacks.
+    /// Receives every name and tag of `remote` and what they reach; records the names of a
+    /// remote of the config as `refs/remotes/REMOTE/NAME` (a path or URL gets none, as in
+    /// git) and creates the tags this store lacks.
     pub fn fetch(&self, remote: &str, progress: Progress) -> Result<SyncReport, SyncError> {
-        let src = self.open_remote(remote)?;
+        let (src, named) = self.open_remote(remote)?;
         let _locks = lock_with(self, src.as_ref())?;
         let refs = remote_refs(src.as_ref())?;
-        self.fetch_locked(src.as_ref(), remote, &refs, true, progress)
+        self.fetch_locked(src.as_ref(), remote, named, &refs, true, progress)
     }
 
-    /// Receives what `refs` (full names, of `src`) reach; sets the tracking names of its
-    /// names and, with `tags`, creates the tags this store lacks.
+    /// Receives what `refs` (full names, of `src`, which the user called `remote`) reach;
+    /// sets the tracking names of its names under `tracking`, if given, and, with `tags`,
+    /// creates the tags this store lacks.
     fn fetch_locked(
         &self,
         src: &dyn Remote,
         remote: &str,
+        tracking: Option<&str>,
         refs: &[(String, ObjectId)],
         tags: bool,
         progress: Progress,
@@ -321,7 +326,7 @@ impl Repository {
         report.remote = remote.into();
         let mut moves = Vec::new();
         for (full, id) in refs {
-            if let Some(name) = full.strip_prefix(HEADS) {
+            if let (Some(name), Some(remote)) = (full.strip_prefix(HEADS), tracking) {
                 let tracking = format!("{REMOTES}{remote}/{name}");
                 let old = self.history.find_ref(&tracking)?;
                 moves.push(Move {
@@ -353,7 +358,7 @@ impl Repository {
         force: bool,
         progress: Progress,
     ) -> Result<SyncReport, SyncError> {
-        let src = self.open_remote(remote)?;
+        let (src, named) = self.open_remote(remote)?;
         let _locks = lock_with(self, src.as_ref())?;
         let all = remote_refs(src.as_ref())?;
         let heads: BTreeMap<String, ObjectId> = all
@@ -375,7 +380,7 @@ impl Repository {
         }
         let fetch_all = names.len() == heads.len() && tips.iter().all(|(n, _)| all.iter().any(|(m, _)| m == n));
         let wanted = if fetch_all { all } else { tips.clone() };
-        let mut report = self.fetch_locked(src.as_ref(), remote, &wanted, fetch_all, progress)?;
+        let mut report = self.fetch_locked(src.as_ref(), remote, named, &wanted, fetch_all, progress)?;
         let mut moves = Vec::new();
         for (full, id) in &tips {
             let ours = self.history.find_ref(full)?;
@@ -422,7 +427,7 @@ fn clone_into(repo: &Repository, url: &str, src: &dyn Remote, progress: Progress
     repo.remote_add("origin", &shown)?;
     let _locks = lock_with(repo, src)?;
     let refs = remote_refs(src)?;
-    let mut report = repo.fetch_locked(src, "origin", &refs, true, progress)?;
+    let mut report = repo.fetch_locked(src, "origin", Some("origin"), &refs, true, progress)?;
     let mut moves = Vec::new();
     for (full, id) in &refs {
         if full.starts_with(HEADS) {

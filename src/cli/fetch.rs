@@ -2,8 +2,8 @@ use super::output::Output;
 use super::Error;
 use crate::api::Repository;
 
-/// Receive a remote's names and tags and what they reach; its names become
-/// `refs/remotes/REMOTE/NAME`, its tags are created where absent.
+/// Receive a remote's names and tags and what they reach; the names of a remote added with
+/// `sparse remote add` become `refs/remotes/REMOTE/NAME`, its tags are created where absent.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// A remote's name, a store's path, or an http(s):// or s3:// URL.
