@@ -154,7 +154,7 @@ fn run(args: &Args) -> Result<(), Error> {
     // chunks that the base keeps for every later swap.
     let first = resident.swap_in(&repo, &args.finetune, false)?;
     let budget = resident.slots().budget();
-    let (kept_chunks, kept_bytes) = (resident.slots().len(), resident.slots().bytes());
+    let (kept_blocks, kept_bytes) = (resident.slots().len(), resident.slots().bytes());
     for _ in 0..runs {
         swap_out.push(time(|| {
             resident.swap_out();
@@ -257,7 +257,7 @@ fn run(args: &Args) -> Result<(), Error> {
     println!("| of which counting keys (ctx_count) | {} |", stats(&count));
     println!("| of which scanning the counts (ctx_scan) | {} |", stats(&scan));
     println!(
-        "| the first swap, which counts the slots the base keeps ({kept_chunks} chunks, {:.1} MB of a {:.1} MB budget): all / ctx_count / ctx_scan | {:.4} / {:.4} / {:.4} (once) |",
+        "| the first swap, which counts the slots the base keeps ({kept_blocks} blocks, {:.1} MB of a {:.1} MB budget): all / ctx_count / ctx_scan | {:.4} / {:.4} / {:.4} (once) |",
         kept_bytes as f64 / 1e6,
         budget as f64 / 1e6,
         first.seconds.kernels,

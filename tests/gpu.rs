@@ -121,12 +121,19 @@ fn kernels_apply_every_transform_like_the_host() {
             // Each batch applied without kept slots, then twice with every slot kept (the
             // second time from the kept ones), then with a budget for about half of them.
             // Slots live no longer than the parents they were counted from.
-            let mut check = |slots: Option<&mut Slots>, how: &str| {
+            // `before` jobs are submitted first with the same slots (then the batch has kept
+            // and new slots side by side).
+            let mut check = |mut slots: Option<&mut Slots>, before: usize, how: &str| {
                 for (_, out) in &buffers {
                     dev.write(out, 0, &vec![0; out.len()]).unwrap();
                 }
+                if before > 0 {
+                    dev.submit(&mut stage, at, &jobs[..before], slots.as_deref_mut())
+                        .unwrap();
+                    dev.synchronize().unwrap();
+                }
                 dev.submit(&mut stage, at, &jobs, slots).unwrap();
-                dev.synchronize().unwrap();
+                let timing = dev.synchronize().unwrap();
                 for ((t, width, parent, data), (_, out)) in batch.iter().zip(&buffers) {
                     let mut back = vec![0; data.len()];
                     dev.read(out, 0, &mut back).unwrap();
@@ -145,22 +152,46 @@ fn kernels_apply_every_transform_like_the_host() {
                         data.len()
                     );
                 }
+                (timing.counted, timing.reused)
             };
-            check(None, "no slots kept");
+            let grouped = batch
+                .iter()
+                .filter(|(t, ..)| matches!(t, Transform::SubCtx { .. }))
+                .count();
+            assert_eq!(check(None, 0, "no slots kept"), (grouped, 0));
             let keepable = batch
                 .iter()
                 .filter(|(t, ..)| matches!(t, Transform::SubCtx { bits } if *bits <= 11))
                 .count();
             let mut all = Slots::new(u64::MAX);
-            check(Some(&mut all), "slots counted and kept");
+            assert_eq!(check(Some(&mut all), 0, "slots counted and kept"), (grouped, 0));
             assert_eq!(all.len(), keepable);
             let held = all.bytes();
-            check(Some(&mut all), "slots from the kept ones");
+            assert_eq!(
+                check(Some(&mut all), 0, "slots from the kept ones"),
+                (grouped - keepable, keepable)
+            );
             assert_eq!((all.len(), all.bytes()), (keepable, held));
             let mut half = Slots::new(held / 2);
-            check(Some(&mut half), "half the slots kept");
-            check(Some(&mut half), "half the slots from the kept ones");
+            let _ = check(Some(&mut half), 0, "half the slots kept");
+            let _ = check(Some(&mut half), 0, "half the slots from the kept ones");
             assert!(half.bytes() <= held / 2);
+            // Slots kept for the first half of the jobs, then a batch of them all: kept and
+            // new slots side by side.
+            let mut mixed = Slots::new(u64::MAX);
+            let kept_before = batch[..jobs.len() / 2]
+                .iter()
+                .filter(|(t, ..)| matches!(t, Transform::SubCtx { bits } if *bits <= 11))
+                .count();
+            assert_eq!(
+                check(
+                    Some(&mut mixed),
+                    jobs.len() / 2,
+                    "slots kept for half the jobs, the rest counted"
+                ),
+                (grouped - kept_before, kept_before)
+            );
+            assert_eq!(mixed.len(), keepable);
         }
     }
 }
@@ -337,21 +368,32 @@ fn resident_base_keeps_the_slots_of_its_grouped_chunks() {
         }
     };
     assert!(resident.slots().is_empty());
-    resident.swap_in(&repo, "ft", false).unwrap();
+    let first = resident.swap_in(&repo, "ft", false).unwrap();
     check(&resident, &ft, "ft, slots counted");
     let kept = resident.slots().len();
-    assert!(kept > 0, "the grouped chunks' slots are kept");
+    assert!(kept > 0, "the grouped blocks' slots are kept");
+    assert_eq!((first.slots_counted, first.slots_reused), (kept, 0));
     assert!(resident.slots().bytes() <= resident.slots().budget());
     for (rev, tensors) in [("ft", &ft), ("other", &other), ("next", &next), ("ft", &ft)] {
         resident.swap_out();
         let swap = resident.swap_in(&repo, rev, true).unwrap();
         assert!(swap.verified);
         check(&resident, tensors, rev);
+        if rev == "ft" {
+            assert_eq!((swap.slots_counted, swap.slots_reused), (0, kept), "{rev}");
+        }
     }
     assert!(resident.slots().len() >= kept);
+    // Tiles of 100 elements: many tiles per block, every slot kept (the default budget, an
+    // eighth of this small base, holds none of them).
     dev.set_grouped_tile(100);
-    resident.swap_in(&repo, "ft", true).unwrap();
-    check(&resident, &ft, "ft, tiles of 100");
+    resident.set_slots_budget(u64::MAX);
+    for round in 0..2 {
+        let swap = resident.swap_in(&repo, "ft", true).unwrap();
+        check(&resident, &ft, &format!("ft, tiles of 100, round {round}"));
+        let expected = if round == 0 { (kept, 0) } else { (0, kept) };
+        assert_eq!((swap.slots_counted, swap.slots_reused), expected, "round {round}");
+    }
     resident.set_slots_budget(0);
     for (rev, tensors) in [("ft", &ft), ("next", &next)] {
         resident.swap_in(&repo, rev, true).unwrap();

@@ -240,9 +240,9 @@ impl Repository {
 }
 
 /// The default budget of a resident base's [`Slots`]: this share of the base's bytes. A
-/// grouped chunk's slots take a u32 per tile and key, a sixteenth of its bytes for a bf16
-/// chunk grouped by 8 bits, half for 11 bits (tiles of 8192 elements); a Llama-2-7B-shaped
-/// bf16 fine-tune needed 6% of its base's size.
+/// grouped block's slots take a u32 per tile and key (tiles of 8192 elements): a sixteenth of
+/// its bytes for bf16 (grouped by 8 bits), a thirty-second for f32 by 8 bits and a quarter by
+/// 11. The Llama-2-7B-shaped family of benches/gpu.sh needs about 4% of its base's size.
 const SLOTS_SHARE: u64 = 8;
 
 /// A base model kept on the device, and the model swapped in on top of it, if any.
@@ -268,6 +268,10 @@ pub struct Swap {
     pub bytes: u64,
     pub verified: bool,
     pub seconds: Seconds,
+    /// Grouped blocks whose slots this swap counted on the device, and those that took the
+    /// ones the base keeps.
+    pub slots_counted: usize,
+    pub slots_reused: usize,
 }
 
 impl Resident<'_> {
@@ -319,7 +323,11 @@ impl Resident<'_> {
             dev_err(e)
         })?;
         let verified = match verify {
-            true => Some(device::check(self.device, &model).map_err(dev_err)?),
+            true => Some(device::check(self.device, &model).map_err(|e| {
+                // Wrong slots would fail every later swap alike: count them again.
+                self.slots.clear();
+                dev_err(e)
+            })?),
             false => None,
         };
         let swap = Swap {
@@ -328,6 +336,8 @@ impl Resident<'_> {
             bytes: model.bytes(),
             verified: verify,
             seconds: seconds(&rebuilt, verified.as_ref()),
+            slots_counted: rebuilt.counted,
+            slots_reused: rebuilt.reused,
         };
         self.live = Some(model);
         Ok(swap)

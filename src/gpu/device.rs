@@ -175,6 +175,108 @@ fn plan<'j>(jobs: &'j [Job], grouped_tile: u64, slots: Option<&Slots>) -> Result
     Ok(planned)
 }
 
+/// The job table of a planned batch (`JOB_WORDS` words a job, see kernels/apply.cu), with
+/// what its launches need.
+#[derive(Debug)]
+struct Table {
+    words: Vec<u64>,
+    /// Warps of all jobs (`apply`), of the jobs that count (`ctx_count`), and those jobs.
+    warps: u64,
+    counting_warps: u64,
+    counting_jobs: u32,
+    /// u32 counts the counting jobs need in the stage, and in memory for slots to keep.
+    staged: u64,
+    kept: u64,
+    /// Each job's first count in the stage's or the kept memory (grouped jobs that count).
+    count_at: Vec<u64>,
+}
+
+impl Table {
+    /// The table of `planned` (in launch order, from [`plan`]), its planes in the stage's
+    /// device memory at `planes_addr`; every counts address left for [`Table::place_counts`].
+    fn new(planned: &[(&Job, Counts)], grouped_tile: u64, planes_addr: u64) -> Table {
+        let mut t = Table {
+            words: Vec::with_capacity(planned.len() * JOB_WORDS),
+            warps: 0,
+            counting_warps: 0,
+            counting_jobs: planned.iter().take_while(|(_, c)| c.order() == 0).count() as u32,
+            staged: 0,
+            kept: 0,
+            count_at: Vec::with_capacity(planned.len()),
+        };
+        for (job, counts) in planned {
+            let n = (job.len / job.width) as u64;
+            let tile = tile_of(job.op, grouped_tile);
+            let tiles = n.div_ceil(tile);
+            let at = match counts {
+                Counts::Stage => Some(&mut t.staged),
+                Counts::Keep(_) => Some(&mut t.kept),
+                _ => None,
+            };
+            match (at, job.op) {
+                (Some(at), Op::SubCtx { bits }) => {
+                    t.count_at.push(*at);
+                    *at += tiles << bits;
+                    t.counting_warps += tiles;
+                }
+                _ => t.count_at.push(0),
+            }
+            let (transform, bits) = job.op.code();
+            let (factor, rank, cols, element) = match job.op {
+                Op::LowRank {
+                    factor,
+                    rank,
+                    cols,
+                    element,
+                    ..
+                } => (factor, u64::from(rank), cols, element),
+                _ => (0, 0, 0, 0),
+            };
+            t.words.extend_from_slice(&[
+                job.out,
+                job.parent,
+                planes_addr + job.planes as u64,
+                factor,
+                n,
+                job.width as u64 | transform << 8 | bits << 16 | rank << 24,
+                tiles,
+                t.warps,
+                cols,
+                element,
+                tile,
+            ]);
+            t.warps += tiles;
+        }
+        t
+    }
+
+    /// Points every grouped job at its counts: in the stage's at `counts_addr`, kept ones
+    /// where they are, new ones to keep in the memory at `keep_addr`; returns the new ones
+    /// with their addresses.
+    fn place_counts(
+        &mut self,
+        planned: &[(&Job, Counts)],
+        counts_addr: u64,
+        keep_addr: Option<u64>,
+    ) -> Vec<(slots::Key, u64)> {
+        let mut new_slots = Vec::new();
+        for (j, (at, &(_, counts))) in self.count_at.iter().zip(planned).enumerate() {
+            let addr = match counts {
+                Counts::None => continue,
+                Counts::Stage => counts_addr + at * 4,
+                Counts::Kept(addr) => addr,
+                Counts::Keep(key) => {
+                    let addr = keep_addr.expect("memory for the slots to keep") + at * 4;
+                    new_slots.push((key, addr));
+                    addr
+                }
+            };
+            self.words[j * JOB_WORDS + 3] = addr;
+        }
+        new_slots
+    }
+}
+
 /// One chunk to rebuild on the device: `len` bytes at device address `out`, from the planes at
 /// `planes` bytes into the stage (none for [`Op::Same`]) and the parent's chunk at `parent`.
 #[derive(Debug, Clone, Copy)]
@@ -264,6 +366,9 @@ pub struct Timing {
     pub count: Duration,
     pub scan: Duration,
     pub batches: usize,
+    /// Grouped jobs whose slots were counted, and those that took kept ones.
+    pub counted: usize,
+    pub reused: usize,
 }
 
 /// An opened CUDA device with the kernels loaded.
@@ -279,9 +384,9 @@ pub struct Device {
     name: String,
     /// Elements per tile of a grouped chunk, at least.
     grouped_tile: AtomicU64,
-    /// Events of each submitted batch: its start, after `ctx_count`, after `ctx_scan`, and its
-    /// end; read by [`Device::synchronize`].
-    events: std::sync::Mutex<Vec<[CudaEvent; 4]>>,
+    /// Each submitted batch: its events (its start, after `ctx_count`, after `ctx_scan`, and
+    /// its end) and its grouped jobs counted and reused; read by [`Device::synchronize`].
+    events: std::sync::Mutex<Vec<([CudaEvent; 4], usize, usize)>>,
 }
 
 impl Device {
@@ -394,87 +499,60 @@ impl Device {
     /// lasts: every parent of `jobs` must then be memory that keeps its bytes as long as
     /// `slots` lives (a resident base).
     pub fn submit(&self, stage: &mut Stage, used: usize, jobs: &[Job], slots: Option<&mut Slots>) -> Result<(), Error> {
-        let planned = plan(jobs, self.grouped_tile(), slots.as_deref())?;
+        // Read once: the slots kept are keyed by the tile they were counted for.
+        let grouped_tile = self.grouped_tile();
+        let mut planned = plan(jobs, grouped_tile, slots.as_deref())?;
         if planned.is_empty() {
             return Ok(());
         }
-        let counting_jobs = planned.iter().take_while(|(_, c)| c.order() == 0).count() as u32;
+        // The memory for slots to keep, or, where there is none to spare, their counting in
+        // the stage as without `slots`.
+        let keep_bytes: u64 = planned
+            .iter()
+            .filter_map(|(j, c)| match (c, j.op) {
+                (Counts::Keep(key), Op::SubCtx { bits }) => Some(4 * (key.elements.div_ceil(key.tile) << bits)),
+                _ => None,
+            })
+            .sum();
+        let keep = match keep_bytes {
+            0 => None,
+            bytes => match self.alloc(bytes as usize) {
+                Ok(buffer) => Some(buffer),
+                Err(_) => {
+                    for (_, c) in planned.iter_mut() {
+                        if matches!(c, Counts::Keep(_)) {
+                            *c = Counts::Stage;
+                        }
+                    }
+                    None
+                }
+            },
+        };
+        let reused_jobs = planned.iter().filter(|(_, c)| matches!(c, Counts::Kept(_))).count();
         self.ctx.bind_to_thread().map_err(driver("binding the context"))?;
         let planes_addr = stage.planes.device_ptr(&self.stream).0;
-        // The job table, and where each counting job's counts go: in the stage, or in the
-        // buffer of slots to keep.
-        let mut words = Vec::with_capacity(planned.len() * JOB_WORDS);
-        let mut warps = 0u64;
-        let (mut staged, mut kept) = (0u64, 0u64);
-        let mut counting_warps = 0u64;
-        let mut count_at = Vec::with_capacity(planned.len());
-        for (job, counts) in &planned {
-            let n = (job.len / job.width) as u64;
-            let tile = tile_of(job.op, self.grouped_tile());
-            let tiles = n.div_ceil(tile);
-            if let Op::SubCtx { bits } = job.op {
-                let at = match counts {
-                    Counts::Stage => &mut staged,
-                    _ => &mut kept,
-                };
-                count_at.push(*at);
-                if counts.order() == 0 {
-                    *at += tiles << bits;
-                    counting_warps += tiles;
-                }
-            } else {
-                count_at.push(0);
-            }
-            let (transform, bits) = job.op.code();
-            let (factor, rank, cols, element) = match job.op {
-                Op::LowRank {
-                    factor,
-                    rank,
-                    cols,
-                    element,
-                    ..
-                } => (factor, u64::from(rank), cols, element),
-                _ => (0, 0, 0, 0),
-            };
-            words.extend_from_slice(&[
-                job.out,
-                job.parent,
-                planes_addr + job.planes as u64,
-                factor,
-                n,
-                job.width as u64 | transform << 8 | bits << 16 | rank << 24,
-                tiles,
-                warps,
-                cols,
-                element,
-                tile,
-            ]);
-            warps += tiles;
-        }
-        if stage.counts.len() < staged as usize {
+        let mut table = Table::new(&planned, grouped_tile, planes_addr);
+        if stage.counts.len() < table.staged as usize {
             // SAFETY: zeroed or written by `ctx_count` before `ctx_scan` reads them.
-            stage.counts = unsafe { self.stream.alloc::<u32>(staged as usize) }.map_err(driver("allocating counts"))?;
+            stage.counts =
+                unsafe { self.stream.alloc::<u32>(table.staged as usize) }.map_err(driver("allocating counts"))?;
         }
         let counts_addr = stage.counts.device_ptr(&self.stream).0;
-        // Contexts kept are at most SHARED_BITS wide: `ctx_count` writes their counts whole.
-        let keep = match kept {
-            0 => None,
-            _ => Some(self.alloc(kept as usize * 4)?),
-        };
-        let mut new_slots = Vec::new();
-        for (j, (at, &(_, counts))) in count_at.iter().zip(&planned).enumerate() {
-            let addr = match counts {
-                Counts::None => continue,
-                Counts::Stage => counts_addr + at * 4,
-                Counts::Kept(addr) => addr,
-                Counts::Keep(key) => {
-                    let addr = keep.as_ref().expect("a buffer for the slots to keep").addr(at * 4);
-                    new_slots.push((key, addr));
-                    addr
-                }
-            };
-            words[j * JOB_WORDS + 3] = addr;
-        }
+        debug_assert_eq!(
+            4 * table.kept,
+            keep.as_ref().map_or(0, |_| keep_bytes),
+            "slots sized alike twice"
+        );
+        let new_slots = table.place_counts(&planned, counts_addr, keep.as_ref().map(|b| b.addr(0)));
+        let Table {
+            words,
+            warps,
+            counting_jobs,
+            counting_warps,
+            staged,
+            ..
+        } = table;
+        let counted_jobs = counting_jobs as usize;
         if stage.jobs.len() < words.len() {
             // SAFETY: written by the copy below before any kernel reads it.
             stage.jobs = unsafe { self.stream.alloc::<u64>(words.len()) }.map_err(driver("allocating jobs"))?;
@@ -541,7 +619,7 @@ impl Device {
         // live buffers (the stage's planes and counts, and the caller's `out` and `parent`
         // buffers, which the caller keeps alive until the device is synchronized).
         let (counted, scanned) = unsafe {
-            if counting_jobs > 0 {
+            if counting_warps > 0 {
                 self.stream
                     .launch_builder(&self.count)
                     .arg(&stage.jobs)
@@ -553,7 +631,7 @@ impl Device {
                     .map_err(driver("launching ctx_count"))?;
             }
             let counted = self.event()?;
-            if counting_jobs > 0 {
+            if counting_warps > 0 {
                 self.stream
                     .launch_builder(&self.scan)
                     .arg(&stage.jobs)
@@ -573,10 +651,11 @@ impl Device {
             (counted, scanned)
         };
         let end = self.event()?;
-        self.events
-            .lock()
-            .expect("no panics while holding it")
-            .push([start, counted, scanned, end]);
+        self.events.lock().expect("no panics while holding it").push((
+            [start, counted, scanned, end],
+            counted_jobs,
+            reused_jobs,
+        ));
         if let (Some(slots), Some(buffer)) = (slots, keep) {
             slots.keep(buffer, new_slots);
         }
@@ -602,10 +681,12 @@ impl Device {
             let ms = a.elapsed_ms(b).map_err(driver("reading an event"))?;
             Ok(Duration::from_secs_f64(f64::from(ms.max(0.0)) / 1e3))
         };
-        for [start, counted, scanned, end] in &events {
+        for ([start, counted, scanned, end], counted_jobs, reused_jobs) in &events {
             timing.kernels += between(start, end)?;
             timing.count += between(start, counted)?;
             timing.scan += between(counted, scanned)?;
+            timing.counted += counted_jobs;
+            timing.reused += reused_jobs;
         }
         Ok(timing)
     }
@@ -761,6 +842,91 @@ mod tests {
         // No budget, nothing kept.
         let planned = plan(&jobs[3..4], 8192, Some(&Slots::new(0))).expect("supported jobs");
         assert_eq!(kinds(&planned), [(11, "stage")]);
+    }
+
+    /// The table of a batch with jobs of every kind: warps numbered in launch order, the
+    /// counting jobs' counts side by side without overlap in the stage's and the kept memory,
+    /// kept slots used where they are, a low-rank job's factor left in its word.
+    #[test]
+    fn the_table_gives_every_job_its_warps_and_its_own_counts() {
+        let key = |parent: u64| slots::Key {
+            parent,
+            elements: 20000,
+            width: 4,
+            bits: 8,
+            tile: 8192,
+        };
+        let slots = Slots::pretend(1 << 30, 0, &[(key(20), 0x7000)]);
+        let lowrank = Op::LowRank {
+            float: 1,
+            rank: 2,
+            cols: 100,
+            element: 0,
+            factor: 0xfac,
+        };
+        let jobs = [
+            job(lowrank, 4, 40000, 1),
+            job(Op::SubCtx { bits: 8 }, 4, 80000, 20),
+            job(Op::SubCtx { bits: 12 }, 4, 80000, 21),
+            job(Op::SubCtx { bits: 11 }, 4, 80000, 22),
+            job(Op::Sub, 2, 5000, 2),
+            job(Op::SubCtx { bits: 8 }, 4, 80000, 23),
+            job(Op::SubCtx { bits: 15 }, 2, 100000, 24),
+        ];
+        let planned = plan(&jobs, 8192, Some(&slots)).expect("supported jobs");
+        let mut table = Table::new(&planned, 8192, 0x1000);
+        let new = table.place_counts(&planned, 0x100_0000, Some(0x200_0000));
+        let word = |j: usize, w: usize| table.words[j * JOB_WORDS + w];
+        assert_eq!(table.words.len(), jobs.len() * JOB_WORDS);
+        // Warps: each job's first is the sum of the tiles before it; the counting jobs first.
+        let mut warps = 0;
+        for j in 0..jobs.len() {
+            assert_eq!(word(j, 7), warps, "job {j}");
+            warps += word(j, 6);
+        }
+        assert_eq!(table.warps, warps);
+        assert_eq!(table.counting_jobs, 4);
+        let counting: u64 = (0..4).map(|j| word(j, 6)).sum();
+        assert_eq!(table.counting_warps, counting);
+        // 20000 elements in tiles of 8192: 3 tiles; 50000 at 15 bits, in tiles of 2^15: 2.
+        assert_eq!((word(0, 6), word(2, 6), word(3, 6)), (3, 3, 2));
+        // Counts: the stage's (12 and 15 bits) and the kept memory's (11 and 8 bits) ranges,
+        // each job's tiles x 2^bits counts after the one before.
+        let range = |j: usize| {
+            let bits = (word(j, 5) >> 16) & 0xff;
+            (word(j, 3), word(j, 3) + 4 * (word(j, 6) << bits))
+        };
+        let stage: Vec<_> = (0..4).map(range).filter(|r| r.0 < 0x200_0000).collect();
+        let kept: Vec<_> = (0..4).map(range).filter(|r| r.0 >= 0x200_0000).collect();
+        assert_eq!(
+            stage,
+            [
+                (0x100_0000, 0x100_0000 + 4 * (3 << 12)),
+                (0x100_c000, 0x100_c000 + 4 * (2 << 15))
+            ]
+        );
+        assert_eq!(
+            kept,
+            [
+                (0x200_0000, 0x200_0000 + 4 * (3 << 11)),
+                (0x200_6000, 0x200_6000 + 4 * (3 << 8))
+            ]
+        );
+        assert_eq!(
+            (table.staged, table.kept),
+            ((3 << 12) + (2 << 15), (3 << 11) + (3 << 8))
+        );
+        assert_eq!(
+            new.iter().map(|(k, a)| (k.parent, *a)).collect::<Vec<_>>(),
+            [(22, 0x200_0000), (23, 0x200_6000)]
+        );
+        // The kept slots of parent 20, after the counting jobs; the plain and low-rank last.
+        assert_eq!((word(4, 1), word(4, 3)), (20, 0x7000));
+        assert_eq!((word(5, 1), word(6, 1)), (1, 2));
+        assert_eq!(word(5, 3), 0xfac);
+        assert_eq!(word(6, 3), 0);
+        // Planes where the stage's device memory holds them.
+        assert_eq!(word(6, 2), 0x1000);
     }
 
     #[test]

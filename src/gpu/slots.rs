@@ -53,7 +53,7 @@ impl Slots {
         self.budget
     }
 
-    /// Chunks whose slots are kept.
+    /// Jobs (blocks of chunks) whose slots are kept.
     pub fn len(&self) -> usize {
         self.at.len()
     }

@@ -90,6 +90,9 @@ pub struct Stats {
     pub kernels: Duration,
     pub count: Duration,
     pub scan: Duration,
+    /// Grouped blocks whose slots were counted on the device, and those that took kept ones.
+    pub counted: usize,
+    pub reused: usize,
     /// Wall time the host spent decoding planes, and waiting for the device to free a stage.
     pub decode: Duration,
     pub wait: Duration,
@@ -212,6 +215,8 @@ pub fn rebuild(
         stats.kernels += s.kernels;
         stats.count += s.count;
         stats.scan += s.scan;
+        stats.counted += s.counted;
+        stats.reused += s.reused;
         stats.decode += s.decode;
         stats.wait += s.wait;
         below = Some(model);
@@ -329,6 +334,8 @@ fn rebuild_level(
     stats.kernels = timing.kernels;
     stats.count = timing.count;
     stats.scan = timing.scan;
+    stats.counted = timing.counted;
+    stats.reused = timing.reused;
     stats.wait = wait + t.elapsed();
     stats.decode = decode;
     Ok((
