@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{Error, Kind, RefChange, Remote};
-use crate::store::cas::{Cas, Key};
+use crate::store::cas::{self, Cas, Key};
 use crate::store::history::{Expect, History, ObjectId};
 use crate::store::index::Index;
 use crate::store::{Layout, DIR_NAME};
@@ -106,10 +106,15 @@ impl Remote for PathRemote {
     }
 
     fn put_blob(&self, key: &Key, file: &[u8]) -> Result<(), Error> {
-        self.cas
-            .put_file_verified(*key, file)
-            .map(drop)
-            .map_err(|e| Error::new(&self.url, format!("store blob {key}"), e, Kind::Refused))
+        self.cas.put_file_verified(*key, file).map(drop).map_err(|e| {
+            // A blob that fails its checks is the sender's fault; one that cannot be
+            // written (a full disk), this store's.
+            let kind = match e {
+                cas::Error::Corrupt { .. } => Kind::Refused,
+                _ => Kind::Failed,
+            };
+            Error::new(&self.url, format!("store blob {key}"), e, kind)
+        })
     }
 
     fn get_object(&self, id: ObjectId) -> Result<Vec<u8>, Error> {
