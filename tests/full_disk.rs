@@ -1,4 +1,4 @@
-//! A disk that fills up: `add`, `commit`, `checkout`, `push` and `pull` run with a limit on the size of any
+//! A disk that fills up: `add`, `commit`, `checkout`, `push`, `pull` and `clone` run with a limit on the size of any
 //! file they write (RLIMIT_FSIZE, with SIGXFSZ ignored, so that a write past it fails with an
 //! error as a write to a full disk does), at limits from nothing to more than a blob. Each
 //! either succeeds or fails with a clear error and a non-zero exit, leaving the store as it
@@ -187,6 +187,14 @@ fn every_writing_command_on_a_full_disk_fails_cleanly_and_changes_nothing() {
             sha256_file(&file),
             "limit {limit}"
         );
+
+        // A clone on the full disk leaves no directory behind.
+        let copy = sb.join("copy");
+        let clone = limited(&sb, &["clone", store, copy.to_str().expect("UTF-8")], limit);
+        if !clone.success() {
+            failed_cleanly(&clone, limit);
+            assert!(!copy.exists(), "limit {limit}: a failed clone leaves nothing");
+        }
         outcomes.push((
             limit,
             [
@@ -195,13 +203,14 @@ fn every_writing_command_on_a_full_disk_fails_cleanly_and_changes_nothing() {
                 checkout.success(),
                 push.success(),
                 pull.success(),
+                clone.success(),
             ],
         ));
     }
     // No room at all fails every step; the largest limit lets every one through.
-    assert_eq!(outcomes[0].1, [false; 5], "{outcomes:?}");
-    assert_eq!(outcomes[LIMITS.len() - 1].1, [true; 5], "{outcomes:?}");
-    eprintln!("(limit, [add, commit, checkout, push, pull] succeeded): {outcomes:?}");
+    assert_eq!(outcomes[0].1, [false; 6], "{outcomes:?}");
+    assert_eq!(outcomes[LIMITS.len() - 1].1, [true; 6], "{outcomes:?}");
+    eprintln!("(limit, [add, commit, checkout, push, pull, clone] succeeded): {outcomes:?}");
 }
 
 fn is_empty(dir: &Path) -> bool {

@@ -404,7 +404,13 @@ impl Repository {
     pub fn clone_from(url: &str, dir: &Path, progress: Progress) -> Result<(Repository, SyncReport), SyncError> {
         let src = transport::open(url)?;
         let existed = dir.exists();
-        let repo = Repository::init(dir).map_err(SyncError::Init)?;
+        let repo = Repository::init(dir).map_err(|e| {
+            if !existed {
+                // Best effort: only an empty directory goes.
+                let _ = std::fs::remove_dir(dir);
+            }
+            SyncError::Init(e)
+        })?;
         let result = clone_into(&repo, url, src.as_ref(), progress);
         match result {
             Ok(report) => Ok((repo, report)),
