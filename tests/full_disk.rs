@@ -132,19 +132,13 @@ fn every_writing_command_on_a_full_disk_fails_cleanly_and_changes_nothing() {
                 "limit {limit}: a failed checkout leaves no file behind"
             );
         }
-        let out = sb.checkout("tuned", "again");
-        assert_eq!(
-            sha256_file(&out.join("model.safetensors")),
-            sha256_file(&file),
-            "limit {limit}"
-        );
+        let here = sb.path().to_str().expect("UTF-8");
+        assert_checks_out(&sb, here, &file, &format!("limit {limit}"));
 
         // A push into another store on the full disk: this store stays as it was, the other
         // keeps its names and a clean fsck; without the limit the push completes.
-        let remote = sb.join("remote");
-        std::fs::create_dir(&remote).expect("a fresh directory");
-        let remote = remote.to_str().expect("UTF-8");
-        sb.run(&["-C", remote, "init"]).ok();
+        let remote = new_store(&sb, "remote");
+        let remote = remote.as_str();
         let before = state(&sb);
         let push = limited(&sb, &["push", remote, "tuned"], limit);
         if !push.success() {
@@ -154,22 +148,13 @@ fn every_writing_command_on_a_full_disk_fails_cleanly_and_changes_nothing() {
             sb.run(&["-C", remote, "fsck"]).ok();
             sb.run(&["push", remote, "tuned"]).ok();
         }
-        let pushed = sb.join("pushed");
-        sb.run(&["-C", remote, "checkout", "tuned", "-o", pushed.to_str().expect("UTF-8")])
-            .ok();
-        assert_eq!(
-            sha256_file(&pushed.join("model.safetensors")),
-            sha256_file(&file),
-            "limit {limit}"
-        );
+        assert_checks_out(&sb, remote, &file, &format!("pushed, limit {limit}"));
 
         // A pull into another store on the full disk: that store keeps its names and a clean
         // fsck (objects received before the failure may stay, unreachable, as git leaves
         // them); without the limit the pull completes.
-        let local = sb.join("local");
-        std::fs::create_dir(&local).expect("a fresh directory");
-        let local = local.to_str().expect("UTF-8");
-        sb.run(&["-C", local, "init"]).ok();
+        let local = new_store(&sb, "local");
+        let local = local.as_str();
         let store = sb.store();
         let store = store.to_str().expect("UTF-8");
         let pull = limited(&sb, &["-C", local, "pull", store, "tuned"], limit);
@@ -179,14 +164,7 @@ fn every_writing_command_on_a_full_disk_fails_cleanly_and_changes_nothing() {
             sb.run(&["-C", local, "fsck"]).ok();
             sb.run(&["-C", local, "pull", store, "tuned"]).ok();
         }
-        let pulled = sb.join("pulled");
-        sb.run(&["-C", local, "checkout", "tuned", "-o", pulled.to_str().expect("UTF-8")])
-            .ok();
-        assert_eq!(
-            sha256_file(&pulled.join("model.safetensors")),
-            sha256_file(&file),
-            "limit {limit}"
-        );
+        assert_checks_out(&sb, local, &file, &format!("pulled, limit {limit}"));
 
         // A clone on the full disk leaves no directory behind.
         let copy = sb.join("copy");
@@ -211,6 +189,26 @@ fn every_writing_command_on_a_full_disk_fails_cleanly_and_changes_nothing() {
     assert_eq!(outcomes[0].1, [false; 6], "{outcomes:?}");
     assert_eq!(outcomes[LIMITS.len() - 1].1, [true; 6], "{outcomes:?}");
     eprintln!("(limit, [add, commit, checkout, push, pull, clone] succeeded): {outcomes:?}");
+}
+
+/// A new, empty store in `rel` under `sb`; the path of its directory.
+fn new_store(sb: &Sandbox, rel: &str) -> String {
+    let dir = sb.join(rel);
+    std::fs::create_dir(&dir).expect("a fresh directory");
+    let dir = dir.to_str().expect("UTF-8").to_string();
+    sb.run(&["-C", &dir, "init"]).ok();
+    dir
+}
+
+/// Asserts that `tuned` of the store in `dir` checks out byte for byte as `file`.
+#[track_caller]
+fn assert_checks_out(sb: &Sandbox, dir: &str, file: &Path, what: &str) {
+    static OUTPUTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = OUTPUTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let out = sb.join(&format!("checked-{n}"));
+    sb.run(&["-C", dir, "checkout", "tuned", "-o", out.to_str().expect("UTF-8")])
+        .ok();
+    assert_eq!(sha256_file(&out.join("model.safetensors")), sha256_file(file), "{what}");
 }
 
 fn is_empty(dir: &Path) -> bool {
