@@ -156,6 +156,7 @@ impl Repository {
         // Whatever fails from here on (a full disk), the blobs this add wrote go: nothing else
         // refers to them, as the lock kept other writers out. What is left is at most git
         // objects that nothing reaches, which `gc` removes.
+        let mut recorded: Option<Vec<u8>> = None;
         let staged = coded.and_then(|coded| -> Result<Report, Error> {
             let mut tree = Vec::new();
             let mut entries = Vec::new();
@@ -226,6 +227,7 @@ impl Repository {
                 lossy: meta.lossy.clone(),
             };
             let record = serde_json::to_vec(&staged).expect("records serialize");
+            recorded = Some(record.clone());
             self.index()?.record(&blobs, &full, name, Some(&record))?;
             // The source files are copies of what was just stored, for later deltas against it
             // (not when it was stored lossy: checkout gives back something else).
@@ -245,12 +247,23 @@ impl Repository {
                 lossless,
             })
         });
-        if staged.is_err() {
+        if staged.is_err() && !self.may_be_staged(name, recorded.as_deref()) {
             for key in written.into_inner().expect("no panics while holding it") {
                 let _ = self.cas.remove(&key);
             }
         }
         staged
+    }
+
+    /// Whether `record` may be staged for `name` after the index transaction that writes it
+    /// failed: a transaction whose last flush fails may still have landed. Unless the index,
+    /// read again, shows it did not, the blobs the record refers to stay.
+    fn may_be_staged(&self, name: &str, record: Option<&[u8]>) -> bool {
+        let Some(record) = record else { return false };
+        match self.index_read().and_then(|index| index.staged()) {
+            Ok(staged) => staged.iter().any(|(n, r)| n == name && r.as_slice() == record),
+            Err(_) => true,
+        }
     }
 
     /// Codes every file that gets a manifest and reads the ones kept verbatim.

@@ -4,9 +4,10 @@
 //! compare-and-swap, then the staging record is removed. A process killed between the last two
 //! steps leaves a staging record whose commit already exists; the next `commit` sees the ref's
 //! tip holds exactly that snapshot and only removes the record. A record that cannot be
-//! removed (a full disk) puts the ref back where it was before the error is reported, so a
-//! failed `commit` leaves the name as it found it (the commit object stays, unreachable, for
-//! `gc`); only if that fails too is the state the one a kill leaves.
+//! removed (a full disk) and is, read again, still there puts the ref back where it was before
+//! the error is reported, so a failed `commit` leaves the name as it found it (the commit
+//! object stays, unreachable, for `gc`); only if that fails too, or the index cannot be read,
+//! is the state the one a kill leaves. Names committed earlier in the same run stay committed.
 
 use serde::Serialize;
 
@@ -102,9 +103,16 @@ impl Repository {
                 }
             };
             if let Err(e) = index.record(&[], &[], &name, None) {
-                if moved {
-                    // The name goes back. If that fails too, the store is as a kill leaves
-                    // it, and the next `commit` finishes this one.
+                // A transaction whose last flush failed may have landed: the name goes back
+                // only if the record, read again, is still there. If it is, and moving the
+                // name back fails too, the store is as a kill leaves it, and the next
+                // `commit` finishes this one.
+                drop(index);
+                let still_staged = self
+                    .index_read()
+                    .and_then(|i| i.staged())
+                    .is_ok_and(|s| s.iter().any(|(n, r)| *n == name && *r == record));
+                if moved && still_staged {
                     let _ = match parent {
                         Some(p) => {
                             self.history

@@ -163,12 +163,17 @@ impl Cas {
         debug_assert_eq!(key, Key::of(bytes));
         assert!(bytes.len() as u64 <= MAX_BLOB, "blobs are chunks, far below MAX_BLOB");
         let path = self.path(&key);
-        if let Ok(meta) = fs::metadata(&path) {
-            return Ok(Put {
-                key,
-                stored: meta.len(),
-                new: false,
-            });
+        // Only a blob known to be absent is written (and then counted as this writer's).
+        match fs::metadata(&path) {
+            Ok(meta) => {
+                return Ok(Put {
+                    key,
+                    stored: meta.len(),
+                    new: false,
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(Error::Read { key, path, source }),
         }
         let (mode, body) = match compress {
             Compress::No => (0u8, None),
