@@ -65,6 +65,18 @@ fn push_then_clone_gives_every_model_bit_exact() {
 
     local.run(&["remote", "remove", "origin"]).ok();
     assert_eq!(local.json(&["remote", "list"])["remotes"].as_array().unwrap().len(), 0);
+
+    // By path: pull moves local names and records no tracking names; fetch needs a remote's
+    // name to record them under, and says so.
+    let other = sandbox();
+    let pulled = other.run(&["pull", path(remote.path()), "tuned"]);
+    pulled.ok();
+    assert_eq!(other.git_ref("tuned").as_deref(), Some(ft_id.as_str()));
+    assert_bit_exact(&other, "tuned", &sha256_file(&ft));
+    let refs = git(&other.store(), &["for-each-ref", "refs/remotes"]);
+    assert!(refs.stdout.is_empty(), "{}", String::from_utf8_lossy(&refs.stdout));
+    let fetch = other.run(&["fetch", path(remote.path())]);
+    assert!(fetch.failed().contains("sparse remote add"), "{}", fetch.stderr);
 }
 
 #[test]

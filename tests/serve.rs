@@ -577,9 +577,10 @@ fn a_hostile_server_is_refused_and_nothing_is_stored() {
         let local = sandbox();
         let own = local.write("in/own/model.safetensors", &safetensors_bytes(&small_model(50), &[]));
         let own_id = local.add_commit(&own, "own", None, "own");
+        local.run(&["remote", "add", "bad", &fake]).ok();
         let refs_before = git(&local.store(), &["for-each-ref"]).stdout;
         let blobs_before = blob_names(&local.store());
-        let fetch = local.run(&["fetch", &fake]);
+        let fetch = local.run(&["fetch", "bad"]);
         assert!(fetch.failed().contains(mentions), "{}", fetch.stderr);
         assert_eq!(
             git(&local.store(), &["for-each-ref"]).stdout,

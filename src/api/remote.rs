@@ -72,6 +72,8 @@ pub enum SyncError {
     Init(OpenError),
     #[error("no name {name} in {store}")]
     NoName { name: String, store: String },
+    #[error("{0} is not a remote of this store: fetch records a remote's names under its name (`sparse remote add NAME {0}`); `sparse pull {0} [NAMES]` takes names from it directly")]
+    FetchUnnamed(String),
     #[error("{what} {name} in {store} is at {theirs}, which is not an ancestor of {ours}: not a fast-forward (use --force to overwrite)")]
     NotFastForward {
         what: &'static str,
@@ -300,11 +302,14 @@ impl Repository {
         Ok(report)
     }
 
-    /// Receives every name and tag of `remote` and what they reach; records the names of a
-    /// remote of the config as `refs/remotes/REMOTE/NAME` (a path or URL gets none, as in
-    /// git) and creates the tags this store lacks.
+    /// Receives every name and tag of `remote` (a remote of the config) and what they reach;
+    /// records its names as `refs/remotes/REMOTE/NAME` and creates the tags this store lacks.
+    /// A path or URL is refused: nothing would keep what it fetched.
     pub fn fetch(&self, remote: &str, progress: Progress) -> Result<SyncReport, SyncError> {
         let (src, named) = self.open_remote(remote)?;
+        if named.is_none() {
+            return Err(SyncError::FetchUnnamed(remote.into()));
+        }
         let _locks = lock_with(self, src.as_ref())?;
         let refs = remote_refs(src.as_ref())?;
         self.fetch_locked(src.as_ref(), remote, named, &refs, true, progress)

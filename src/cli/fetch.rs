@@ -6,7 +6,7 @@ use crate::api::Repository;
 /// `sparse remote add` become `refs/remotes/REMOTE/NAME`, its tags are created where absent.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A remote's name, a store's path, or an http(s):// or s3:// URL.
+    /// A remote's name (`sparse remote add`); a path or URL is pulled from instead.
     pub remote: String,
 }
 
