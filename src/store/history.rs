@@ -16,6 +16,9 @@ pub struct Error {
     pub dir: PathBuf,
     pub what: String,
     pub message: String,
+    /// The bytes given were refused (an object that is not what its id says), as opposed to
+    /// the history failing (a full disk, a damaged file).
+    pub refused: bool,
 }
 
 /// One commit, decoded.
@@ -69,12 +72,13 @@ impl History {
         err(&self.dir, what, e)
     }
 
-    /// `what` failed for the reason `why`.
+    /// `what` failed for the reason `why`, a fault of what was asked or given.
     fn fail(&self, what: impl Into<String>, why: impl std::fmt::Display) -> Error {
         Error {
             dir: self.dir.clone(),
             what: what.into(),
             message: why.to_string(),
+            refused: true,
         }
     }
 
@@ -464,6 +468,7 @@ fn err(dir: &Path, what: impl Into<String>, e: impl std::error::Error) -> Error 
         dir: dir.to_owned(),
         what: what.into(),
         message: chain(&e),
+        refused: false,
     }
 }
 

@@ -124,10 +124,10 @@ impl Remote for PathRemote {
     }
 
     fn put_object(&self, id: ObjectId, canonical: &[u8]) -> Result<(), Error> {
-        self.history()?
-            .write_canonical(id, canonical)
-            .map(drop)
-            .map_err(|e| Error::new(&self.url, format!("store object {id}"), e, Kind::Refused))
+        self.history()?.write_canonical(id, canonical).map(drop).map_err(|e| {
+            let kind = if e.refused { Kind::Refused } else { Kind::Failed };
+            Error::new(&self.url, format!("store object {id}"), e, kind)
+        })
     }
 
     fn full_rows(&self, blobs: &[Key]) -> Result<Vec<(Key, Key)>, Error> {
