@@ -167,13 +167,37 @@ fn every_writing_command_on_a_full_disk_fails_cleanly_and_changes_nothing() {
         }
         assert_checks_out(&sb, local, &file, &format!("pulled, limit {limit}"));
 
-        // A clone on the full disk leaves no directory behind.
-        let copy = sb.join("copy");
+        // A clone on the full disk leaves no directory behind, not even the ones it made
+        // on the way.
+        let copy = sb.join("copies/of/store");
         let clone = limited(&sb, &["clone", store, copy.to_str().expect("UTF-8")], limit);
         if !clone.success() {
             failed_cleanly(&clone, limit);
-            assert!(!copy.exists(), "limit {limit}: a failed clone leaves nothing");
+            assert!(
+                !sb.join("copies").exists(),
+                "limit {limit}: a failed clone leaves nothing"
+            );
         }
+        // A second commit of the name on the full disk leaves it where it was.
+        let next: Vec<Tensor> = tuned.iter().map(|t| t.finetuned(0.1, 8)).collect();
+        let next_file = sb.write("in/next/model.safetensors", &safetensors_bytes(&next, &[]));
+        let next_source = next_file.parent().expect("a directory").to_str().expect("UTF-8");
+        sb.run(&["add", next_source, "--name", "tuned", "--base", "tuned"]).ok();
+        let (tip, before) = (sb.git_ref("tuned"), state(&sb));
+        let again = limited(&sb, &["commit", "-m", "next"], limit);
+        if !again.success() {
+            failed_cleanly(&again, limit);
+            same_state(&before, &sb, &format!("a second commit at a limit of {limit} bytes"));
+            assert_eq!(sb.git_ref("tuned"), tip, "limit {limit}: the name did not move");
+            sb.run(&["commit", "-m", "next"]).ok();
+        }
+        assert_ne!(sb.git_ref("tuned"), tip);
+        let next_out = sb.checkout("tuned", "next-out");
+        assert_eq!(
+            sha256_file(&next_out.join("model.safetensors")),
+            sha256_file(&next_file),
+            "limit {limit}"
+        );
         outcomes.push((
             limit,
             [
@@ -183,13 +207,14 @@ fn every_writing_command_on_a_full_disk_fails_cleanly_and_changes_nothing() {
                 push.success(),
                 pull.success(),
                 clone.success(),
+                again.success(),
             ],
         ));
     }
     // No room at all fails every step; the largest limit lets every one through.
-    assert_eq!(outcomes[0].1, [false; 6], "{outcomes:?}");
-    assert_eq!(outcomes[LIMITS.len() - 1].1, [true; 6], "{outcomes:?}");
-    eprintln!("(limit, [add, commit, checkout, push, pull, clone] succeeded): {outcomes:?}");
+    assert_eq!(outcomes[0].1, [false; 7], "{outcomes:?}");
+    assert_eq!(outcomes[LIMITS.len() - 1].1, [true; 7], "{outcomes:?}");
+    eprintln!("(limit, [add, commit, checkout, push, pull, clone, second commit] succeeded): {outcomes:?}");
 }
 
 /// A new, empty store in `rel` under `sb`; the path of its directory.

@@ -408,12 +408,19 @@ impl Repository {
     /// that fails leaves no store behind.
     pub fn clone_from(url: &str, dir: &Path, progress: Progress) -> Result<(Repository, SyncReport), SyncError> {
         let src = transport::open(url)?;
-        let existed = dir.exists();
-        let repo = Repository::init(dir).map_err(|e| {
-            if !existed {
-                // Best effort: only an empty directory goes.
-                let _ = std::fs::remove_dir(dir);
+        // The directories this clone creates, deepest first: a failed clone removes them.
+        let created: Vec<&Path> = dir
+            .ancestors()
+            .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+            .collect();
+        let remove_created = || {
+            for d in &created {
+                // Best effort: only empty directories go.
+                let _ = std::fs::remove_dir(d);
             }
+        };
+        let repo = Repository::init(dir).map_err(|e| {
+            remove_created();
             SyncError::Init(e)
         })?;
         let result = clone_into(&repo, url, src.as_ref(), progress);
@@ -424,9 +431,7 @@ impl Repository {
                 drop(repo);
                 // Best effort: the store was created by this clone and holds nothing else.
                 let _ = std::fs::remove_dir_all(&root);
-                if !existed {
-                    let _ = std::fs::remove_dir(dir);
-                }
+                remove_created();
                 Err(e)
             }
         }
