@@ -153,9 +153,10 @@ impl Repository {
         // Any chunk already stored whole, in any model, is referred to rather than coded again.
         let known = self.index_read()?.full_chunks()?;
         let coded = self.code_files(&files, opts, base_ref.as_ref(), &known, &written, &tick);
-        // Whatever fails from here on (a full disk), the blobs this add wrote go: nothing else
-        // refers to them, as the lock kept other writers out. What is left is at most git
-        // objects that nothing reaches, which `gc` removes.
+        // Whatever fails from here on (a full disk), the blobs this add wrote go, unless its
+        // staging record may have landed (`may_be_staged`): nothing else refers to them, as the
+        // lock kept other writers out. What is left is at most git objects that nothing
+        // reaches, which `gc` removes.
         let mut recorded: Option<Vec<u8>> = None;
         let staged = coded.and_then(|coded| -> Result<Report, Error> {
             let mut tree = Vec::new();
