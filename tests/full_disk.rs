@@ -112,15 +112,7 @@ fn every_writing_command_on_a_full_disk_fails_cleanly_and_changes_nothing() {
             sb.run(&["add", source, "--name", "tuned", "--base", "base"]).ok();
         }
 
-        let before = state(&sb);
-        let commit = limited(&sb, &["commit", "-m", "tuned"], limit);
-        if !commit.success() {
-            failed_cleanly(&commit, limit);
-            same_state(&before, &sb, &format!("commit at a limit of {limit} bytes"));
-            assert_eq!(sb.git_ref("tuned"), None, "limit {limit}: the name did not move");
-            sb.run(&["commit", "-m", "tuned"]).ok();
-        }
-        assert!(sb.git_ref("tuned").is_some());
+        let commit = commit_on_full_disk(&sb, limit);
 
         let before = state(&sb);
         let out = sb.join("out");
@@ -183,15 +175,7 @@ fn every_writing_command_on_a_full_disk_fails_cleanly_and_changes_nothing() {
         let next_file = sb.write("in/next/model.safetensors", &safetensors_bytes(&next, &[]));
         let next_source = next_file.parent().expect("a directory").to_str().expect("UTF-8");
         sb.run(&["add", next_source, "--name", "tuned", "--base", "tuned"]).ok();
-        let (tip, before) = (sb.git_ref("tuned"), state(&sb));
-        let again = limited(&sb, &["commit", "-m", "next"], limit);
-        if !again.success() {
-            failed_cleanly(&again, limit);
-            same_state(&before, &sb, &format!("a second commit at a limit of {limit} bytes"));
-            assert_eq!(sb.git_ref("tuned"), tip, "limit {limit}: the name did not move");
-            sb.run(&["commit", "-m", "next"]).ok();
-        }
-        assert_ne!(sb.git_ref("tuned"), tip);
+        let again = commit_on_full_disk(&sb, limit);
         let next_out = sb.checkout("tuned", "next-out");
         assert_eq!(
             sha256_file(&next_out.join("model.safetensors")),
@@ -202,12 +186,12 @@ fn every_writing_command_on_a_full_disk_fails_cleanly_and_changes_nothing() {
             limit,
             [
                 add.success(),
-                commit.success(),
+                commit,
                 checkout.success(),
                 push.success(),
                 pull.success(),
                 clone.success(),
-                again.success(),
+                again,
             ],
         ));
     }
@@ -215,6 +199,23 @@ fn every_writing_command_on_a_full_disk_fails_cleanly_and_changes_nothing() {
     assert_eq!(outcomes[0].1, [false; 7], "{outcomes:?}");
     assert_eq!(outcomes[LIMITS.len() - 1].1, [true; 7], "{outcomes:?}");
     eprintln!("(limit, [add, commit, checkout, push, pull, clone, second commit] succeeded): {outcomes:?}");
+}
+
+/// Commits what is staged with writes failing past `limit`: if that fails, the store is as
+/// it was and `tuned` where it was; the commit is then made without the limit. Whether the
+/// first try succeeded.
+#[track_caller]
+fn commit_on_full_disk(sb: &Sandbox, limit: u64) -> bool {
+    let (tip, before) = (sb.git_ref("tuned"), state(sb));
+    let commit = limited(sb, &["commit", "-m", "tuned"], limit);
+    if !commit.success() {
+        failed_cleanly(&commit, limit);
+        same_state(&before, sb, &format!("commit at a limit of {limit} bytes"));
+        assert_eq!(sb.git_ref("tuned"), tip, "limit {limit}: the name did not move");
+        sb.run(&["commit", "-m", "tuned"]).ok();
+    }
+    assert_ne!(sb.git_ref("tuned"), tip, "limit {limit}: the name moved");
+    commit.success()
 }
 
 /// A new, empty store in `rel` under `sb`; the path of its directory.
