@@ -75,8 +75,9 @@ impl Repository {
         }
         std::fs::File::create(layout.lock()).map_err(create)?;
         drop(Index::create(&layout).map_err(|e| create(std::io::Error::other(e)))?);
-        let tmp = tmp.keep();
-        std::fs::rename(&tmp, &root).map_err(create)?;
+        // Dropped on failure, the temporary directory goes with it.
+        std::fs::rename(tmp.path(), &root).map_err(create)?;
+        let _ = tmp.keep();
         Repository::open(&root)
     }
 
