@@ -51,6 +51,12 @@ pub enum Error {
     Lock(#[from] lock::Error),
     #[error("cannot flush the store to disk: {0}")]
     Sync(std::io::Error),
+    #[error("{source}; {name} was left at {commit}, and `sparse commit` finishes the commit")]
+    Unfinished {
+        name: String,
+        commit: String,
+        source: index::Error,
+    },
 }
 
 fn parse_id(hex: &str, name: &str) -> Result<ObjectId, Error> {
@@ -113,13 +119,20 @@ impl Repository {
                     .and_then(|i| i.staged())
                     .is_ok_and(|s| s.iter().any(|(n, r)| *n == name && *r == record));
                 if moved && still_staged {
-                    let _ = match parent {
+                    let undone = match parent {
                         Some(p) => {
                             self.history
                                 .set_ref(&refname, p, Expect::At(commit), &format!("commit: undone ({e})"))
                         }
                         None => self.history.delete_ref(&refname, Expect::At(commit)),
                     };
+                    if undone.is_err() {
+                        return Err(Error::Unfinished {
+                            name,
+                            commit: commit.to_string(),
+                            source: e,
+                        });
+                    }
                 }
                 return Err(e.into());
             }
