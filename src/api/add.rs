@@ -154,7 +154,7 @@ impl Repository {
         let known = self.index_read()?.full_chunks()?;
         let coded = self.code_files(&files, opts, base_ref.as_ref(), &known, &written, &tick);
         // Whatever fails from here on (a full disk), the blobs this add wrote go, unless its
-        // staging record may have landed (`may_be_staged`): nothing else refers to them, as the
+        // staging record may have landed: nothing else refers to them, as the
         // lock kept other writers out. What is left is at most git objects that nothing
         // reaches, which `gc` removes.
         let mut recorded: Option<Vec<u8>> = None;
@@ -248,7 +248,10 @@ impl Repository {
                 lossless,
             })
         });
-        if staged.is_err() && !self.may_be_staged(name, recorded.as_deref()) {
+        // A transaction whose last flush fails may still have landed: unless the index, read
+        // again, shows the record is not there, the blobs it refers to stay.
+        let may_be_staged = recorded.is_some_and(|r| self.staged_now(name, &r).unwrap_or(true));
+        if staged.is_err() && !may_be_staged {
             for key in written.into_inner().expect("no panics while holding it") {
                 let _ = self.cas.remove(&key);
             }
@@ -256,15 +259,10 @@ impl Repository {
         staged
     }
 
-    /// Whether `record` may be staged for `name` after the index transaction that writes it
-    /// failed: a transaction whose last flush fails may still have landed. Unless the index,
-    /// read again, shows it did not, the blobs the record refers to stay.
-    fn may_be_staged(&self, name: &str, record: Option<&[u8]>) -> bool {
-        let Some(record) = record else { return false };
-        match self.index_read().and_then(|index| index.staged()) {
-            Ok(staged) => staged.iter().any(|(n, r)| n == name && r.as_slice() == record),
-            Err(_) => true,
-        }
+    /// Whether the index, read afresh, holds `record` staged for `name` (None: unreadable).
+    pub(super) fn staged_now(&self, name: &str, record: &[u8]) -> Option<bool> {
+        let staged = self.index_read().and_then(|index| index.staged()).ok()?;
+        Some(staged.iter().any(|(n, r)| n == name && r.as_slice() == record))
     }
 
     /// Codes every file that gets a manifest and reads the ones kept verbatim.

@@ -114,11 +114,7 @@ impl Repository {
                 // name back fails too, the store is as a kill leaves it, and the next
                 // `commit` finishes this one.
                 drop(index);
-                let still_staged = self
-                    .index_read()
-                    .and_then(|i| i.staged())
-                    .is_ok_and(|s| s.iter().any(|(n, r)| *n == name && *r == record));
-                if moved && still_staged {
+                if moved && self.staged_now(&name, &record).unwrap_or(false) {
                     let undone = match parent {
                         Some(p) => {
                             self.history

@@ -505,18 +505,15 @@ impl Device {
         if planned.is_empty() {
             return Ok(());
         }
+        let reused_jobs = planned.iter().filter(|(_, c)| matches!(c, Counts::Kept(_))).count();
+        self.ctx.bind_to_thread().map_err(driver("binding the context"))?;
+        let planes_addr = stage.planes.device_ptr(&self.stream).0;
+        let mut table = Table::new(&planned, grouped_tile, planes_addr);
         // The memory for slots to keep, or, where there is none to spare, their counting in
         // the stage as without `slots`.
-        let keep_bytes: u64 = planned
-            .iter()
-            .filter_map(|(j, c)| match (c, j.op) {
-                (Counts::Keep(key), Op::SubCtx { bits }) => Some(4 * (key.elements.div_ceil(key.tile) << bits)),
-                _ => None,
-            })
-            .sum();
-        let keep = match keep_bytes {
+        let keep = match table.kept {
             0 => None,
-            bytes => match self.alloc(bytes as usize) {
+            kept => match self.alloc(kept as usize * 4) {
                 Ok(buffer) => Some(buffer),
                 Err(_) => {
                     for (_, c) in planned.iter_mut() {
@@ -524,25 +521,17 @@ impl Device {
                             *c = Counts::Stage;
                         }
                     }
+                    table = Table::new(&planned, grouped_tile, planes_addr);
                     None
                 }
             },
         };
-        let reused_jobs = planned.iter().filter(|(_, c)| matches!(c, Counts::Kept(_))).count();
-        self.ctx.bind_to_thread().map_err(driver("binding the context"))?;
-        let planes_addr = stage.planes.device_ptr(&self.stream).0;
-        let mut table = Table::new(&planned, grouped_tile, planes_addr);
         if stage.counts.len() < table.staged as usize {
             // SAFETY: zeroed or written by `ctx_count` before `ctx_scan` reads them.
             stage.counts =
                 unsafe { self.stream.alloc::<u32>(table.staged as usize) }.map_err(driver("allocating counts"))?;
         }
         let counts_addr = stage.counts.device_ptr(&self.stream).0;
-        debug_assert_eq!(
-            4 * table.kept,
-            keep.as_ref().map_or(0, |_| keep_bytes),
-            "slots sized alike twice"
-        );
         let new_slots = table.place_counts(&planned, counts_addr, keep.as_ref().map(|b| b.addr(0)));
         let Table {
             words,
