@@ -1,4 +1,4 @@
-//! A disk that fills up: `add`, `commit`, `checkout`, `push`, `pull` and `clone` run with a limit on the size of any
+//! A disk that fills up: `add`, `commit` (of one name, and of two), `checkout`, `push`, `pull` and `clone` run with a limit on the size of any
 //! file they write (RLIMIT_FSIZE, with SIGXFSZ ignored, so that a write past it fails with an
 //! error as a write to a full disk does), at limits from nothing to more than a blob. Each
 //! either succeeds or fails with a clear error and a non-zero exit, leaving the store as it
@@ -112,7 +112,7 @@ fn every_writing_command_on_a_full_disk_fails_cleanly_and_changes_nothing() {
             sb.run(&["add", source, "--name", "tuned", "--base", "base"]).ok();
         }
 
-        let commit = commit_on_full_disk(&sb, limit);
+        let commit = commit_on_full_disk(&sb, limit, &["tuned"]);
 
         let before = state(&sb);
         let out = sb.join("out");
@@ -170,18 +170,22 @@ fn every_writing_command_on_a_full_disk_fails_cleanly_and_changes_nothing() {
                 "limit {limit}: a failed clone leaves nothing"
             );
         }
-        // A second commit of the name on the full disk leaves it where it was.
+        // A second commit of the name, with a new name staged beside it, on the full disk
+        // leaves both where they were: a commit moves every staged name or none.
         let next: Vec<Tensor> = tuned.iter().map(|t| t.finetuned(0.1, 8)).collect();
         let next_file = sb.write("in/next/model.safetensors", &safetensors_bytes(&next, &[]));
         let next_source = next_file.parent().expect("a directory").to_str().expect("UTF-8");
         sb.run(&["add", next_source, "--name", "tuned", "--base", "tuned"]).ok();
-        let again = commit_on_full_disk(&sb, limit);
-        let next_out = sb.checkout("tuned", "next-out");
-        assert_eq!(
-            sha256_file(&next_out.join("model.safetensors")),
-            sha256_file(&next_file),
-            "limit {limit}"
-        );
+        sb.run(&["add", next_source, "--name", "other", "--base", "base"]).ok();
+        let again = commit_on_full_disk(&sb, limit, &["other", "tuned"]);
+        for name in ["tuned", "other"] {
+            let next_out = sb.checkout(name, &format!("next-out-{name}"));
+            assert_eq!(
+                sha256_file(&next_out.join("model.safetensors")),
+                sha256_file(&next_file),
+                "limit {limit}, {name}"
+            );
+        }
         outcomes.push((
             limit,
             [
@@ -201,20 +205,25 @@ fn every_writing_command_on_a_full_disk_fails_cleanly_and_changes_nothing() {
     eprintln!("(limit, [add, commit, checkout, push, pull, clone, second commit] succeeded): {outcomes:?}");
 }
 
-/// Commits what is staged with writes failing past `limit`: if that fails, the store is as
-/// it was and `tuned` where it was; the commit is then made without the limit. Whether the
-/// first try succeeded.
+/// Commits what is staged, the names `names`, with writes failing past `limit`: if that
+/// fails, the store is as it was and every name where it was; the commit is then made
+/// without the limit. Whether the first try succeeded.
 #[track_caller]
-fn commit_on_full_disk(sb: &Sandbox, limit: u64) -> bool {
-    let (tip, before) = (sb.git_ref("tuned"), state(sb));
+fn commit_on_full_disk(sb: &Sandbox, limit: u64, names: &[&str]) -> bool {
+    let tips: Vec<Option<String>> = names.iter().map(|n| sb.git_ref(n)).collect();
+    let before = state(sb);
     let commit = limited(sb, &["commit", "-m", "tuned"], limit);
     if !commit.success() {
         failed_cleanly(&commit, limit);
-        same_state(&before, sb, &format!("commit at a limit of {limit} bytes"));
-        assert_eq!(sb.git_ref("tuned"), tip, "limit {limit}: the name did not move");
+        same_state(&before, sb, &format!("commit of {names:?} at a limit of {limit} bytes"));
+        for (name, tip) in names.iter().zip(&tips) {
+            assert_eq!(&sb.git_ref(name), tip, "limit {limit}: {name} did not move");
+        }
         sb.run(&["commit", "-m", "tuned"]).ok();
     }
-    assert_ne!(sb.git_ref("tuned"), tip, "limit {limit}: the name moved");
+    for (name, tip) in names.iter().zip(&tips) {
+        assert_ne!(&sb.git_ref(name), tip, "limit {limit}: {name} moved");
+    }
     commit.success()
 }
 

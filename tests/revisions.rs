@@ -266,6 +266,68 @@ fn branches_are_created_listed_moved_and_deleted() {
     sb.run(&["branch", "-d", "team/a"]).ok();
 }
 
+#[test]
+fn a_commit_moves_every_staged_name_or_none() {
+    let h = history();
+    let sb = &h.sb;
+    let ids: Vec<&str> = h.versions.iter().map(|(id, _)| id.as_str()).collect();
+    let m_file = sb.write("in/m3/model.safetensors", &safetensors_bytes(&version(3), &[]));
+    let other_file = sb.write("in/o2/model.safetensors", &safetensors_bytes(&version(8), &[]));
+    let stage = |file: &Path, name: &str| {
+        sb.run(&["add", file.to_str().unwrap(), "--name", name, "--base", name])
+            .ok();
+    };
+    stage(&m_file, "m");
+    stage(&other_file, "other");
+
+    // `other` moves after it was staged: the commit refuses it, and `m`, staged beside it and
+    // first in order, does not move either.
+    sb.run(&["branch", "-d", "other"]).ok();
+    sb.run(&["branch", "other", "m~1"]).ok();
+    let before = sb.json(&["status"]);
+    let err = sb.run(&["commit", "-m", "both"]).failed().to_string();
+    assert!(err.contains("other moved since it was staged"), "{err}");
+    assert_eq!(sb.json(&["status"]), before, "nothing was committed");
+    assert_eq!(resolve(sb, "m"), ids[2]);
+    assert_eq!(resolve(sb, "other"), ids[1]);
+    sb.assert_fsck_ok();
+
+    // Staged again, both commit together.
+    stage(&other_file, "other");
+    let report = sb.json(&["commit", "-m", "both"]);
+    assert_eq!(report["commits"].as_array().unwrap().len(), 2, "{report}");
+    assert_eq!(sb.json(&["show", "m"])["parents"], serde_json::json!([ids[2]]));
+    assert_eq!(sb.json(&["show", "other"])["parents"], serde_json::json!([ids[1]]));
+    assert_checks_out_as(sb, "m", &m_file);
+    assert_checks_out_as(sb, "other", &other_file);
+}
+
+#[test]
+fn a_name_that_cannot_move_puts_back_the_names_moved_before_it() {
+    let sb = Sandbox::new();
+    let a = sb.write("in/a/model.safetensors", &safetensors_bytes(&version(0), &[]));
+    let z = sb.write("in/z/model.safetensors", &safetensors_bytes(&version(1), &[]));
+    sb.run(&["add", a.to_str().unwrap(), "--name", "aaa"]).ok();
+    sb.run(&["add", z.to_str().unwrap(), "--name", "zzz"]).ok();
+    // A directory where zzz's ref file goes, holding a file that is no ref: git finds no
+    // ref zzz, so the refs' transaction starts, moves aaa, and fails to put zzz in place.
+    let stray = sb.store().join("refs/heads/zzz");
+    std::fs::create_dir_all(&stray).unwrap();
+    std::fs::write(stray.join("x.lock"), b"").unwrap();
+    let before = sb.json(&["status"]);
+    let err = sb.run(&["commit", "-m", "both"]).failed().to_string();
+    assert!(err.contains("refs/heads/zzz"), "{err}");
+    assert_eq!(sb.json(&["status"]), before, "aaa was put back, both stay staged");
+    assert_eq!(sb.git_ref("aaa"), None);
+
+    std::fs::remove_dir_all(&stray).unwrap();
+    let report = sb.json(&["commit", "-m", "both"]);
+    assert_eq!(report["commits"].as_array().unwrap().len(), 2, "{report}");
+    assert_checks_out_as(&sb, "aaa", &a);
+    assert_checks_out_as(&sb, "zzz", &z);
+    sb.assert_fsck_ok();
+}
+
 /// The shortest prefix (at least 4 digits) of `id` that no other id in `all` shares.
 fn unique_prefix<'a>(id: &'a str, all: &[String]) -> &'a str {
     (4..=id.len())

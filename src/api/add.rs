@@ -229,7 +229,7 @@ impl Repository {
             };
             let record = serde_json::to_vec(&staged).expect("records serialize");
             recorded = Some(record.clone());
-            self.index()?.record(&blobs, &full, name, Some(&record))?;
+            self.index()?.record(&blobs, &full, name, &record)?;
             // The source files are copies of what was just stored, for later deltas against it
             // (not when it was stored lossy: checkout gives back something else).
             let copies = Copies::new(&self.layout);

@@ -1,13 +1,15 @@
-//! `commit`: turn every staged snapshot into a commit on its name's ref.
+//! `commit`: turn every staged snapshot into a commit on its name's ref, all of them or none.
 //!
-//! Crash safety: the commit object is written and flushed, then the ref moves with
-//! compare-and-swap, then the staging record is removed. A process killed between the last two
-//! steps leaves a staging record whose commit already exists; the next `commit` sees the ref's
-//! tip holds exactly that snapshot and only removes the record. A record that cannot be
-//! removed (a full disk) and is, read again, still there puts the ref back where it was before
-//! the error is reported, so a failed `commit` leaves the name as it found it (the commit
-//! object stays, unreachable, for `gc`); only if that fails too, or the index cannot be read,
-//! is the state the one a kill leaves. Names committed earlier in the same run stay committed.
+//! Crash safety: every name is checked first (a name moved since it was staged stops the
+//! commit before anything is written); then the commit objects are written and flushed, the
+//! refs move together with compare-and-swap, and the staging records are removed in one index
+//! transaction. A process killed between the last two steps leaves staging records whose
+//! commits already exist; the next `commit` sees each ref's tip holds exactly that snapshot
+//! and only removes the record. If the refs cannot all move, or the records cannot be removed
+//! and are, read again, still there, every name that moved is put back before the error is
+//! reported, so a failed `commit` leaves the names as it found them (the commit objects stay,
+//! unreachable, for `gc`); only if that fails too, or the index cannot be read, is the state
+//! the one a kill leaves.
 
 use serde::Serialize;
 
@@ -55,8 +57,17 @@ pub enum Error {
     Unfinished {
         name: String,
         commit: String,
-        source: index::Error,
+        source: Box<Error>,
     },
+}
+
+/// `source`, and that moving the name of `steps[i]` back failed too.
+fn unfinished(steps: &[Step], i: usize, source: impl Into<Error>) -> Error {
+    Error::Unfinished {
+        name: steps[i].name.clone(),
+        commit: steps[i].commit().to_string(),
+        source: Box::new(source.into()),
+    }
 }
 
 fn parse_id(hex: &str, name: &str) -> Result<ObjectId, Error> {
@@ -66,6 +77,24 @@ fn parse_id(hex: &str, name: &str) -> Result<ObjectId, Error> {
     })
 }
 
+/// One staged name on its way to a commit.
+struct Step {
+    name: String,
+    record: Vec<u8>,
+    staged: Staged,
+    refname: String,
+    tree: ObjectId,
+    parent: Option<ObjectId>,
+    /// The commit the name ends at; `None` until written.
+    commit: Option<ObjectId>,
+}
+
+impl Step {
+    fn commit(&self) -> ObjectId {
+        self.commit.expect("every commit is written before the names move")
+    }
+}
+
 impl Repository {
     pub fn commit(&self, message: &str) -> Result<Report, Error> {
         let _lock = self.lock()?;
@@ -73,77 +102,140 @@ impl Repository {
             return Err(Error::NothingStaged);
         }
         let index = self.index()?;
-        let staged = index.staged()?;
-        let mut commits = Vec::new();
-        for (name, record) in staged {
-            let s: Staged = serde_json::from_slice(&record).map_err(|e| Error::BadRecord {
-                name: name.clone(),
-                why: e.to_string(),
-            })?;
-            let tree = parse_id(&s.tree, &name)?;
-            let parent = s.parent.as_deref().map(|p| parse_id(p, &name)).transpose()?;
-            let refname = format!("{HEADS}{name}");
-            let tip = self.history.find_ref(&refname)?;
-            let (commit, moved) = if tip == parent {
-                let commit = self.history.write_commit(tree, parent.as_slice(), message)?;
-                sync_dir(&self.layout.root).map_err(Error::Sync)?;
-                let expect = parent.map(Expect::At).unwrap_or(Expect::Absent);
-                self.history
-                    .set_ref(&refname, commit, expect, &format!("commit: {message}"))?;
-                (commit, true)
-            } else {
-                // Either an earlier `commit` was stopped after moving the ref, or the name moved.
-                let done = tip
-                    .map(|t| self.history.commit_info(t))
-                    .transpose()?
-                    .filter(|info| info.tree == tree && info.parents.first().copied() == parent);
-                match done {
-                    Some(info) => (info.id, false),
-                    None => {
-                        return Err(Error::Moved {
-                            name,
-                            staged: s.parent.unwrap_or_else(|| "nothing".into()),
-                            now: tip.map(|t| t.to_string()).unwrap_or_else(|| "deleted".into()),
-                        })
-                    }
-                }
-            };
-            if let Err(e) = index.record(&[], &[], &name, None) {
-                // A transaction whose last flush failed may have landed: the name goes back
-                // only if the record, read again, is still there. If it is, and moving the
-                // name back fails too, the store is as a kill leaves it, and the next
-                // `commit` finishes this one.
-                drop(index);
-                if moved && self.staged_now(&name, &record).unwrap_or(false) {
-                    let undone = match parent {
-                        Some(p) => {
-                            self.history
-                                .set_ref(&refname, p, Expect::At(commit), &format!("commit: undone ({e})"))
-                        }
-                        None => self.history.delete_ref(&refname, Expect::At(commit)),
-                    };
-                    if undone.is_err() {
-                        return Err(Error::Unfinished {
-                            name,
-                            commit: commit.to_string(),
-                            source: e,
-                        });
-                    }
-                }
-                return Err(e.into());
+        let mut steps = index
+            .staged()?
+            .into_iter()
+            .map(|(name, record)| self.step(name, record))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        // The names to move: those whose commit is not already their tip.
+        let mut moving = Vec::new();
+        for (i, step) in steps.iter_mut().enumerate() {
+            if step.commit.is_none() {
+                step.commit = Some(self.history.write_commit(step.tree, step.parent.as_slice(), message)?);
+                moving.push(i);
             }
-            commits.push(Committed {
-                name,
-                commit: commit.to_string(),
-                raw_bytes: s.raw_bytes,
-                stored_bytes: s.stored_bytes,
+        }
+        if !moving.is_empty() {
+            sync_dir(&self.layout.root).map_err(Error::Sync)?;
+        }
+        let moves: Vec<(&str, ObjectId, Expect)> = moving
+            .iter()
+            .map(|&i| {
+                let s = &steps[i];
+                (
+                    s.refname.as_str(),
+                    s.commit(),
+                    s.parent.map(Expect::At).unwrap_or(Expect::Absent),
+                )
+            })
+            .collect();
+        if let Err(e) = self.history.set_refs(&moves, &format!("commit: {message}")) {
+            return Err(match self.put_back(&steps, &moving, &e.to_string()) {
+                Ok(()) => e.into(),
+                Err(i) => unfinished(&steps, i, e),
             });
         }
+
+        let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+        if let Err(e) = index.unstage(&names) {
+            // A transaction whose last flush failed may have landed: the names go back only
+            // if the records, read again, are all still there. If they are, and moving a name
+            // back fails too, the store is as a kill leaves it, and the next `commit`
+            // finishes this one.
+            drop(index);
+            let still_staged = steps
+                .iter()
+                .all(|s| self.staged_now(&s.name, &s.record).unwrap_or(false));
+            if still_staged {
+                if let Err(i) = self.put_back(&steps, &moving, &e.to_string()) {
+                    return Err(unfinished(&steps, i, e));
+                }
+            }
+            return Err(e.into());
+        }
+
+        let commits: Vec<Committed> = steps
+            .into_iter()
+            .map(|s| Committed {
+                commit: s.commit().to_string(),
+                name: s.name,
+                raw_bytes: s.staged.raw_bytes,
+                stored_bytes: s.staged.stored_bytes,
+            })
+            .collect();
         Ok(Report {
             commit: commits.last().expect("at least one").commit.clone(),
             raw_bytes: commits.iter().map(|c| c.raw_bytes).sum(),
             stored_bytes: commits.iter().map(|c| c.stored_bytes).sum(),
             commits,
         })
+    }
+
+    /// Reads the staging record of `name` and checks its name against its ref: the ref is
+    /// still at the staged parent (a commit to write), or already at a commit of exactly
+    /// this snapshot (an earlier `commit` was stopped after moving it).
+    fn step(&self, name: String, record: Vec<u8>) -> Result<Step, Error> {
+        let staged: Staged = serde_json::from_slice(&record).map_err(|e| Error::BadRecord {
+            name: name.clone(),
+            why: e.to_string(),
+        })?;
+        let tree = parse_id(&staged.tree, &name)?;
+        let parent = staged.parent.as_deref().map(|p| parse_id(p, &name)).transpose()?;
+        let refname = format!("{HEADS}{name}");
+        let tip = self.history.find_ref(&refname)?;
+        let commit = if tip == parent {
+            None
+        } else {
+            let done = tip
+                .map(|t| self.history.commit_info(t))
+                .transpose()?
+                .filter(|info| info.tree == tree && info.parents.first().copied() == parent);
+            match done {
+                Some(info) => Some(info.id),
+                None => {
+                    return Err(Error::Moved {
+                        name,
+                        staged: staged.parent.unwrap_or_else(|| "nothing".into()),
+                        now: tip.map(|t| t.to_string()).unwrap_or_else(|| "deleted".into()),
+                    })
+                }
+            }
+        };
+        Ok(Step {
+            name,
+            record,
+            staged,
+            refname,
+            tree,
+            parent,
+            commit,
+        })
+    }
+
+    /// Puts every name of `moving` that is at its new commit back where it was staged from
+    /// (or deletes it, for a new name). The name that could not be put back, if any.
+    fn put_back(&self, steps: &[Step], moving: &[usize], why: &str) -> Result<(), usize> {
+        for &i in moving {
+            let s = &steps[i];
+            match self.history.find_ref(&s.refname) {
+                Ok(Some(tip)) if tip == s.commit() => {}
+                Ok(_) => continue,
+                Err(_) => return Err(i),
+            }
+            let undone = match s.parent {
+                Some(p) => self.history.set_ref(
+                    &s.refname,
+                    p,
+                    Expect::At(s.commit()),
+                    &format!("commit: undone ({why})"),
+                ),
+                None => self.history.delete_ref(&s.refname, Expect::At(s.commit())),
+            };
+            if undone.is_err() {
+                return Err(i);
+            }
+        }
+        Ok(())
     }
 }

@@ -376,22 +376,37 @@ impl History {
     /// Points ref `name` at `new`, if its current value is what `expect` says (atomic). The
     /// caller holds the store's write lock.
     pub fn set_ref(&self, name: &str, new: ObjectId, expect: Expect, log: &str) -> Result<(), Error> {
-        let edit = RefEdit {
-            change: Change::Update {
-                log: LogChange {
-                    mode: RefLog::AndReference,
-                    force_create_reflog: false,
-                    message: log.into(),
-                },
-                expected: previous(expect),
-                new: Target::Object(new),
-            },
-            name: name
-                .try_into()
-                .map_err(|e| self.err(format!("name a ref {name:?}"), e))?,
-            deref: false,
-        };
-        self.edit(edit, name)
+        self.set_refs(&[(name, new, expect)], log)
+    }
+
+    /// Points each ref of `moves` (name, new value, expected value) at its new value, in one
+    /// transaction: if any ref is not what its `expect` says, or its new value cannot be
+    /// written, none moves. A failure while they are being moved in turn (a reflog that cannot
+    /// grow) can leave the ones before it moved: the caller reads them back to put them back.
+    /// The caller holds the store's write lock.
+    pub fn set_refs(&self, moves: &[(&str, ObjectId, Expect)], log: &str) -> Result<(), Error> {
+        let edits = moves
+            .iter()
+            .map(|&(name, new, expect)| {
+                Ok(RefEdit {
+                    change: Change::Update {
+                        log: LogChange {
+                            mode: RefLog::AndReference,
+                            force_create_reflog: false,
+                            message: log.into(),
+                        },
+                        expected: previous(expect),
+                        new: Target::Object(new),
+                    },
+                    name: name
+                        .try_into()
+                        .map_err(|e| self.err(format!("name a ref {name:?}"), e))?,
+                    deref: false,
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let names: Vec<&str> = moves.iter().map(|m| m.0).collect();
+        self.edit(edits, &names)
     }
 
     /// Deletes ref `name`, if its current value is what `expect` says. The caller holds the
@@ -407,18 +422,17 @@ impl History {
                 .map_err(|e| self.err(format!("name a ref {name:?}"), e))?,
             deref: false,
         };
-        self.edit(edit, name)
+        self.edit(vec![edit], &[name])
     }
 
-    fn edit(&self, edit: RefEdit, name: &str) -> Result<(), Error> {
-        self.remove_stale_locks(name)?;
+    fn edit(&self, edits: Vec<RefEdit>, names: &[&str]) -> Result<(), Error> {
+        for name in names {
+            self.remove_stale_locks(name)?;
+        }
         let signature = signature();
         self.repo
-            .edit_references_as(
-                Some(edit),
-                Some(signature.to_ref(&mut gix::date::parse::TimeBuf::default())),
-            )
-            .map_err(|e| self.err(format!("update ref {name}"), e))?;
+            .edit_references_as(edits, Some(signature.to_ref(&mut gix::date::parse::TimeBuf::default())))
+            .map_err(|e| self.err(format!("update ref {}", names.join(", ")), e))?;
         Ok(())
     }
 }

@@ -104,14 +104,14 @@ impl Index {
         err(&self.path, e)
     }
 
-    /// Records `blobs` and the chunks stored `full` (their key, blob), and sets (or, with
-    /// `None`, removes) the staging record of `name`, atomically.
+    /// Records `blobs` and the chunks stored `full` (their key, blob), and sets the staging
+    /// record of `name`, atomically.
     pub fn record(
         &self,
         blobs: &[(Key, BlobSizes)],
         full: &[(Key, Key)],
         name: &str,
-        staged: Option<&[u8]>,
+        staged: &[u8],
     ) -> Result<(), Error> {
         let Db::Write(db) = &self.db else {
             panic!("records are written through an index opened with Index::open");
@@ -120,11 +120,22 @@ impl Index {
         {
             self.insert_blobs(&txn, blobs, full)?;
             let mut table = txn.open_table(STAGED).map_err(|e| self.err(e))?;
-            match staged {
-                Some(bytes) => table.insert(name, bytes).map(drop),
-                None => table.remove(name).map(drop),
+            table.insert(name, staged).map_err(|e| self.err(e))?;
+        }
+        txn.commit().map_err(|e| self.err(e))
+    }
+
+    /// Removes the staging records of `names`, atomically: all or none.
+    pub fn unstage(&self, names: &[&str]) -> Result<(), Error> {
+        let Db::Write(db) = &self.db else {
+            panic!("records are removed through an index opened with Index::open");
+        };
+        let txn = db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut table = txn.open_table(STAGED).map_err(|e| self.err(e))?;
+            for name in names {
+                table.remove(*name).map_err(|e| self.err(e))?;
             }
-            .map_err(|e| self.err(e))?;
         }
         txn.commit().map_err(|e| self.err(e))
     }
