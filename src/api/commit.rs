@@ -43,7 +43,7 @@ pub enum Error {
     NothingStaged,
     #[error("{name} moved since it was staged (was {staged}, now {now}); add it again")]
     Moved { name: String, staged: String, now: String },
-    #[error("staging record of {name} is unreadable: {why}")]
+    #[error("staging record of {name} is unreadable: {why}; add it again, or `sparse fsck --rebuild-index` drops it")]
     BadRecord { name: String, why: String },
     #[error(transparent)]
     History(#[from] history::Error),

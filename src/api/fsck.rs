@@ -49,11 +49,31 @@ impl Repository {
         bad.sort();
         errors.extend(bad);
         let present: HashSet<Key> = keys.iter().copied().collect();
+        // The index agrees with the files: the sizes it records, the chunks it says are
+        // stored whole.
         let index = self.index_read()?;
-        for (key, _) in index.blobs()? {
+        let before = errors.len();
+        for (key, recorded) in index.blobs()? {
             if !present.contains(&key) {
                 errors.push(format!("index records blob {key}, which is missing"));
+            } else if let Ok(sizes) = cas.sizes(&key) {
+                if sizes != recorded {
+                    errors.push(format!(
+                        "index records blob {key} as {} bytes ({} decoded), its file holds {} ({})",
+                        recorded.stored, recorded.decoded, sizes.stored, sizes.decoded
+                    ));
+                }
             }
+        }
+        for (chunk, (blob, _)) in index.full_chunks()? {
+            if !present.contains(&blob) {
+                errors.push(format!(
+                    "index says chunk {chunk} is stored whole in blob {blob}, which is missing"
+                ));
+            }
+        }
+        if errors.len() > before {
+            errors.push("the index disagrees with the blob files: `sparse fsck --rebuild-index` rebuilds it".into());
         }
 
         // 2. Every snapshot reachable from refs (through parents and bases) and the staging area.
@@ -93,7 +113,10 @@ impl Repository {
             match tree.map(|t| self.check_tree(t, &present, &mut errors)) {
                 Some(Ok(_)) => {}
                 Some(Err(e)) => errors.push(format!("staged {name}: {e}")),
-                None => errors.push(format!("staged {name}: unreadable record")),
+                None => errors.push(format!(
+                    "staged {name}: its staging record in the index is unreadable; add it again, \
+                     or `sparse fsck --rebuild-index` drops it"
+                )),
             }
         }
 

@@ -17,6 +17,7 @@ pub mod progress;
 pub mod reach;
 pub mod record_diff;
 pub mod refs;
+pub mod reindex;
 pub mod remote;
 pub mod rev;
 pub mod status;

@@ -24,7 +24,9 @@ pub enum Error {
         from: String,
         source: Box<snapshot::Error>,
     },
-    #[error("staged {name}: unreadable staging record: {why}")]
+    #[error(
+        "staged {name}: unreadable staging record: {why}; add it again, or `sparse fsck --rebuild-index` drops it"
+    )]
     Staged { name: String, why: String },
 }
 
@@ -35,6 +37,8 @@ pub struct Reachable {
     /// Git objects: commits, trees, and the files and manifests in them.
     pub objects: HashSet<ObjectId>,
     pub blobs: HashSet<Key>,
+    /// Chunks stored whole, as the index's `full` rows ([`crate::model::manifest::Manifest::full_chunks`]).
+    pub full: HashSet<(Key, Key)>,
 }
 
 impl Repository {
@@ -42,6 +46,11 @@ impl Repository {
     /// guess when anything on the way cannot be read, so that nothing is ever taken for
     /// unreachable by mistake.
     pub fn reachable(&self) -> Result<Reachable, Error> {
+        self.reachable_with(self.index_read()?.staged()?)
+    }
+
+    /// [`Repository::reachable`], with `staged` (name, staging record) for the staging area.
+    pub fn reachable_with(&self, staged: Vec<(String, Vec<u8>)>) -> Result<Reachable, Error> {
         let mut todo: Vec<(ObjectId, String)> = Vec::new();
         for prefix in [HEADS, TAGS, REMOTES] {
             todo.extend(
@@ -52,7 +61,7 @@ impl Repository {
             );
         }
         let mut reach = Reachable::default();
-        for (name, record) in self.index_read()?.staged()? {
+        for (name, record) in staged {
             let staged: Staged = serde_json::from_slice(&record).map_err(|e| Error::Staged {
                 name: name.clone(),
                 why: e.to_string(),
@@ -114,6 +123,7 @@ impl Repository {
         let snap = self.snapshot_at(tree, from)?;
         for m in snap.manifests.values() {
             reach.blobs.extend(m.blobs());
+            reach.full.extend(m.full_chunks());
         }
         snap.base().map_err(|source| Error::Snapshot {
             tree,

@@ -20,7 +20,7 @@ pub enum Error {
     Index(#[from] index::Error),
     #[error(transparent)]
     Refs(#[from] refs::Error),
-    #[error("staging record of {name} is unreadable: {why}")]
+    #[error("staging record of {name} is unreadable: {why}; add it again, or `sparse fsck --rebuild-index` drops it")]
     BadRecord { name: String, why: String },
 }
 

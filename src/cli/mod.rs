@@ -61,8 +61,7 @@ pub enum Command {
     Branch(refs::RefArgs),
     /// List tags, create one at a revision (TAG REV), or delete one (-d TAG).
     Tag(refs::RefArgs),
-    /// Re-hash every blob and check every reference of every snapshot.
-    Fsck,
+    Fsck(fsck::Args),
     Gc(gc::Args),
     Remote(remote::Args),
     Push(push::Args),
@@ -116,7 +115,7 @@ fn run(cli: &Cli) -> Result<i32, Error> {
         Command::Status => status::run(&repo, &out),
         Command::Branch(args) => refs::branch(&repo, args, &out),
         Command::Tag(args) => refs::tag(&repo, args, &out),
-        Command::Fsck => fsck::run(&repo, &out),
+        Command::Fsck(args) => fsck::run(&repo, args, &out),
         Command::Gc(args) => gc::run(&repo, args, &out),
         Command::Remote(args) => remote::run(&repo, args, &out),
         Command::Push(args) => push::run(&repo, args, &out),

@@ -248,8 +248,13 @@ pub fn encode_file(
                     };
                     return Ok((chunk, None));
                 }
-                if let Some(&(blob, sizes)) = known.get(&full_key(&hash, seg.width)) {
-                    // Stored whole somewhere already: refer to it, without coding anything.
+                // Stored whole somewhere already: refer to it, without coding anything, if
+                // its file is there as the index says (a damaged index must not lead a new
+                // snapshot to a blob that is not).
+                let stored_whole = known
+                    .get(&full_key(&hash, seg.width))
+                    .filter(|(blob, sizes)| cas.sizes(blob).is_ok_and(|s| s == *sizes));
+                if let Some(&(blob, sizes)) = stored_whole {
                     let chunk = Chunk {
                         codec: Codec::Full,
                         hash,

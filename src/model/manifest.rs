@@ -257,6 +257,17 @@ impl Manifest {
             .any(|s| s.parent.as_ref().is_some_and(|p| p.offset.is_some()))
     }
 
+    /// The chunks stored whole (codec `full`): (their [`super::encode::full_key`], blob), the
+    /// rows the index's `full` table keeps so that later adds refer to them.
+    pub fn full_chunks(&self) -> impl Iterator<Item = (Key, Key)> + '_ {
+        self.segments.iter().flat_map(|s| {
+            s.chunks
+                .iter()
+                .filter(|c| c.codec == Codec::Full)
+                .filter_map(|c| Some((super::encode::full_key(&c.hash, s.width), c.blob?)))
+        })
+    }
+
     /// Every blob the manifest uses: its chunks', and a records file's piece table.
     pub fn blobs(&self) -> impl Iterator<Item = Key> + '_ {
         let chunks = self

@@ -11,8 +11,13 @@
 //! `full` lets `add` store a chunk that exists anywhere in the store, whatever its tensor, file
 //! or model, as a reference to the blob that already holds it, without coding it again.
 //! redb allows one process at a time, so the index is opened late and closed early.
+//!
+//! A damaged file (a flipped bit, a torn page) can make redb panic where it trusts its own
+//! pages; every call into it here runs under [`guarded`], which turns such a panic into an
+//! [`Error`] that says the index is damaged and how to rebuild it ([`Index::rebuild`]).
 
-use std::path::PathBuf;
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use redb::{Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition};
@@ -32,11 +37,14 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Error {
     pub path: PathBuf,
     pub message: String,
+    /// The file is damaged; [`Index::rebuild`] (`sparse fsck --rebuild-index`) makes it anew.
+    pub damaged: bool,
 }
 
 /// An open index; dropping it closes the database.
 pub struct Index {
-    db: Db,
+    /// `Some` until dropped: [`Drop`] closes it under [`guarded`].
+    db: Option<Db>,
     path: PathBuf,
 }
 
@@ -52,31 +60,78 @@ pub struct BlobSizes {
     pub stored: u64,
 }
 
+/// Every row of an index, for [`Index::rebuild`].
+#[derive(Debug, Default)]
+pub struct Rows {
+    pub blobs: Vec<(Key, BlobSizes)>,
+    pub full: Vec<(Key, Key)>,
+    pub staged: Vec<(String, Vec<u8>)>,
+}
+
 impl Index {
     /// Creates the index with its tables (when the store is created).
     pub fn create(layout: &Layout) -> Result<Index, Error> {
-        let path = layout.index();
-        let db = Database::create(&path).map_err(|e| Error {
-            path: path.clone(),
-            message: e.to_string(),
+        Index::create_at(layout.index(), &Rows::default())
+    }
+
+    /// Creates an index at `path` holding `rows`.
+    fn create_at(path: PathBuf, rows: &Rows) -> Result<Index, Error> {
+        let db = guarded(&path, || {
+            let db = Database::create(&path).map_err(|e| err(&path, e))?;
+            let txn = db.begin_write().map_err(|e| err(&path, e))?;
+            insert_blobs(&path, &txn, &rows.blobs, &rows.full)?;
+            {
+                let mut table = txn.open_table(STAGED).map_err(|e| err(&path, e))?;
+                for (name, record) in &rows.staged {
+                    table
+                        .insert(name.as_str(), record.as_slice())
+                        .map_err(|e| err(&path, e))?;
+                }
+            }
+            txn.commit().map_err(|e| err(&path, e))?;
+            Ok(db)
         })?;
-        let txn = db.begin_write().map_err(|e| err(&path, e))?;
-        txn.open_table(BLOBS).map_err(|e| err(&path, e))?;
-        txn.open_table(STAGED).map_err(|e| err(&path, e))?;
-        txn.open_table(FULL).map_err(|e| err(&path, e))?;
-        txn.commit().map_err(|e| err(&path, e))?;
         Ok(Index {
-            db: Db::Write(db),
+            db: Some(Db::Write(db)),
             path,
         })
+    }
+
+    /// Replaces the index of `layout` by a new one holding `rows`: written beside it in
+    /// `sparse/tmp`, flushed, then renamed over it, so that the old file stays whole until the
+    /// new one is. The caller holds the store's write lock.
+    pub fn rebuild(layout: &Layout, rows: &Rows) -> Result<(), Error> {
+        let path = layout.index();
+        let fresh = layout.tmp().join("index.redb.new");
+        let io = |what: &str, e: std::io::Error| Error {
+            path: fresh.clone(),
+            message: format!("{what}: {e}"),
+            damaged: false,
+        };
+        match std::fs::remove_file(&fresh) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("remove an earlier attempt", e)),
+        }
+        let written = Index::create_at(fresh.clone(), rows).map(drop).and_then(|()| {
+            let file = std::fs::File::open(&fresh).map_err(|e| io("open", e))?;
+            file.sync_all().map_err(|e| io("flush", e))?;
+            std::fs::rename(&fresh, &path).map_err(|e| io(&format!("rename to {}", path.display()), e))?;
+            super::sync_dir(&layout.root).map_err(|e| io("flush the store", e))
+        });
+        if written.is_err() {
+            let _ = std::fs::remove_file(&fresh);
+        }
+        written
     }
 
     /// Opens the index for writing, waiting while another process has it open.
     pub fn open(layout: &Layout) -> Result<Index, Error> {
         let path = layout.index();
-        let db = retry(&path, || Database::open(&path))?;
+        present(&path)?;
+        let db = guarded(&path, || retry(&path, || Database::open(&path)))?;
         Ok(Index {
-            db: Db::Write(db),
+            db: Some(Db::Write(db)),
             path,
         })
     }
@@ -86,18 +141,35 @@ impl Index {
     /// for writing instead.
     pub fn open_read(layout: &Layout) -> Result<Index, Error> {
         let path = layout.index();
-        match retry(&path, || ReadOnlyDatabase::open(&path)) {
-            Ok(db) => Ok(Index { db: Db::Read(db), path }),
+        present(&path)?;
+        match guarded(&path, || retry(&path, || ReadOnlyDatabase::open(&path))) {
+            Ok(db) => Ok(Index {
+                db: Some(Db::Read(db)),
+                path,
+            }),
+            Err(e) if e.damaged => Err(e),
             Err(_) => Index::open(layout),
         }
     }
 
     fn read(&self) -> Result<redb::ReadTransaction, Error> {
-        match &self.db {
+        match self.db.as_ref().expect("open until dropped") {
             Db::Write(db) => db.begin_read(),
             Db::Read(db) => db.begin_read(),
         }
         .map_err(|e| self.err(e))
+    }
+
+    /// Runs `f` in one write transaction, committed if `f` succeeds.
+    fn write(&self, f: impl FnOnce(&redb::WriteTransaction) -> Result<(), Error>) -> Result<(), Error> {
+        let Some(Db::Write(db)) = &self.db else {
+            panic!("records are written through an index opened with Index::open");
+        };
+        guarded(&self.path, || {
+            let txn = db.begin_write().map_err(|e| self.err(e))?;
+            f(&txn)?;
+            txn.commit().map_err(|e| self.err(e))
+        })
     }
 
     fn err(&self, e: impl Into<redb::Error>) -> Error {
@@ -113,152 +185,214 @@ impl Index {
         name: &str,
         staged: &[u8],
     ) -> Result<(), Error> {
-        let Db::Write(db) = &self.db else {
-            panic!("records are written through an index opened with Index::open");
-        };
-        let txn = db.begin_write().map_err(|e| self.err(e))?;
-        {
-            self.insert_blobs(&txn, blobs, full)?;
+        self.write(|txn| {
+            insert_blobs(&self.path, txn, blobs, full)?;
             let mut table = txn.open_table(STAGED).map_err(|e| self.err(e))?;
             table.insert(name, staged).map_err(|e| self.err(e))?;
-        }
-        txn.commit().map_err(|e| self.err(e))
+            Ok(())
+        })
     }
 
     /// Removes the staging records of `names`, atomically: all or none.
     pub fn unstage(&self, names: &[&str]) -> Result<(), Error> {
-        let Db::Write(db) = &self.db else {
-            panic!("records are removed through an index opened with Index::open");
-        };
-        let txn = db.begin_write().map_err(|e| self.err(e))?;
-        {
+        self.write(|txn| {
             let mut table = txn.open_table(STAGED).map_err(|e| self.err(e))?;
             for name in names {
                 table.remove(*name).map_err(|e| self.err(e))?;
             }
-        }
-        txn.commit().map_err(|e| self.err(e))
-    }
-
-    /// Writes blob sizes and chunks stored whole in transaction `txn`.
-    fn insert_blobs(
-        &self,
-        txn: &redb::WriteTransaction,
-        blobs: &[(Key, BlobSizes)],
-        full: &[(Key, Key)],
-    ) -> Result<(), Error> {
-        let mut table = txn.open_table(BLOBS).map_err(|e| self.err(e))?;
-        for (key, sizes) in blobs {
-            table
-                .insert(key.0, (sizes.decoded, sizes.stored))
-                .map_err(|e| self.err(e))?;
-        }
-        let mut table = txn.open_table(FULL).map_err(|e| self.err(e))?;
-        for (chunk, blob) in full {
-            table.insert(chunk.0, blob.0).map_err(|e| self.err(e))?;
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Records the sizes of blobs received from another store (push, fetch).
     pub fn add_blobs(&self, blobs: &[(Key, BlobSizes)], full: &[(Key, Key)]) -> Result<(), Error> {
-        let Db::Write(db) = &self.db else {
-            panic!("records are written through an index opened with Index::open");
-        };
-        let txn = db.begin_write().map_err(|e| self.err(e))?;
-        {
-            self.insert_blobs(&txn, blobs, full)?;
-        }
-        txn.commit().map_err(|e| self.err(e))
+        self.write(|txn| insert_blobs(&self.path, txn, blobs, full))
     }
 
     /// Forgets blobs that were deleted (gc): their sizes and the chunks they held.
     pub fn forget(&self, keys: &[Key]) -> Result<(), Error> {
-        let Db::Write(db) = &self.db else {
-            panic!("records are written through an index opened with Index::open");
-        };
-        let txn = db.begin_write().map_err(|e| self.err(e))?;
-        {
+        self.write(|txn| {
             let mut table = txn.open_table(BLOBS).map_err(|e| self.err(e))?;
             for key in keys {
                 table.remove(key.0).map_err(|e| self.err(e))?;
             }
             let gone: std::collections::HashSet<[u8; 32]> = keys.iter().map(|k| k.0).collect();
             let mut table = txn.open_table(FULL).map_err(|e| self.err(e))?;
-            table.retain(|_, blob| !gone.contains(&blob)).map_err(|e| self.err(e))?;
-        }
-        txn.commit().map_err(|e| self.err(e))
+            table.retain(|_, blob| !gone.contains(&blob)).map_err(|e| self.err(e))
+        })
     }
 
     /// Every staging record, by name.
     pub fn staged(&self) -> Result<Vec<(String, Vec<u8>)>, Error> {
-        let txn = self.read()?;
-        let table = txn.open_table(STAGED).map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for row in table.iter().map_err(|e| self.err(e))? {
-            let (k, v) = row.map_err(|e| self.err(e))?;
-            out.push((k.value().to_string(), v.value().to_vec()));
-        }
-        Ok(out)
+        guarded(&self.path, || {
+            let txn = self.read()?;
+            let table = txn.open_table(STAGED).map_err(|e| self.err(e))?;
+            let mut out = Vec::new();
+            for row in table.iter().map_err(|e| self.err(e))? {
+                let (k, v) = row.map_err(|e| self.err(e))?;
+                out.push((k.value().to_string(), v.value().to_vec()));
+            }
+            Ok(out)
+        })
     }
 
     /// Every chunk stored `full` somewhere: its key (chunk hash and width) -> its blob and the
     /// blob's sizes.
     pub fn full_chunks(&self) -> Result<std::collections::HashMap<Key, (Key, BlobSizes)>, Error> {
-        let txn = self.read()?;
-        let full = match txn.open_table(FULL) {
-            Ok(t) => t,
-            // A store made before the table existed has none yet.
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Default::default()),
-            Err(e) => return Err(self.err(e)),
-        };
-        let blobs = txn.open_table(BLOBS).map_err(|e| self.err(e))?;
-        let mut out = std::collections::HashMap::new();
-        for row in full.iter().map_err(|e| self.err(e))? {
-            let (chunk, blob) = row.map_err(|e| self.err(e))?;
-            let blob = blob.value();
-            if let Some(sizes) = blobs.get(blob).map_err(|e| self.err(e))? {
-                let (decoded, stored) = sizes.value();
-                out.insert(Key(chunk.value()), (Key(blob), BlobSizes { decoded, stored }));
+        guarded(&self.path, || {
+            let txn = self.read()?;
+            let full = match txn.open_table(FULL) {
+                Ok(t) => t,
+                // A store made before the table existed has none yet.
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Default::default()),
+                Err(e) => return Err(self.err(e)),
+            };
+            let blobs = txn.open_table(BLOBS).map_err(|e| self.err(e))?;
+            let mut out = std::collections::HashMap::new();
+            for row in full.iter().map_err(|e| self.err(e))? {
+                let (chunk, blob) = row.map_err(|e| self.err(e))?;
+                let blob = blob.value();
+                if let Some(sizes) = blobs.get(blob).map_err(|e| self.err(e))? {
+                    let (decoded, stored) = sizes.value();
+                    out.insert(Key(chunk.value()), (Key(blob), BlobSizes { decoded, stored }));
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// The sizes recorded for `key`, if any.
     pub fn blob(&self, key: &Key) -> Result<Option<BlobSizes>, Error> {
-        let txn = self.read()?;
-        let table = txn.open_table(BLOBS).map_err(|e| self.err(e))?;
-        let row = table.get(key.0).map_err(|e| self.err(e))?;
-        Ok(row.map(|v| {
-            let (decoded, stored) = v.value();
-            BlobSizes { decoded, stored }
-        }))
+        guarded(&self.path, || {
+            let txn = self.read()?;
+            let table = txn.open_table(BLOBS).map_err(|e| self.err(e))?;
+            let row = table.get(key.0).map_err(|e| self.err(e))?;
+            Ok(row.map(|v| {
+                let (decoded, stored) = v.value();
+                BlobSizes { decoded, stored }
+            }))
+        })
     }
 
     /// Every recorded blob.
     pub fn blobs(&self) -> Result<Vec<(Key, BlobSizes)>, Error> {
-        let txn = self.read()?;
-        let table = txn.open_table(BLOBS).map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for row in table.iter().map_err(|e| self.err(e))? {
-            let (k, v) = row.map_err(|e| self.err(e))?;
-            let (decoded, stored) = v.value();
-            out.push((Key(k.value()), BlobSizes { decoded, stored }));
-        }
-        Ok(out)
+        guarded(&self.path, || {
+            let txn = self.read()?;
+            let table = txn.open_table(BLOBS).map_err(|e| self.err(e))?;
+            let mut out = Vec::new();
+            for row in table.iter().map_err(|e| self.err(e))? {
+                let (k, v) = row.map_err(|e| self.err(e))?;
+                let (decoded, stored) = v.value();
+                out.push((Key(k.value()), BlobSizes { decoded, stored }));
+            }
+            Ok(out)
+        })
     }
 }
 
-fn err(path: &std::path::Path, e: impl Into<redb::Error>) -> Error {
+impl Drop for Index {
+    fn drop(&mut self) {
+        // Closing writes to the file; a damaged one can make that panic too.
+        let db = self.db.take();
+        let _ = guarded(&self.path, || {
+            drop(db);
+            Ok(())
+        });
+    }
+}
+
+/// Writes blob sizes and chunks stored whole in transaction `txn`.
+fn insert_blobs(
+    path: &Path,
+    txn: &redb::WriteTransaction,
+    blobs: &[(Key, BlobSizes)],
+    full: &[(Key, Key)],
+) -> Result<(), Error> {
+    let mut table = txn.open_table(BLOBS).map_err(|e| err(path, e))?;
+    for (key, sizes) in blobs {
+        table
+            .insert(key.0, (sizes.decoded, sizes.stored))
+            .map_err(|e| err(path, e))?;
+    }
+    let mut table = txn.open_table(FULL).map_err(|e| err(path, e))?;
+    for (chunk, blob) in full {
+        table.insert(chunk.0, blob.0).map_err(|e| err(path, e))?;
+    }
+    Ok(())
+}
+
+/// What to do about a damaged index, said with the error.
+const REBUILD: &str =
+    "`sparse fsck --rebuild-index` rebuilds it from the blobs and manifests, keeping the staged names it can still read";
+
+fn err(path: &Path, e: impl Into<redb::Error>) -> Error {
+    let e = e.into();
+    let damaged = matches!(e, redb::Error::Corrupted(_));
     Error {
         path: path.to_owned(),
-        message: e.into().to_string(),
+        message: if damaged {
+            format!("{e}; {REBUILD}")
+        } else {
+            e.to_string()
+        },
+        damaged,
+    }
+}
+
+thread_local! {
+    /// Set while [`guarded`] runs: a panic then is reported as an error, not printed.
+    static GUARDED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f`, a call into redb on the file at `path`, turning a panic inside it into an error
+/// that says the file is damaged. The panic hook stays quiet for such a panic; any other
+/// panic is printed as before.
+fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !GUARDED.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    let outer = GUARDED.with(|g| g.replace(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    GUARDED.with(|g| g.set(outer));
+    result.unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "an inconsistent page".into());
+        Err(Error {
+            path: path.to_owned(),
+            message: format!("the file is damaged ({why}); {REBUILD}"),
+            damaged: true,
+        })
+    })
+}
+
+/// An error saying how to make the index anew, unless its file exists.
+fn present(path: &Path) -> Result<(), Error> {
+    match path.try_exists() {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Error {
+            path: path.to_owned(),
+            message: format!("missing; {REBUILD}"),
+            damaged: true,
+        }),
+        Err(e) => Err(Error {
+            path: path.to_owned(),
+            message: e.to_string(),
+            damaged: false,
+        }),
     }
 }
 
 /// Calls `open` until the database is not held by another process, for up to [`OPEN_TIMEOUT`].
-fn retry<T>(path: &std::path::Path, open: impl Fn() -> Result<T, redb::DatabaseError>) -> Result<T, Error> {
+fn retry<T>(path: &Path, open: impl Fn() -> Result<T, redb::DatabaseError>) -> Result<T, Error> {
     let started = Instant::now();
     loop {
         match open() {
@@ -266,12 +400,7 @@ fn retry<T>(path: &std::path::Path, open: impl Fn() -> Result<T, redb::DatabaseE
             Err(redb::DatabaseError::DatabaseAlreadyOpen) if started.elapsed() < OPEN_TIMEOUT => {
                 std::thread::sleep(Duration::from_millis(20));
             }
-            Err(e) => {
-                return Err(Error {
-                    path: path.to_owned(),
-                    message: e.to_string(),
-                })
-            }
+            Err(e) => return Err(err(path, e)),
         }
     }
 }
