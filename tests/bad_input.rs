@@ -529,6 +529,51 @@ fn an_add_does_not_refer_to_a_blob_the_index_records_but_the_store_lacks() {
     assert_eq!(report["ok"], true, "{report}");
 }
 
+/// A git object rewritten on disk with another object's valid bytes (a small file, or a
+/// manifest that then describes another model) is caught by checkout, which names it, and by
+/// fsck: a checkout never gives another file's content.
+#[test]
+fn a_git_object_with_another_object_s_bytes_is_caught() {
+    let (sb, _) = store_with_a_model();
+    let dir = sb.join("in/dir");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.json"), br#"{"hidden_size": 8}"#).unwrap();
+    std::fs::write(dir.join("vocab.txt"), b"[PAD]\n[UNK]\n").unwrap();
+    let other: Vec<Tensor> = good_tensors().iter().map(|t| t.finetuned(0.5, 4)).collect();
+    std::fs::write(dir.join("model.safetensors"), safetensors_bytes(&other, &[])).unwrap();
+    sb.add_commit(&dir, "dir", None, "a model directory");
+
+    let object = |rev: &str| {
+        let out = git(&sb.store(), &["rev-parse", rev]);
+        assert!(out.status.success(), "{rev}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let path = |id: &str| sb.store().join("objects").join(&id[..2]).join(&id[2..]);
+    for (victim, donor, damaged, intact) in [
+        ("dir:config.json", "dir:vocab.txt", "dir", "good"),
+        ("good:model.safetensors", "dir:model.safetensors", "good", "dir"),
+    ] {
+        let (victim, donor) = (object(victim), object(donor));
+        let saved = std::fs::read(path(&victim)).unwrap();
+        let mut perms = std::fs::metadata(path(&victim)).unwrap().permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perms.set_readonly(false);
+        std::fs::set_permissions(path(&victim), perms).unwrap();
+        std::fs::copy(path(&donor), path(&victim)).unwrap();
+
+        let out = sb.join(&format!("out-{victim}"));
+        let err = sb
+            .run(&["checkout", damaged, "-o", out.to_str().unwrap()])
+            .failed()
+            .to_string();
+        assert!(err.contains(&victim) && err.contains("damaged"), "{err}");
+        sb.checkout(intact, &format!("intact-{victim}"));
+        fsck_fails_naming(&sb, &[&victim]);
+        std::fs::write(path(&victim), saved).unwrap();
+    }
+    sb.assert_fsck_ok();
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     let status = std::process::Command::new("cp")
         .arg("-a")

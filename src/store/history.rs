@@ -97,14 +97,29 @@ impl History {
     }
 
     pub fn read_blob(&self, id: ObjectId) -> Result<Vec<u8>, Error> {
-        let object = self
-            .repo
-            .find_object(id)
-            .map_err(|e| self.err(format!("read blob {id}"), e))?;
-        if object.kind != gix::objs::Kind::Blob {
-            return Err(self.fail(format!("read blob {id}"), format!("it is a {}", object.kind)));
+        Ok(self.find(id, Some(gix::objs::Kind::Blob))?.detach().data)
+    }
+
+    /// Object `id`, which must be of `kind` (if given) and hash to `id`: an object whose
+    /// bytes were changed on disk (still valid zlib) is an error, never another file's content
+    /// or a manifest that says something else.
+    fn find(&self, id: ObjectId, kind: Option<gix::objs::Kind>) -> Result<gix::Object<'_>, Error> {
+        let what = format!("read object {id}");
+        let object = self.repo.find_object(id).map_err(|e| self.err(&what, e))?;
+        if kind.is_some_and(|k| k != object.kind) {
+            return Err(self.fail(what, format!("it is a {}", object.kind)));
         }
-        Ok(object.detach().data)
+        let actual = gix::objs::compute_hash(self.repo.object_hash(), object.kind, &object.data)
+            .map_err(|e| self.err(&what, e))?;
+        if actual != id {
+            return Err(self.fail(what, format!("its content hashes to {actual}: the object is damaged")));
+        }
+        Ok(object)
+    }
+
+    /// Tree `id`, checked as [`History::find`] does.
+    fn find_tree(&self, id: ObjectId) -> Result<gix::Tree<'_>, Error> {
+        Ok(self.find(id, Some(gix::objs::Kind::Tree))?.into_tree())
     }
 
     /// Writes the tree (with its subtrees) holding `files`, given as `a/b/name` paths.
@@ -127,10 +142,7 @@ impl History {
     }
 
     fn collect_tree(&self, tree: ObjectId, prefix: &str, out: &mut Vec<(String, ObjectId)>) -> Result<(), Error> {
-        let tree_obj = self
-            .repo
-            .find_tree(tree)
-            .map_err(|e| self.err(format!("read tree {tree}"), e))?;
+        let tree_obj = self.find_tree(tree)?;
         let decoded = tree_obj
             .decode()
             .map_err(|e| self.err(format!("decode tree {tree}"), e))?;
@@ -155,10 +167,7 @@ impl History {
         let mut i = 0;
         while i < out.len() {
             let id = out[i];
-            let tree_obj = self
-                .repo
-                .find_tree(id)
-                .map_err(|e| self.err(format!("read tree {id}"), e))?;
+            let tree_obj = self.find_tree(id)?;
             let decoded = tree_obj
                 .decode()
                 .map_err(|e| self.err(format!("decode tree {id}"), e))?;
@@ -231,10 +240,7 @@ impl History {
     }
 
     pub fn commit_info(&self, id: ObjectId) -> Result<CommitInfo, Error> {
-        let commit = self
-            .repo
-            .find_commit(id)
-            .map_err(|e| self.err(format!("read commit {id}"), e))?;
+        let commit = self.find(id, Some(gix::objs::Kind::Commit))?.into_commit();
         let decoded = commit
             .decode()
             .map_err(|e| self.err(format!("decode commit {id}"), e))?;
@@ -259,17 +265,8 @@ impl History {
     /// Object `id` as (kind, content), re-hashed and checked against `id`: what a transfer
     /// reads from the sending store.
     pub fn read_verified(&self, id: ObjectId) -> Result<(gix::objs::Kind, Vec<u8>), Error> {
-        let object = self
-            .repo
-            .find_object(id)
-            .map_err(|e| self.err(format!("read object {id}"), e))?;
-        let actual = gix::objs::compute_hash(self.repo.object_hash(), object.kind, &object.data)
-            .map_err(|e| self.err(format!("hash object {id}"), e))?;
-        if actual != id {
-            return Err(self.fail(format!("verify object {id}"), format!("its content hashes to {actual}")));
-        }
-        let kind = object.kind;
-        Ok((kind, object.detach().data))
+        let object = self.find(id, None)?;
+        Ok((object.kind, object.detach().data))
     }
 
     /// Writes an object read from another store and checks that it is stored as `id`.
@@ -327,10 +324,7 @@ impl History {
 
     /// The direct entries of `tree`: (id, whether it is a tree).
     pub fn tree_entries(&self, tree: ObjectId) -> Result<Vec<(ObjectId, bool)>, Error> {
-        let tree_obj = self
-            .repo
-            .find_tree(tree)
-            .map_err(|e| self.err(format!("read tree {tree}"), e))?;
+        let tree_obj = self.find_tree(tree)?;
         let decoded = tree_obj
             .decode()
             .map_err(|e| self.err(format!("decode tree {tree}"), e))?;
