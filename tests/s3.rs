@@ -252,3 +252,70 @@ fn wrong_credentials_are_refused_and_the_bucket_is_unchanged() {
     clone.failed();
     assert!(!local.join("c").exists());
 }
+
+/// Bytes changed in the bucket behind the stores' back, in a blob or in a git object, are
+/// refused by the store that receives them, naming the blob or object: a clone leaves no
+/// directory, a pull into an existing store leaves its names as they were and `fsck` clean.
+#[test]
+fn bytes_changed_in_a_bucket_are_refused_by_clone_and_pull() {
+    let Some(server) = start() else { return };
+    let local = sandbox(&server, SECRET);
+    let base = local.write("in/base/model.safetensors", &safetensors_bytes(&small_model(1), &[]));
+    let ft = local.write("in/ft/model.safetensors", &safetensors_bytes(&small_finetune(5), &[]));
+    local.add_commit(&base, "base", None, "base");
+    local.add_commit(&ft, "tuned", Some("base"), "fine-tune");
+    let url = format!("s3://{BUCKET}/store");
+    local.json(&["push", &url]);
+    let layout = server.root.path().join(BUCKET).join("store");
+
+    // A store of its own to pull into, made anew for each change, which lacks the blob and
+    // the object changed below.
+    let store_of_its_own = || {
+        let into = sandbox(&server, SECRET);
+        let mine = into.write("in/mine/model.safetensors", &safetensors_bytes(&small_model(7), &[]));
+        into.add_commit(&mine, "mine", None, "a store of its own");
+        into
+    };
+    let into = store_of_its_own();
+    let blob = blob_names(&layout)
+        .difference(&blob_names(&into.store()))
+        .next()
+        .cloned()
+        .expect("a blob in the bucket that the other store lacks");
+    let object = std::fs::read_dir(layout.join("objects"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|id| git(&into.store(), &["cat-file", "-e", id]).status.code() != Some(0))
+        .min()
+        .expect("an object in the bucket that the other store lacks");
+    for (file, name) in [
+        (layout.join("cas").join(&blob), &blob),
+        (layout.join("objects").join(&object), &object),
+    ] {
+        let saved = std::fs::read(&file).unwrap();
+        let mut bytes = saved.clone();
+        let at = bytes.len() - 1;
+        bytes[at] ^= 0x01;
+        std::fs::write(&file, &bytes).unwrap();
+
+        let other = sandbox(&server, SECRET);
+        let dir = other.join("clone");
+        let err = other.run(&["clone", &url, path(&dir)]).failed().to_string();
+        assert!(err.contains(name.as_str()), "the error names {name}: {err}");
+        assert!(!dir.exists(), "a failed clone leaves nothing");
+
+        let into = store_of_its_own();
+        let names = into.json(&["status"])["names"].clone();
+        let err = into.run(&["pull", &url, "tuned"]).failed().to_string();
+        assert!(err.contains(name.as_str()), "the error names {name}: {err}");
+        assert_eq!(into.json(&["status"])["names"], names);
+        into.assert_fsck_ok();
+
+        std::fs::write(&file, &saved).unwrap();
+    }
+    // Put back, the bucket clones whole.
+    let other = sandbox(&server, SECRET);
+    let dir = other.join("clone");
+    other.run(&["clone", &url, path(&dir)]).ok();
+    other.run(&["-C", path(&dir), "fsck"]).ok();
+}
