@@ -574,6 +574,78 @@ fn a_git_object_with_another_object_s_bytes_is_caught() {
     sb.assert_fsck_ok();
 }
 
+/// The rows of an index, sorted.
+#[derive(Debug, PartialEq)]
+struct IndexRows {
+    /// "key decoded stored"
+    blobs: Vec<String>,
+    /// "chunk blob"
+    full: Vec<String>,
+    staged: Vec<(String, Vec<u8>)>,
+}
+
+/// The rows of the index of the store at `store`.
+fn index_rows(store: &Path) -> IndexRows {
+    use sparse::store::{index::Index, Layout};
+    let index = Index::open_read(&Layout::new(store)).expect("the index opens");
+    let mut blobs: Vec<String> = index
+        .blobs()
+        .unwrap()
+        .into_iter()
+        .map(|(k, s)| format!("{k} {} {}", s.decoded, s.stored))
+        .collect();
+    let mut full: Vec<String> = index
+        .full_chunks()
+        .unwrap()
+        .into_iter()
+        .map(|(k, (b, _))| format!("{k} {b}"))
+        .collect();
+    blobs.sort();
+    full.sort();
+    IndexRows {
+        blobs,
+        full,
+        staged: index.staged().unwrap(),
+    }
+}
+
+/// Rebuilt from the files, an intact index holds the rows `add` and `commit` wrote: the same
+/// blob sizes, the same chunks stored whole, the same staging records.
+#[test]
+fn rebuilding_an_intact_index_gives_the_rows_add_wrote() {
+    let (sb, _) = store_with_a_model();
+    let tuned: Vec<Tensor> = good_tensors().iter().map(|t| t.finetuned(0.3, 5)).collect();
+    let file = sb.write("in/tuned/model.safetensors", &safetensors_bytes(&tuned, &[]));
+    sb.add_commit(&file, "tuned", Some("good"), "a fine-tune");
+    let next: Vec<Tensor> = tuned.iter().map(|t| t.finetuned(0.1, 6)).collect();
+    let next = sb.write("in/next/model.safetensors", &safetensors_bytes(&next, &[]));
+    sb.run(&["add", next.to_str().unwrap(), "--name", "next", "--base", "tuned"])
+        .ok();
+
+    let before = index_rows(&sb.store());
+    assert!(
+        !before.blobs.is_empty() && !before.full.is_empty() && before.staged.len() == 1,
+        "{before:?}"
+    );
+    let report = sb.json(&["fsck", "--rebuild-index"]);
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(index_rows(&sb.store()), before);
+
+    // The same for the rows a clone recorded of what it received (the names' blobs, not
+    // those of the staged snapshot, which stays behind).
+    let dir = sb.join("clone");
+    sb.run(&["clone", sb.store().to_str().unwrap(), dir.to_str().unwrap()])
+        .ok();
+    let cloned = index_rows(&dir.join(".sparse"));
+    assert!(
+        !cloned.blobs.is_empty() && cloned.blobs.len() < before.blobs.len(),
+        "{cloned:?}"
+    );
+    assert!(cloned.blobs.iter().all(|row| before.blobs.contains(row)), "{cloned:?}");
+    sb.run(&["-C", dir.to_str().unwrap(), "fsck", "--rebuild-index"]).ok();
+    assert_eq!(index_rows(&dir.join(".sparse")), cloned);
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     let status = std::process::Command::new("cp")
         .arg("-a")
