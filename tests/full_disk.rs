@@ -205,6 +205,75 @@ fn every_writing_command_on_a_full_disk_fails_cleanly_and_changes_nothing() {
     eprintln!("(limit, [add, commit, checkout, push, pull, clone, second commit] succeeded): {outcomes:?}");
 }
 
+/// The index unable to grow past each of many sizes around its own while `add`, and then
+/// `commit` of two names, write to it: redb's transaction fails at each of its writes in
+/// turn, some of them after its commit point (then a later writer finds it landed). Each
+/// command succeeds, all of it, or fails and leaves the store as it was: never an error with
+/// the work done, or done in part.
+#[test]
+fn add_and_commit_with_the_index_failing_at_each_of_its_writes() {
+    // The small models of fixtures/: every blob and git object fits below the limits, and
+    // only the index grows past them.
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let (base, tuned) = (fixtures.join("tiny-model"), fixtures.join("tiny-finetune"));
+    let (base, tuned) = (base.to_str().expect("UTF-8"), tuned.to_str().expect("UTF-8"));
+    let sb = Sandbox::new();
+    sb.run(&["add", base, "--name", "base"]).ok();
+    sb.run(&["commit", "-m", "base"]).ok();
+    let store = sb.store();
+    let clean = sb.join("clean-store");
+    copy_dir(&store, &clean);
+    // The sizes the index passes through: where it starts, and the most it holds after the
+    // adds and the commit run without a limit (in between, redb grows the file to about
+    // twice its size and then trims it).
+    let index_size = || {
+        std::fs::metadata(store.join("sparse/index.redb"))
+            .expect("an index")
+            .len()
+    };
+    let start = index_size();
+    sb.run(&["add", tuned, "--name", "tuned", "--base", "base"]).ok();
+    sb.run(&["add", base, "--name", "other"]).ok();
+    let most = index_size();
+    sb.run(&["commit", "-m", "tuned"]).ok();
+    let most = most.max(index_size());
+
+    let restore = || {
+        std::fs::remove_dir_all(&store).expect("remove the store");
+        copy_dir(&clean, &store);
+    };
+    let mut outcomes = std::collections::BTreeMap::new();
+    for limit in (start.saturating_sub(16384)..2 * most + 16384).step_by(512) {
+        restore();
+        let before = state(&sb);
+        let add = limited(&sb, &["add", tuned, "--name", "tuned", "--base", "base"], limit);
+        if add.success() {
+            assert_eq!(sb.json(&["status"])["staged"][0]["name"], "tuned", "limit {limit}");
+        } else {
+            failed_cleanly(&add, limit);
+            same_state(&before, &sb, &format!("add at a limit of {limit} bytes"));
+        }
+
+        restore();
+        sb.run(&["add", tuned, "--name", "tuned", "--base", "base"]).ok();
+        sb.run(&["add", base, "--name", "other"]).ok();
+        let commit = commit_on_full_disk(&sb, limit, &["other", "tuned"]);
+        *outcomes.entry((add.success(), commit)).or_insert(0) += 1;
+    }
+    eprintln!("(add succeeded, commit succeeded): times {outcomes:?}");
+    assert!(outcomes.len() > 1, "the limits reach the index's writes: {outcomes:?}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .expect("cp runs");
+    assert!(status.success(), "cp -a {} {}", from.display(), to.display());
+}
+
 /// Commits what is staged, the names `names`, with writes failing past `limit`: if that
 /// fails, the store is as it was and every name where it was; the commit is then made
 /// without the limit. Whether the first try succeeded.

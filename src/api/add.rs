@@ -229,7 +229,15 @@ impl Repository {
             };
             let record = serde_json::to_vec(&staged).expect("records serialize");
             recorded = Some(record.clone());
-            self.index()?.record(&blobs, &full, name, &record)?;
+            // (The index is closed before it is read again below.)
+            let outcome = self.index()?.record(&blobs, &full, name, &record);
+            if let Err(e) = outcome {
+                // A transaction whose last flush failed may still have landed: if the index,
+                // read again, holds the record, the add is done.
+                if self.staged_now(name, &record) != Some(true) {
+                    return Err(e.into());
+                }
+            }
             // The source files are copies of what was just stored, for later deltas against it
             // (not when it was stored lossy: checkout gives back something else).
             let copies = Copies::new(&self.layout);

@@ -9,7 +9,8 @@
 //! and are, read again, still there, every name that moved is put back before the error is
 //! reported, so a failed `commit` leaves the names as it found them (the commit objects stay,
 //! unreachable, for `gc`); only if that fails too, or the index cannot be read, is the state
-//! the one a kill leaves.
+//! the one a kill leaves. Records that are gone when read again despite the error (the
+//! transaction landed before a later write failed) make the commit a success.
 
 use serde::Serialize;
 
@@ -139,20 +140,20 @@ impl Repository {
 
         let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
         if let Err(e) = index.unstage(&names) {
-            // A transaction whose last flush failed may have landed: the names go back only
-            // if the records, read again, are all still there. If they are, and moving a name
-            // back fails too, the store is as a kill leaves it, and the next `commit`
-            // finishes this one.
+            // A transaction whose last flush failed may still have landed. Read again, the
+            // records are all gone (the commit is done), all there (the names go back), or
+            // unreadable: then the store is as a kill leaves it, and the next `commit`
+            // finishes this one; so too if moving a name back fails.
             drop(index);
-            let still_staged = steps
-                .iter()
-                .all(|s| self.staged_now(&s.name, &s.record).unwrap_or(false));
-            if still_staged {
-                if let Err(i) = self.put_back(&steps, &moving, &e.to_string()) {
-                    return Err(unfinished(&steps, i, e));
+            let now: Vec<Option<bool>> = steps.iter().map(|s| self.staged_now(&s.name, &s.record)).collect();
+            if now.iter().any(|n| *n != Some(false)) {
+                if now.iter().all(|n| *n == Some(true)) {
+                    if let Err(i) = self.put_back(&steps, &moving, &e.to_string()) {
+                        return Err(unfinished(&steps, i, e));
+                    }
                 }
+                return Err(e.into());
             }
-            return Err(e.into());
         }
 
         let commits: Vec<Committed> = steps
