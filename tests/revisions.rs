@@ -328,6 +328,27 @@ fn a_name_that_cannot_move_puts_back_the_names_moved_before_it() {
     sb.assert_fsck_ok();
 }
 
+#[test]
+fn a_name_cannot_be_a_folder_of_another() {
+    let h = history();
+    let sb = &h.sb;
+    let file = sb.write("in/x/model.safetensors", &safetensors_bytes(&version(4), &[]));
+    let file = file.to_str().unwrap();
+    // Beside a committed name, and beside a staged one, either way round.
+    let err = sb.run(&["add", file, "--name", "m/x"]).failed().to_string();
+    assert!(err.contains("\"m/x\"") && err.contains("\"m\""), "{err}");
+    sb.run(&["add", file, "--name", "team/a"]).ok();
+    let err = sb.run(&["add", file, "--name", "team"]).failed().to_string();
+    assert!(err.contains("\"team/a\""), "{err}");
+    let err = sb.run(&["add", file, "--name", "team/a/b"]).failed().to_string();
+    assert!(err.contains("\"team/a\""), "{err}");
+    // Names that only share a beginning are fine, and everything staged commits.
+    sb.run(&["add", file, "--name", "team-b"]).ok();
+    sb.run(&["add", file, "--name", "mm"]).ok();
+    let report = sb.json(&["commit", "-m", "three"]);
+    assert_eq!(report["commits"].as_array().unwrap().len(), 3, "{report}");
+}
+
 /// The shortest prefix (at least 4 digits) of `id` that no other id in `all` shares.
 fn unique_prefix<'a>(id: &'a str, all: &[String]) -> &'a str {
     (4..=id.len())
