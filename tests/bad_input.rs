@@ -478,13 +478,22 @@ fn a_damaged_index_is_an_error_and_fsck_rebuilds_it() {
     eprintln!("{failures} commands failed on 24 damaged indexes; {kept} staged records kept");
 }
 
-/// A missing index is named, with the way to rebuild it; the rebuild says the staged names
-/// are gone.
+/// A missing or empty index is named, with the way to rebuild it; the rebuild says the
+/// staged names are gone.
 #[test]
-fn a_missing_index_is_named_and_rebuilt() {
+fn a_missing_or_empty_index_is_named_and_rebuilt() {
+    for empty in [false, true] {
+        index_gone(empty);
+    }
+}
+
+fn index_gone(empty: bool) {
     let (sb, file) = store_with_a_model();
     let index = sb.store().join("sparse/index.redb");
-    std::fs::remove_file(&index).unwrap();
+    match empty {
+        true => std::fs::write(&index, b"").unwrap(),
+        false => std::fs::remove_file(&index).unwrap(),
+    }
     let before = store_snapshot(&sb.store());
     for args in [&["status"][..], &["fsck"], &["commit", "-m", "x"], &["gc"]] {
         let err = sb.run(args).failed().to_string();

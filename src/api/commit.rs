@@ -54,19 +54,22 @@ pub enum Error {
     Lock(#[from] lock::Error),
     #[error("cannot flush the store to disk: {0}")]
     Sync(std::io::Error),
-    #[error("{source}; {name} was left at {commit}, and `sparse commit` finishes the commit")]
+    #[error("{source}; left moved: {left}, and `sparse commit` finishes the commit")]
     Unfinished {
-        name: String,
-        commit: String,
+        /// Each name that could not be put back, with the commit it was left at.
+        left: String,
         source: Box<Error>,
     },
 }
 
-/// `source`, and that moving the name of `steps[i]` back failed too.
-fn unfinished(steps: &[Step], i: usize, source: impl Into<Error>) -> Error {
+/// `source`, and that moving the names of `steps[failed]` back failed too.
+fn unfinished(steps: &[Step], failed: &[usize], source: impl Into<Error>) -> Error {
+    let left: Vec<String> = failed
+        .iter()
+        .map(|&i| format!("{} at {}", steps[i].name, steps[i].commit()))
+        .collect();
     Error::Unfinished {
-        name: steps[i].name.clone(),
-        commit: steps[i].commit().to_string(),
+        left: left.join(", "),
         source: Box::new(source.into()),
     }
 }
@@ -134,7 +137,7 @@ impl Repository {
         if let Err(e) = self.history.set_refs(&moves, &format!("commit: {message}")) {
             return Err(match self.put_back(&steps, &moving, &e.to_string()) {
                 Ok(()) => e.into(),
-                Err(i) => unfinished(&steps, i, e),
+                Err(failed) => unfinished(&steps, &failed, e),
             });
         }
 
@@ -148,8 +151,8 @@ impl Repository {
             let now: Vec<Option<bool>> = steps.iter().map(|s| self.staged_now(&s.name, &s.record)).collect();
             if now.iter().any(|n| *n != Some(false)) {
                 if now.iter().all(|n| *n == Some(true)) {
-                    if let Err(i) = self.put_back(&steps, &moving, &e.to_string()) {
-                        return Err(unfinished(&steps, i, e));
+                    if let Err(failed) = self.put_back(&steps, &moving, &e.to_string()) {
+                        return Err(unfinished(&steps, &failed, e));
                     }
                 }
                 return Err(e.into());
@@ -215,14 +218,18 @@ impl Repository {
     }
 
     /// Puts every name of `moving` that is at its new commit back where it was staged from
-    /// (or deletes it, for a new name). The name that could not be put back, if any.
-    fn put_back(&self, steps: &[Step], moving: &[usize], why: &str) -> Result<(), usize> {
+    /// (or deletes it, for a new name). The names that could not be put back (or read), if any.
+    fn put_back(&self, steps: &[Step], moving: &[usize], why: &str) -> Result<(), Vec<usize>> {
+        let mut failed = Vec::new();
         for &i in moving {
             let s = &steps[i];
             match self.history.find_ref(&s.refname) {
                 Ok(Some(tip)) if tip == s.commit() => {}
                 Ok(_) => continue,
-                Err(_) => return Err(i),
+                Err(_) => {
+                    failed.push(i);
+                    continue;
+                }
             }
             let undone = match s.parent {
                 Some(p) => self.history.set_ref(
@@ -234,9 +241,13 @@ impl Repository {
                 None => self.history.delete_ref(&s.refname, Expect::At(s.commit())),
             };
             if undone.is_err() {
-                return Err(i);
+                failed.push(i);
             }
         }
-        Ok(())
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(failed)
+        }
     }
 }

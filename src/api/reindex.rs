@@ -9,8 +9,7 @@ use serde::Serialize;
 
 use super::add::Staged;
 use super::{reach, Repository};
-use crate::store::cas::{self, Key};
-use crate::store::history::ObjectId;
+use crate::store::cas::Key;
 use crate::store::index::{self, Index, Rows};
 use crate::store::lock;
 
@@ -26,7 +25,7 @@ pub struct Report {
     pub lost: Vec<String>,
     /// Why the old index's staging records could not be read at all, if they could not.
     pub unreadable: Option<String>,
-    /// Blobs that snapshots name and the store lacks (`fsck` lists them).
+    /// Blobs that snapshots name and the store lacks or cannot read (`fsck` lists them).
     pub missing: usize,
 }
 
@@ -36,8 +35,6 @@ pub enum Error {
     Lock(#[from] lock::Error),
     #[error("cannot rebuild the index: {0}")]
     Reach(#[from] reach::Error),
-    #[error("cannot rebuild the index: {0}")]
-    Blob(#[from] cas::Error),
     #[error(transparent)]
     Index(#[from] index::Error),
 }
@@ -46,11 +43,16 @@ impl Repository {
     /// Replaces the index with one rebuilt from the blobs and manifests.
     pub fn rebuild_index(&self) -> Result<Report, Error> {
         let _lock = self.lock()?;
+        // The staging records the old index still yields; an index that cannot be read for
+        // another reason than damage (another process holding it) is not replaced.
         let (records, unreadable) = match self.index_read().and_then(|index| index.staged()) {
             Ok(records) => (records, None),
-            Err(e) => (Vec::new(), Some(e.to_string())),
+            Err(e) if e.damaged => (Vec::new(), Some(e.to_string())),
+            Err(e) => return Err(e.into()),
         };
-        let (staged, lost): (Vec<_>, Vec<_>) = records.into_iter().partition(|(_, record)| self.usable(record));
+        let (staged, lost): (Vec<_>, Vec<_>) = records
+            .into_iter()
+            .partition(|(name, record)| self.usable(name, record));
         let reach = self.reachable_with(staged.clone())?;
 
         let mut rows = Rows {
@@ -61,10 +63,10 @@ impl Repository {
         let mut blobs: Vec<Key> = reach.blobs.into_iter().collect();
         blobs.sort();
         for key in blobs {
-            if self.cas.contains(&key) {
-                rows.blobs.push((key, self.cas.sizes(&key)?));
-            } else {
-                missing += 1;
+            // A blob that is missing, or whose header cannot be read, gets no row; fsck names it.
+            match self.cas.sizes(&key) {
+                Ok(sizes) => rows.blobs.push((key, sizes)),
+                Err(_) => missing += 1,
             }
         }
         let present: std::collections::HashSet<Key> = rows.blobs.iter().map(|(k, _)| *k).collect();
@@ -85,12 +87,10 @@ impl Repository {
         })
     }
 
-    /// Whether a staging record parses and names a snapshot tree (and a parent) this store has.
-    fn usable(&self, record: &[u8]) -> bool {
-        let Ok(staged) = serde_json::from_slice::<Staged>(record) else {
-            return false;
-        };
-        let has = |hex: &str| ObjectId::from_hex(hex.as_bytes()).is_ok_and(|id| self.history.has_object(id));
-        has(&staged.tree) && staged.parent.as_deref().is_none_or(has)
+    /// Whether a staging record parses, and what it reaches (its snapshot, its parent and
+    /// their history) can be read.
+    fn usable(&self, name: &str, record: &[u8]) -> bool {
+        serde_json::from_slice::<Staged>(record).is_ok()
+            && self.reachable_with(vec![(name.to_string(), record.to_vec())]).is_ok()
     }
 }

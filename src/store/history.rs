@@ -375,8 +375,9 @@ impl History {
 
     /// Points each ref of `moves` (name, new value, expected value) at its new value, in one
     /// transaction: if any ref is not what its `expect` says, or its new value cannot be
-    /// written, none moves. A failure while they are being moved in turn (a reflog that cannot
-    /// grow) can leave the ones before it moved: the caller reads them back to put them back.
+    /// written, none moves. A failure while they are being put in place in turn (by name: a
+    /// ref file that cannot replace what is at its path) leaves the ones before it moved: the
+    /// caller reads them back to put them back.
     /// The caller holds the store's write lock.
     pub fn set_refs(&self, moves: &[(&str, ObjectId, Expect)], log: &str) -> Result<(), Error> {
         let edits = moves

@@ -327,7 +327,12 @@ const REBUILD: &str =
 
 fn err(path: &Path, e: impl Into<redb::Error>) -> Error {
     let e = e.into();
-    let damaged = matches!(e, redb::Error::Corrupted(_));
+    // Not a redb file at all (empty, or another magic number) is damage too.
+    let damaged = match &e {
+        redb::Error::Corrupted(_) => true,
+        redb::Error::Io(io) => io.kind() == std::io::ErrorKind::InvalidData,
+        _ => false,
+    };
     Error {
         path: path.to_owned(),
         message: if damaged {
