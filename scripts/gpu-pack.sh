@@ -10,20 +10,27 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LIMIT=$((60 * 1024 * 1024))
-cargo build --release --locked --features cuda --bin sparse --example gen_model --example gpu_bench >&2
-test_bin=$(cargo test --release --locked --features cuda --test gpu --no-run --message-format=json 2>/dev/null |
+# The executables cargo built, by target name (wherever CARGO_TARGET_DIR puts them).
+executables() {
   python3 -c 'import sys, json
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "gpu" and m.get("executable"):
-        print(m["executable"])')
-[ -x "$test_bin" ] || { echo "gpu-pack: no test binary for tests/gpu.rs" >&2; exit 1; }
+    if m.get("reason") == "compiler-artifact" and m.get("executable"):
+        print(m["target"]["name"], m["executable"])'
+}
+built=$(cargo build --release --locked --features cuda --bin sparse --example gen_model --example gpu_bench \
+  --message-format=json | executables)
+built+=$'\n'$(cargo test --release --locked --features cuda --test gpu --no-run --message-format=json | executables)
+path_of() { awk -v n="$1" '$1 == n { print $2 }' <<<"$built" | tail -1; }
 rm -rf .gpu && mkdir -p .gpu/bin
-cp target/release/sparse target/release/examples/gen_model target/release/examples/gpu_bench .gpu/bin/
-cp "$test_bin" .gpu/bin/gpu-tests
+for name in sparse gen_model gpu_bench gpu; do
+  exe=$(path_of "$name")
+  [ -x "$exe" ] || { echo "gpu-pack: cargo built no $name" >&2; exit 1; }
+  cp "$exe" ".gpu/bin/$([ "$name" = gpu ] && echo gpu-tests || echo "$name")"
+done
 strip .gpu/bin/*
 # The test binary runs `sparse` by the path it was built with (CARGO_BIN_EXE_sparse).
-realpath target/release/sparse > .gpu/bin/sparse-path
+path_of sparse > .gpu/bin/sparse-path
 tar -C .gpu -cJf .gpu/bin.tar.xz bin
 rm -rf .gpu/bin
 size=$(stat -c %s .gpu/bin.tar.xz)

@@ -21,7 +21,8 @@ BIN=$(realpath .gpu/unpacked/bin)
 
 nvrtc=${NVRTC_DIR:-}
 if [[ -z $nvrtc ]]; then
-  found=$(ls /usr/local/cuda*/targets/x86_64-linux/lib/libnvrtc.so* /usr/local/cuda*/lib64/libnvrtc.so* 2>/dev/null | head -1)
+  # The build loads libnvrtc.so.13 (CUDA 13); a machine may hold other CUDA versions too.
+  found=$(ls /usr/local/cuda*/targets/x86_64-linux/lib/libnvrtc.so.13* /usr/local/cuda*/lib64/libnvrtc.so.13* 2>/dev/null | head -1)
   [[ -n $found ]] && nvrtc=$(dirname "$found")
 fi
 [[ -n $nvrtc ]] && export LD_LIBRARY_PATH=$nvrtc${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
@@ -40,7 +41,8 @@ if [[ $WHAT == test || $WHAT == all ]]; then
   want=$(cat "$BIN/sparse-path")
   mkdir -p "$(dirname "$want")" && cp "$BIN/sparse" "$want"
   echo "== tests/gpu.rs" | tee "$OUT/gpu-tests.log"
-  "$BIN/gpu-tests" 2>&1 | tee -a "$OUT/gpu-tests.log"
+  # A missing device or NVRTC fails the tests here instead of skipping them.
+  SPARSE_REQUIRE_GPU=1 "$BIN/gpu-tests" 2>&1 | tee -a "$OUT/gpu-tests.log"
   [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
 fi
 if [[ $WHAT == bench || $WHAT == all ]]; then

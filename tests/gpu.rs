@@ -1,16 +1,25 @@
 //! GPU checkout (feature `cuda`). The kernels are compiled with NVRTC wherever its library
 //! loads (the PyPI wheel nvidia-cuda-nvrtc provides it without a GPU); the tests that run them
-//! need a CUDA device and say so when there is none.
+//! need a CUDA device and say so when there is none. With `SPARSE_REQUIRE_GPU=1` (set by
+//! scripts/gpu-run.sh on the GPU machine) a missing NVRTC or device fails the tests instead.
 #![cfg(feature = "cuda")]
 
 mod common;
 
 use sparse::gpu::{kernels, Device, Slots};
 
+/// Says why a test cannot run here: a notice, or a failure where a GPU is required.
+fn skipped(why: &str) {
+    if std::env::var_os("SPARSE_REQUIRE_GPU").is_some_and(|v| v == "1") {
+        panic!("{why}, and SPARSE_REQUIRE_GPU=1");
+    }
+    eprintln!("{why}: test skipped");
+}
+
 #[test]
 fn every_kernel_compiles_with_nvrtc() {
     if !kernels::nvrtc_present() {
-        eprintln!("NVRTC not found (put libnvrtc on LD_LIBRARY_PATH): kernels not compiled");
+        skipped("NVRTC not found (put libnvrtc on LD_LIBRARY_PATH)");
         return;
     }
     for source in kernels::SOURCES {
@@ -34,7 +43,7 @@ fn device() -> Option<Device> {
     match Device::open(0) {
         Ok(d) => Some(d),
         Err(e) => {
-            eprintln!("no CUDA device ({e}): device test skipped");
+            skipped(&format!("no CUDA device ({e})"));
             None
         }
     }
