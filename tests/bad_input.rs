@@ -654,13 +654,3 @@ fn rebuilding_an_intact_index_gives_the_rows_add_wrote() {
     sb.run(&["-C", dir.to_str().unwrap(), "fsck", "--rebuild-index"]).ok();
     assert_eq!(index_rows(&dir.join(".sparse")), cloned);
 }
-
-fn copy_dir(from: &Path, to: &Path) {
-    let status = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .expect("cp runs");
-    assert!(status.success(), "cp -a {} {}", from.display(), to.display());
-}

@@ -11,7 +11,7 @@ mod common;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 
-use common::{safetensors_bytes, sha256_file, store_snapshot, DirSnapshot, Run, Sandbox, Tensor};
+use common::{copy_dir, safetensors_bytes, sha256_file, store_snapshot, DirSnapshot, Run, Sandbox, Tensor};
 
 /// Limits on the size of a written file, in bytes: nothing, less than a ref, less than a
 /// small blob, and up past the largest blob of the fixture.
@@ -262,16 +262,6 @@ fn add_and_commit_with_the_index_failing_at_each_of_its_writes() {
     }
     eprintln!("(add succeeded, commit succeeded): times {outcomes:?}");
     assert!(outcomes.len() > 1, "the limits reach the index's writes: {outcomes:?}");
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    let status = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .expect("cp runs");
-    assert!(status.success(), "cp -a {} {}", from.display(), to.display());
 }
 
 /// Commits what is staged, the names `names`, with writes failing past `limit`: if that

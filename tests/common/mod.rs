@@ -774,3 +774,14 @@ pub fn race_winner(ra: &Run, rb: &Run, ida: String, idb: String) -> String {
     );
     winner
 }
+
+/// Copies directory `from` to `to` (which must not exist), as `cp -a` does.
+pub fn copy_dir(from: &Path, to: &Path) {
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .expect("cp runs");
+    assert!(status.success(), "cp -a {} {}", from.display(), to.display());
+}
