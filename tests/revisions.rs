@@ -342,6 +342,10 @@ fn a_name_cannot_be_a_folder_of_another() {
     assert!(err.contains("\"team/a\""), "{err}");
     let err = sb.run(&["add", file, "--name", "team/a/b"]).failed().to_string();
     assert!(err.contains("\"team/a\""), "{err}");
+    // A branch beside a staged name is refused too; a tag lives apart from names.
+    let err = sb.run(&["branch", "team/a/c", "m"]).failed().to_string();
+    assert!(err.contains("\"team/a\""), "{err}");
+    sb.run(&["tag", "team/a/c", "m"]).ok();
     // Names that only share a beginning are fine, and everything staged commits.
     sb.run(&["add", file, "--name", "team-b"]).ok();
     sb.run(&["add", file, "--name", "mm"]).ok();

@@ -92,6 +92,8 @@ pub enum Error {
     Index(#[from] index::Error),
     #[error(transparent)]
     Lock(#[from] lock::Error),
+    #[error(transparent)]
+    Names(#[from] super::rev::NameError),
     #[error("cannot flush the store to disk: {0}")]
     Sync(std::io::Error),
 }
@@ -109,14 +111,9 @@ impl Repository {
         check_name(name).map_err(Error::Name)?;
         let files = source::resolve(source)?;
         let _lock = self.lock()?;
-        // git keeps names as files: `m` and `m/x` cannot both be, and a staged name that
-        // could never be committed would stop every commit.
-        let names = self.history.refs(HEADS)?.into_iter().map(|(n, _)| n);
-        let staged = self.index_read()?.staged()?.into_iter().map(|(n, _)| n);
-        if let Some(other) = names.chain(staged).find(|other| nested(name, other)) {
-            return Err(Error::Name(format!(
-                "{name:?} cannot be a name beside {other:?}: one would be a folder of the other"
-            )));
+        // A staged name that could never be committed would stop every commit.
+        if let Some(clash) = self.nested_name(name)? {
+            return Err(Error::Name(clash));
         }
         let ResolvedBase {
             commit: asked,
@@ -318,10 +315,4 @@ enum Content {
     Verbatim(Vec<u8>),
     /// Large files are coded into blobs and described by a manifest.
     Coded(Box<encode::Encoded>),
-}
-
-/// Whether one of two names is a folder of the other (`m` and `m/x`).
-fn nested(a: &str, b: &str) -> bool {
-    let below = |x: &str, y: &str| x.len() > y.len() && x.starts_with(y) && x.as_bytes()[y.len()] == b'/';
-    below(a, b) || below(b, a)
 }

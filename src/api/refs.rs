@@ -27,6 +27,8 @@ pub enum Error {
     History(#[from] history::Error),
     #[error(transparent)]
     Lock(#[from] lock::Error),
+    #[error(transparent)]
+    Names(#[from] rev::NameError),
 }
 
 /// Which kind of ref a verb works on.
@@ -68,6 +70,9 @@ impl Repository {
     pub fn create_ref(&self, kind: RefKind, name: &str, rev: &str) -> Result<RefRow, Error> {
         check_name(name).map_err(Error::Name)?;
         let _lock = self.lock()?;
+        if let (RefKind::Branch, Some(clash)) = (kind, self.nested_name(name)?) {
+            return Err(Error::Name(clash));
+        }
         let id = self.resolve(rev)?;
         let full = format!("{}{name}", kind.prefix());
         if self.history.find_ref(&full)?.is_some() {

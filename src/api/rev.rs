@@ -24,6 +24,15 @@ pub enum Error {
     History(#[from] history::Error),
 }
 
+/// What [`Repository::nested_name`] could not read.
+#[derive(Debug, thiserror::Error)]
+pub enum NameError {
+    #[error(transparent)]
+    History(#[from] history::Error),
+    #[error(transparent)]
+    Index(#[from] crate::store::index::Error),
+}
+
 /// Checks a model or tag name: git's ref-name rules, as git would apply them to a branch.
 pub fn check_name(name: &str) -> Result<(), String> {
     let full = format!("{HEADS}{name}");
@@ -37,6 +46,18 @@ pub fn check_name(name: &str) -> Result<(), String> {
 }
 
 impl Repository {
+    /// Why `name` cannot be a model name beside the names committed and staged, if it cannot:
+    /// git keeps names as files, so `m` and `m/x` cannot both be.
+    pub(super) fn nested_name(&self, name: &str) -> Result<Option<String>, NameError> {
+        let below = |x: &str, y: &str| x.len() > y.len() && x.starts_with(y) && x.as_bytes()[y.len()] == b'/';
+        let names = self.history.refs(HEADS)?.into_iter().map(|(n, _)| n);
+        let staged = self.index_read()?.staged()?.into_iter().map(|(n, _)| n);
+        Ok(names
+            .chain(staged)
+            .find(|other| below(name, other) || below(other, name))
+            .map(|other| format!("{name:?} cannot be a name beside {other:?}: one would be a folder of the other")))
+    }
+
     /// Resolves a revision to a commit.
     pub fn resolve(&self, rev: &str) -> Result<ObjectId, Error> {
         let (head, steps) = match rev.split_once('~') {
