@@ -46,11 +46,11 @@ impl Repository {
     /// guess when anything on the way cannot be read, so that nothing is ever taken for
     /// unreachable by mistake.
     pub fn reachable(&self) -> Result<Reachable, Error> {
-        self.reachable_with(self.index_read()?.staged()?)
+        self.reachable_with(&self.index_read()?.staged()?)
     }
 
     /// [`Repository::reachable`], with `staged` (name, staging record) for the staging area.
-    pub fn reachable_with(&self, staged: Vec<(String, Vec<u8>)>) -> Result<Reachable, Error> {
+    pub fn reachable_with(&self, staged: &[(String, Vec<u8>)]) -> Result<Reachable, Error> {
         let mut todo: Vec<(ObjectId, String)> = Vec::new();
         for prefix in [HEADS, TAGS, REMOTES] {
             todo.extend(
@@ -62,25 +62,38 @@ impl Repository {
         }
         let mut reach = Reachable::default();
         for (name, record) in staged {
-            let staged: Staged = serde_json::from_slice(&record).map_err(|e| Error::Staged {
-                name: name.clone(),
-                why: e.to_string(),
-            })?;
-            let hex = |h: &str| {
-                ObjectId::from_hex(h.as_bytes()).map_err(|e| Error::Staged {
-                    name: name.clone(),
-                    why: e.to_string(),
-                })
-            };
-            if let Some(parent) = &staged.parent {
-                todo.push((hex(parent)?, format!("parent of staged {name}")));
-            }
-            if let Some(base) = self.visit_tree(hex(&staged.tree)?, &format!("staged {name}"), &mut reach)? {
-                todo.push((base, format!("base of staged {name}")));
-            }
+            todo.extend(self.visit_staged(name, record, &mut reach)?);
         }
         self.walk(todo, &mut reach)?;
         Ok(reach)
+    }
+
+    /// What the staged snapshot `record` of `name` reaches: its snapshot, and its parent and
+    /// delta base with their history.
+    pub fn reachable_staged(&self, name: &str, record: &[u8]) -> Result<Reachable, Error> {
+        let mut reach = Reachable::default();
+        let roots = self.visit_staged(name, record, &mut reach)?;
+        self.walk(roots, &mut reach)?;
+        Ok(reach)
+    }
+
+    /// Adds the staged snapshot's git objects and blobs; returns the commits it leads to (its
+    /// parent, its delta base).
+    fn visit_staged(&self, name: &str, record: &[u8], reach: &mut Reachable) -> Result<Vec<(ObjectId, String)>, Error> {
+        let bad = |why: String| Error::Staged {
+            name: name.to_string(),
+            why,
+        };
+        let staged: Staged = serde_json::from_slice(record).map_err(|e| bad(e.to_string()))?;
+        let hex = |h: &str| ObjectId::from_hex(h.as_bytes()).map_err(|e| bad(e.to_string()));
+        let mut roots = Vec::new();
+        if let Some(parent) = &staged.parent {
+            roots.push((hex(parent)?, format!("parent of staged {name}")));
+        }
+        if let Some(base) = self.visit_tree(hex(&staged.tree)?, &format!("staged {name}"), reach)? {
+            roots.push((base, format!("base of staged {name}")));
+        }
+        Ok(roots)
     }
 
     /// What the commits `roots` (commit, where it came from) reach through history parents

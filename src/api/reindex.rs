@@ -7,7 +7,6 @@
 
 use serde::Serialize;
 
-use super::add::Staged;
 use super::{reach, Repository};
 use crate::store::cas::Key;
 use crate::store::index::{self, Index, Rows};
@@ -53,7 +52,7 @@ impl Repository {
         let (staged, lost): (Vec<_>, Vec<_>) = records
             .into_iter()
             .partition(|(name, record)| self.usable(name, record));
-        let reach = self.reachable_with(staged.clone())?;
+        let reach = self.reachable_with(&staged)?;
 
         let mut rows = Rows {
             staged,
@@ -88,9 +87,8 @@ impl Repository {
     }
 
     /// Whether a staging record parses, and what it reaches (its snapshot, its parent and
-    /// their history) can be read.
+    /// base with their history) can be read.
     fn usable(&self, name: &str, record: &[u8]) -> bool {
-        serde_json::from_slice::<Staged>(record).is_ok()
-            && self.reachable_with(vec![(name.to_string(), record.to_vec())]).is_ok()
+        self.reachable_staged(name, record).is_ok()
     }
 }
