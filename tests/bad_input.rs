@@ -530,6 +530,25 @@ fn index_gone(empty: bool) {
     assert_eq!(full["ok"], true, "{full}");
 }
 
+/// An index another process holds open: a command waits `SPARSE_INDEX_WAIT` seconds for it,
+/// then fails once, saying so, and works again once the other process lets go.
+#[test]
+fn an_index_held_by_another_process_is_waited_for_then_named() {
+    let (sb, _) = store_with_a_model();
+    let sb = sb.with_env("SPARSE_INDEX_WAIT", 1);
+    let held = redb::Database::open(sb.store().join("sparse/index.redb")).expect("the test opens the index");
+    for args in [&["status"][..], &["fsck"], &["gc"]] {
+        let err = sb.run(args).failed().to_string();
+        assert!(
+            err.contains("index.redb") && err.contains("another process has held it open for 1 s"),
+            "{args:?}: {err}"
+        );
+    }
+    drop(held);
+    sb.run(&["status"]).ok();
+    sb.assert_fsck_ok();
+}
+
 /// A blob gone behind the store's back is not referred to by a later add: the index says
 /// its chunk is stored whole, but `add` finds no such file, codes the chunk again, and the new
 /// model checks out; `fsck` names the index rows that disagree with the files until

@@ -29,8 +29,16 @@ const BLOBS: TableDefinition<[u8; 32], (u64, u64)> = TableDefinition::new("blobs
 const STAGED: TableDefinition<&str, &[u8]> = TableDefinition::new("staged");
 const FULL: TableDefinition<[u8; 32], [u8; 32]> = TableDefinition::new("full");
 
-/// How long to wait for another process to close the index.
+/// How long to wait for another process to close the index, unless `SPARSE_INDEX_WAIT`
+/// (seconds) says otherwise.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn open_timeout() -> Duration {
+    std::env::var("SPARSE_INDEX_WAIT")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map_or(OPEN_TIMEOUT, Duration::from_secs)
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("index {path}: {message}")]
@@ -129,7 +137,7 @@ impl Index {
     pub fn open(layout: &Layout) -> Result<Index, Error> {
         let path = layout.index();
         present(&path)?;
-        let db = guarded(&path, || retry(&path, || Database::open(&path)))?;
+        let db = guarded(&path, || retry(|| Database::open(&path)).map_err(|e| err(&path, e)))?;
         Ok(Index {
             db: Some(Db::Write(db)),
             path,
@@ -142,13 +150,13 @@ impl Index {
     pub fn open_read(layout: &Layout) -> Result<Index, Error> {
         let path = layout.index();
         present(&path)?;
-        match guarded(&path, || retry(&path, || ReadOnlyDatabase::open(&path))) {
+        match guarded(&path, || Ok(retry(|| ReadOnlyDatabase::open(&path))))? {
             Ok(db) => Ok(Index {
                 db: Some(Db::Read(db)),
                 path,
             }),
-            Err(e) if e.damaged => Err(e),
-            Err(_) => Index::open(layout),
+            Err(redb::DatabaseError::RepairAborted) => Index::open(layout),
+            Err(e) => Err(err(&path, e)),
         }
     }
 
@@ -337,6 +345,8 @@ fn err(path: &Path, e: impl Into<redb::Error>) -> Error {
         path: path.to_owned(),
         message: if damaged {
             format!("{e}; {REBUILD}")
+        } else if matches!(e, redb::Error::DatabaseAlreadyOpen) {
+            format!("another process has held it open for {} s", open_timeout().as_secs())
         } else {
             e.to_string()
         },
@@ -396,16 +406,16 @@ fn present(path: &Path) -> Result<(), Error> {
     }
 }
 
-/// Calls `open` until the database is not held by another process, for up to [`OPEN_TIMEOUT`].
-fn retry<T>(path: &Path, open: impl Fn() -> Result<T, redb::DatabaseError>) -> Result<T, Error> {
+/// Calls `open` until the database is not held by another process, for up to [`open_timeout`].
+fn retry<T>(open: impl Fn() -> Result<T, redb::DatabaseError>) -> Result<T, redb::DatabaseError> {
     let started = Instant::now();
+    let timeout = open_timeout();
     loop {
         match open() {
-            Ok(db) => return Ok(db),
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) if started.elapsed() < OPEN_TIMEOUT => {
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) if started.elapsed() < timeout => {
                 std::thread::sleep(Duration::from_millis(20));
             }
-            Err(e) => return Err(err(path, e)),
+            opened => return opened,
         }
     }
 }
