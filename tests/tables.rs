@@ -378,6 +378,63 @@ fn arrow_ipc_files_round_trip_with_nulls_nested_binary_and_unicode_and_a_derived
     assert_same_table(&sb.checkout("i", "out-i").join("t.ipc"), &i2);
 }
 
+/// Tables compressed as pyarrow and pandas write them by default or on request: Feather (Arrow
+/// IPC) with LZ4 or zstd buffers, Parquet with gzip, LZ4 or Brotli pages. Each is read, stored
+/// as its new rows, and checks out table-identical.
+#[test]
+fn compressed_feather_and_parquet_are_read_and_stored_as_row_deltas() {
+    use arrow::ipc::writer::{FileWriter, IpcWriteOptions};
+    use arrow::ipc::CompressionType;
+    use parquet::basic::{BrotliLevel, GzipLevel};
+    let sb = Sandbox::new().with_env("SPARSE_SMALL_FILE", 0);
+    let base = vec![rows(&(0..3000).collect::<Vec<_>>(), 0)];
+    let mut ids: Vec<i64> = (0..3000).filter(|i| i % 10 != 0).collect();
+    ids.extend(5000..5100);
+    let derived = vec![rows(&ids, 0), rows(&[7, 8], 3)];
+    let feather = |path: &Path, batches: &[RecordBatch], codec: CompressionType| {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let options = IpcWriteOptions::default().try_with_compression(Some(codec)).unwrap();
+        let mut w =
+            FileWriter::try_new_with_options(File::create(path).unwrap(), &batches[0].schema(), options).unwrap();
+        for b in batches {
+            w.write(b).unwrap();
+        }
+        w.finish().unwrap();
+    };
+    let parquet = |path: &Path, batches: &[RecordBatch], codec: Compression| {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let props = WriterProperties::builder().set_compression(codec).build();
+        let mut w = ArrowWriter::try_new(File::create(path).unwrap(), batches[0].schema(), Some(props)).unwrap();
+        for b in batches {
+            w.write(b).unwrap();
+        }
+        w.close().unwrap();
+    };
+    let files = [
+        "lz4.feather",
+        "zstd.feather",
+        "gzip.parquet",
+        "lz4.parquet",
+        "brotli.parquet",
+    ];
+    for (dir, batches) in [("v1", &base), ("v2", &derived)] {
+        let at = |f: &str| sb.join(&format!("{dir}/{f}"));
+        feather(&at(files[0]), batches, CompressionType::LZ4_FRAME);
+        feather(&at(files[1]), batches, CompressionType::ZSTD);
+        parquet(&at(files[2]), batches, Compression::GZIP(GzipLevel::default()));
+        parquet(&at(files[3]), batches, Compression::LZ4_RAW);
+        parquet(&at(files[4]), batches, Compression::BROTLI(BrotliLevel::default()));
+    }
+    sb.add_commit(&sb.join("v1"), "t", None, "v1");
+    sb.add_commit(&sb.join("v2"), "t", Some("t"), "v2");
+    let out = sb.checkout("t", "out");
+    for f in files {
+        assert_eq!(manifest(&sb, "t", f)["kind"], "table", "{f}");
+        assert_same_table(&out.join(f), &sb.join(&format!("v2/{f}")));
+    }
+    sb.assert_fsck_ok();
+}
+
 #[test]
 fn empty_tables_round_trip() {
     let sb = Sandbox::new().with_env("SPARSE_SMALL_FILE", 0);
