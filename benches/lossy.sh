@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Size against quality of the lossy tiers on the real MiniLM pair (docs/PERFORMANCE.md, "Lossy tiers").
 #   benches/lossy.sh            (needs the test data: scripts/fetch-testdata.sh)
-# For each tier: what the fine-tune adds to the store (over its raw size), and how far its
+# For each tier: what the fine-tune codes to (its own chunks and factors, over its raw size;
+# revisions in one store share their exact tensors, so what each adds would undercount), and how far its
 # checkout is from the real fine-tune (`sparse validate`): the relative Frobenius error over
 # all float tensors, and that error over the base's (how much of the fine-tune's change is lost);
 # and the model run (`validate --sentences`): BERT over the sentences of the model cards and
@@ -32,9 +33,12 @@ model() {
 print("%.4f (%.4f)|%.4f (%.4f)|%d" % (r["mean"], r["min"], b["mean"], b["min"], m["sentences"]))'
 }
 whole=$(frob base)
-echo "| tier | stored / raw | rel. Frobenius error | share of the fine-tune's change lost | model: cosine to the fine-tune, mean (min) | add (s) |"
+echo "| tier | coded / raw | rel. Frobenius error | share of the fine-tune's change lost | model: cosine to the fine-tune, mean (min) | add (s) |"
 echo "|---|---|---|---|---|---|"
-for tier in none int8 "lowrank 4" "lowrank 8" "lowrank 16" "lowrank 32" "lowrank 64"; do
+# Each rank R is followed by `--target-size` set to what rank R coded to: the same size, a rank
+# for each matrix.
+coded=0
+for tier in none int8 "lowrank 4" within "lowrank 8" within "lowrank 16" within "lowrank 32" within "lowrank 64" within; do
   set -- $tier
   name=t$RANDOM
   args=()
@@ -42,10 +46,11 @@ for tier in none int8 "lowrank 4" "lowrank 8" "lowrank 16" "lowrank 32" "lowrank
     none) ;;
     int8) args=(--lossy int8) ;;
     lowrank) args=(--lossy lowrank --rank "$2") ;;
+    within) args=(--lossy lowrank --target-size "$coded"); tier="lowrank within $coded bytes" ;;
   esac
   start=$(date +%s%N)
-  ratio=$("$S" --json add "$DATA/finetune.safetensors" --name "$name" --base base "${args[@]}" |
-    python3 -c 'import json,sys; s=json.load(sys.stdin); print("%.4f" % (s["stored_bytes"]/s["raw_bytes"]))')
+  read -r ratio coded < <("$S" --json add "$DATA/finetune.safetensors" --name "$name" --base base "${args[@]}" |
+    python3 -c 'import json,sys; s=json.load(sys.stdin); print("%.4f %d" % (s["coded_bytes"]/s["raw_bytes"], s["coded_bytes"]))')
   secs=$(( ($(date +%s%N) - start) / 1000000 ))
   "$S" commit -m "$tier" >/dev/null
   err=$(frob "$name")

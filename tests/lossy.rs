@@ -38,11 +38,28 @@ fn real_pair_sizes_and_errors_with_the_lossless_revision_beside_them() {
     let int8 = add(&sb, ft, "int8", "base", &["--lossy", "int8"]);
     let rank16 = add(&sb, ft, "rank16", "base", &["--lossy", "lowrank", "--rank", "16"]);
     let exact = add(&sb, ft, "exact", "base", &[]);
+    // The same size as rank 16, spent on ranks by matrix.
+    let coded16 = rank16["coded_bytes"].as_u64().unwrap();
+    let within = add(
+        &sb,
+        ft,
+        "within",
+        "base",
+        &["--lossy", "lowrank", "--target-size", &coded16.to_string()],
+    );
     assert!(ratio(&int8) <= 0.30, "int8 stores {}", ratio(&int8));
     assert!(ratio(&rank16) <= 0.06, "rank 16 stores {}", ratio(&rank16));
     assert_eq!(int8["lossy"], "int8");
     assert_eq!(rank16["lossy"], "lowrank rank 16");
     assert!(exact.get("lossy").is_none(), "{exact}");
+    assert_eq!(within["lossy"], format!("lowrank within {coded16} bytes"));
+    // The coded size lands near the target (a rank's coded cost is estimated from its factors);
+    // the ranks differ by matrix.
+    let coded = within["coded_bytes"].as_f64().unwrap();
+    assert!((coded / coded16 as f64 - 1.0).abs() < 0.05, "{within}");
+    let ranks = &within["ranks"];
+    assert_eq!(ranks["target"], coded16);
+    assert!(ranks["min"].as_u64() < ranks["max"].as_u64(), "{within}");
 
     // The lossless revision checks out bit-exact beside the lossy ones.
     assert_eq!(
@@ -51,7 +68,7 @@ fn real_pair_sizes_and_errors_with_the_lossless_revision_beside_them() {
     );
     // The lossy ones check out (every chunk verified against its reconstruction), differ
     // from the fine-tune, and say so.
-    for rev in ["int8", "rank16"] {
+    for rev in ["int8", "rank16", "within"] {
         let out = sb.join(&format!("out-{rev}"));
         let run = sb.run(&["checkout", rev, "-o", out.to_str().unwrap()]);
         run.ok();
@@ -76,6 +93,9 @@ fn real_pair_sizes_and_errors_with_the_lossless_revision_beside_them() {
         e_int8 < e_rank && e_rank < e_base,
         "int8 {e_int8}, rank 16 {e_rank}, base {e_base}"
     );
+    // Ranks by matrix keep more of the change than rank 16 everywhere, in the same size.
+    let e_within = err("within");
+    assert!(e_within < e_rank, "within {e_within}, rank 16 {e_rank}");
     let report = sb.json(&["validate", "int8", "--against", ft]);
     let bias = report["tensors"]
         .as_array()
@@ -104,7 +124,7 @@ fn real_pair_sizes_and_errors_with_the_lossless_revision_beside_them() {
         }
         sb.json(&args)["model"].clone()
     };
-    let (m_int8, m_rank, m_exact) = (model("int8"), model("rank16"), model("exact"));
+    let (m_int8, m_rank, m_exact, m_within) = (model("int8"), model("rank16"), model("exact"), model("within"));
     let mean = |m: &serde_json::Value, k: &str| m[k]["mean"].as_f64().unwrap();
     assert!(m_int8["sentences"].as_u64().unwrap() >= 100, "{m_int8}");
     assert_eq!(
@@ -120,6 +140,10 @@ fn real_pair_sizes_and_errors_with_the_lossless_revision_beside_them() {
         "int8 {m_int8}, rank 16 {m_rank}"
     );
     assert!(base_cos < 0.99, "the fine-tune moved the embeddings: {m_int8}");
+    assert!(
+        mean(&m_within, "revision") > mean(&m_rank, "revision"),
+        "ranks by matrix {m_within}, rank 16 {m_rank}"
+    );
     assert_eq!(sb.run(&["fsck"]).ok().status.code(), Some(0));
 }
 
@@ -195,10 +219,185 @@ fn lossy_needs_a_base_and_rank_goes_with_lowrank() {
         vec!["add", f, "--name", "m", "--base", "x", "--lossy", "int8", "--rank", "4"],
         vec!["add", f, "--name", "m", "--rank", "4"],
         vec!["add", f, "--name", "m", "--lossy", "fp4"],
+        vec![
+            "add",
+            f,
+            "--name",
+            "m",
+            "--base",
+            "x",
+            "--lossy",
+            "int8",
+            "--target-size",
+            "1%",
+        ],
+        vec!["add", f, "--name", "m", "--base", "x", "--target-size", "1%"],
+        vec![
+            "add",
+            f,
+            "--name",
+            "m",
+            "--base",
+            "x",
+            "--lossy",
+            "lowrank",
+            "--target-size",
+            "1%",
+            "--rank",
+            "4",
+        ],
+        vec![
+            "add",
+            f,
+            "--name",
+            "m",
+            "--base",
+            "x",
+            "--lossy",
+            "lowrank",
+            "--target-size",
+            "12XB",
+        ],
+        vec![
+            "add",
+            f,
+            "--name",
+            "m",
+            "--base",
+            "x",
+            "--lossy",
+            "lowrank",
+            "--target-size",
+            "0%",
+        ],
     ] {
         let run = sb.run(&args);
         assert!(!run.success(), "{args:?} should fail");
         assert!(!run.stderr.is_empty());
     }
     assert_eq!(common::store_snapshot(&sb.store()), before, "nothing written");
+}
+
+/// `--target-size`: the matrix whose change is large gets its ranks before the one whose
+/// change is tiny gets any; the tensors kept exact count against the target, and a target they
+/// alone exceed is refused without writing anything.
+#[test]
+fn a_target_size_is_spent_where_the_change_is() {
+    let sb = Sandbox::new();
+    let base = vec![
+        Tensor::random("big", "F32", &[64, 48], 1),
+        Tensor::random("small", "F32", &[64, 48], 2),
+        Tensor::random("norm", "F32", &[48], 3),
+    ];
+    let mut ft = base.clone();
+    // `big` moves by a rank-2 change as large as its values, `small` by a millionth of them;
+    // `norm` changes and stays exact.
+    let moved = |t: &Tensor, scale: f32| -> Tensor {
+        let mut t = t.clone();
+        let v: Vec<f32> = t
+            .data
+            .chunks(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        t.data = v
+            .iter()
+            .enumerate()
+            .flat_map(|(e, x)| {
+                let (i, j) = ((e / 48) as f32, (e % 48) as f32);
+                let change = ((i * 0.1).sin() * (j * 0.2).cos() + (i * 0.05).cos() * (j * 0.3).sin()) * scale;
+                (x + change).to_le_bytes()
+            })
+            .collect();
+        t
+    };
+    ft[0] = moved(&base[0], 1.0);
+    ft[1] = moved(&base[1], 1e-6);
+    ft[2] = base[2].finetuned(1.0, 4);
+    sb.add_commit(
+        &sb.write("base.safetensors", &common::safetensors_bytes(&base, &[])),
+        "base",
+        None,
+        "base",
+    );
+    let file = sb.write("ft.safetensors", &common::safetensors_bytes(&ft, &[]));
+    let f = file.to_str().unwrap();
+
+    // The exact vector alone takes more than 100 bytes: refused, naming both sizes.
+    let before = common::store_snapshot(&sb.store());
+    let run = sb.run(&[
+        "add",
+        f,
+        "--name",
+        "ft",
+        "--base",
+        "base",
+        "--lossy",
+        "lowrank",
+        "--target-size",
+        "100",
+    ]);
+    let err = run.failed();
+    assert!(err.contains("100 bytes") && err.contains("kept exact"), "{err}");
+    assert_eq!(common::store_snapshot(&sb.store()), before, "nothing written");
+
+    // As the target grows, `big` takes its two ranks before `small` takes any, and never
+    // loses one.
+    let mut last_big = 0;
+    for target in (300..=1500).step_by(150) {
+        let report = sb.json(&[
+            "add",
+            f,
+            "--name",
+            "ft",
+            "--base",
+            "base",
+            "--lossy",
+            "lowrank",
+            "--target-size",
+            &target.to_string(),
+        ]);
+        let ranks = &report["ranks"];
+        assert_eq!(ranks["matrices"], 2, "{report}");
+        assert!(ranks["exact"].as_u64().unwrap() > 0, "{report}");
+        assert!(
+            ranks["exact"].as_u64().unwrap() + ranks["factors"].as_u64().unwrap() <= target,
+            "{report}"
+        );
+        let tree = report["tree"].as_str().unwrap();
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&common::git(&sb.store(), &["show", &format!("{tree}:ft.safetensors")]).stdout)
+                .unwrap();
+        let rank_of = |name: &str| {
+            manifest["segments"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["tensor"]["name"] == name)
+                .map(|s| s["lossy"]["rank"].as_u64().unwrap())
+                .unwrap()
+        };
+        let (big, small) = (rank_of("big"), rank_of("small"));
+        assert!(small == 0 || big >= 2, "target {target}: big {big}, small {small}");
+        assert!(big >= last_big, "target {target}: big {big} after {last_big}");
+        last_big = big;
+    }
+    assert!(last_big >= 2);
+    sb.run(&["commit", "-m", "ft"]).ok();
+    // A rank-2 change, kept at rank 2 or more: close; the tiny change, dropped or kept, tiny;
+    // the vector exact.
+    let report = sb.json(&["validate", "ft", "--against", f]);
+    let tensor = |name: &str| {
+        report["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert!(tensor("big")["rel_frobenius"].as_f64().unwrap() < 0.01, "{report}");
+    assert!(tensor("small")["rel_frobenius"].as_f64().unwrap() < 1e-5, "{report}");
+    assert_eq!(tensor("norm")["max_abs"], 0.0, "{report}");
+    assert!(checked_out(&sb, "ft", "ft.safetensors") != common::sha256_file(&file));
+    assert_eq!(sb.run(&["fsck"]).ok().status.code(), Some(0));
 }

@@ -7,6 +7,8 @@ use super::rev::{check_name, HEADS};
 use super::{progress, Repository};
 use std::sync::Mutex;
 
+use crate::codec::lossy::{Target, Tier};
+use crate::model::budget;
 use crate::model::encode::{self, check_header, encode_file, is_model, Base, KnownChunks};
 use crate::model::manifest::{FileEntry, SnapshotMeta, META_FORMAT, META_PATH};
 use crate::model::source::{self, SourceFile};
@@ -53,6 +55,40 @@ pub struct Report {
     /// Under `--lossy`, the files whose tensors it does not reach (GGUF files), stored exactly.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub lossless: Vec<String>,
+    /// Under `--target-size`: how the target was spent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ranks: Option<RankReport>,
+}
+
+/// How `--target-size` was spent on ranks ([`budget::ranks`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct RankReport {
+    /// The target, in bytes.
+    pub target: u64,
+    /// What the tensors kept exact take, coded.
+    pub exact: u64,
+    /// What the factors at the chosen ranks were expected to take, coded.
+    pub factors: u64,
+    /// Matrices stored lossy, and the least, greatest and summed rank among them.
+    pub matrices: usize,
+    pub min: u32,
+    pub max: u32,
+    pub sum: u64,
+}
+
+impl RankReport {
+    fn of(plan: &budget::Plan) -> RankReport {
+        let ranks = plan.ranks.values();
+        RankReport {
+            target: plan.target,
+            exact: plan.exact,
+            factors: plan.factors,
+            matrices: plan.ranks.len(),
+            min: ranks.clone().copied().min().unwrap_or(0),
+            max: ranks.clone().copied().max().unwrap_or(0),
+            sum: ranks.map(|&r| r as u64).sum(),
+        }
+    }
 }
 
 /// The base was replaced by an ancestor of it, to keep the chain within `max_depth`.
@@ -155,6 +191,24 @@ impl Repository {
                 table::check::check(file, opts.kind)?;
             }
         }
+        // A target size is spent on ranks before any coding.
+        let planned;
+        let mut rank_report = None;
+        let opts = match (opts.lossy, base_ref.as_ref()) {
+            (Some(Tier::LowRankWithin { target }), Some(b)) => {
+                let plan = budget::ranks(&files, opts, b, target)?;
+                rank_report = Some(RankReport::of(&plan));
+                planned = Options {
+                    lossy: Some(Tier::LowRankWithin {
+                        target: Target::Bytes(plan.target),
+                    }),
+                    ranks: Some(std::sync::Arc::new(plan.ranks)),
+                    ..opts.clone()
+                };
+                &planned
+            }
+            _ => opts,
+        };
         let written = Mutex::new(Vec::new());
         // Any chunk already stored whole, in any model, is referred to rather than coded again.
         let known = self.index_read()?.full_chunks()?;
@@ -260,6 +314,7 @@ impl Repository {
                 base_choice,
                 rebased,
                 lossless,
+                ranks: rank_report,
             })
         });
         // A transaction whose last flush fails may still have landed: unless the index, read

@@ -2,7 +2,7 @@ use super::output::{bytes, ratio, short, Output};
 use super::{progress, Error};
 use crate::api::auto_base::{Candidate, Choice};
 use crate::api::Repository;
-use crate::codec::lossy::Tier;
+use crate::codec::lossy::{Target, Tier};
 use crate::model::table::check::Kind;
 use crate::model::Options;
 
@@ -37,8 +37,13 @@ pub struct Args {
     #[arg(long, value_parser = ["int8", "lowrank"])]
     pub lossy: Option<String>,
     /// The rank of `--lossy lowrank` (default 16).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096), conflicts_with = "target_size")]
     pub rank: Option<u32>,
+    /// With `--lossy lowrank`: a rank for each matrix, chosen so that the tensors fit this size
+    /// (bytes, as 3000000, 20MB or 1.5GiB, or a share of their raw size, as 2%), instead of one
+    /// rank for all.
+    #[arg(long, value_parser = Target::parse)]
+    pub target_size: Option<Target>,
     /// How files are taken. auto: Parquet and Arrow IPC tables (by extension or magic bytes)
     /// compared by row, CSV, TSV and JSON Lines checked for whole rows, text compared by record;
     /// table: every file must be a Parquet or Arrow table; text: records, no checks;
@@ -53,14 +58,14 @@ pub fn run(repo: &Repository, args: &Args, out: &Output) -> Result<i32, Error> {
     opts.level = args.zstd_level.unwrap_or(opts.level);
     opts.chunk_size = args.chunk_size.unwrap_or(opts.chunk_size);
     opts.max_depth = args.max_depth.unwrap_or(opts.max_depth);
-    opts.lossy = match (args.lossy.as_deref(), args.rank) {
-        (Some("int8"), None) => Some(Tier::Int8),
-        (Some("int8"), Some(_)) => return Err("--rank goes with --lossy lowrank".into()),
-        (Some(_), rank) => Some(Tier::LowRank {
+    opts.lossy = match (args.lossy.as_deref(), args.rank, args.target_size) {
+        (Some("int8"), None, None) => Some(Tier::Int8),
+        (Some("lowrank"), None, Some(target)) => Some(Tier::LowRankWithin { target }),
+        (Some("lowrank"), rank, None) => Some(Tier::LowRank {
             rank: rank.unwrap_or(16),
         }),
-        (None, Some(_)) => return Err("--rank goes with --lossy lowrank".into()),
-        (None, None) => None,
+        (None, None, None) => None,
+        _ => return Err("--rank and --target-size go with --lossy lowrank".into()),
     };
     if opts.lossy.is_some() && args.base.is_none() {
         return Err("--lossy stores changes against a base: give --base REV".into());
@@ -93,6 +98,18 @@ pub fn run(repo: &Repository, args: &Args, out: &Output) -> Result<i32, Error> {
             text.push_str(&format!(
                 "--lossy applies to safetensors tensors: stored exactly: {}\n",
                 r.lossless.join(", ")
+            ));
+        }
+        if let Some(k) = &r.ranks {
+            text.push_str(&format!(
+                "ranks by matrix for {}: {} matrices, ranks {} to {} (sum {}); expected: factors {}, exact tensors {}\n",
+                bytes(k.target),
+                k.matrices,
+                k.min,
+                k.max,
+                k.sum,
+                bytes(k.factors),
+                bytes(k.exact)
             ));
         }
         if let Some(tier) = &s.lossy {

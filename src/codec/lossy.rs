@@ -29,14 +29,77 @@ const T_LOWRANK: u8 = 5;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tier {
     Int8,
-    LowRank { rank: u32 },
+    /// Low rank, the same rank for every matrix.
+    LowRank {
+        rank: u32,
+    },
+    /// Low rank, each matrix's rank chosen so that the tensors fit `target` ([`allocate_ranks`]).
+    LowRankWithin {
+        target: Target,
+    },
+}
+
+/// A size the tensors of a lossy add are to fit in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Bytes(u64),
+    /// Millionths of the raw size of the tensors.
+    Share {
+        ppm: u32,
+    },
+}
+
+impl Target {
+    /// Parses `2%`, `0.5%`, `3000000`, `20MB`, `1.5GiB` (k, M, G are powers of 1000, Ki, Mi,
+    /// Gi of 1024; a trailing `B` is optional).
+    pub fn parse(s: &str) -> Result<Target, String> {
+        let bad = || format!("{s:?} is not a size: give bytes (3000000, 20MB, 1.5GiB) or a share of the tensors (2%)");
+        let t = s.trim();
+        if let Some(pct) = t.strip_suffix('%') {
+            let v: f64 = pct.trim().parse().map_err(|_| bad())?;
+            return match v {
+                v if v > 0.0 && v <= 100.0 => Ok(Target::Share {
+                    ppm: ((v * 10_000.0).round() as u32).max(1),
+                }),
+                _ => Err(format!("{s:?}: a share is more than 0% and at most 100%")),
+            };
+        }
+        let t = t.strip_suffix(['B', 'b']).unwrap_or(t);
+        let (num, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
+            Some(i) => t.split_at(i),
+            None => (t, ""),
+        };
+        let unit: f64 = match unit.to_ascii_lowercase().as_str() {
+            "" => 1.0,
+            "k" => 1e3,
+            "m" => 1e6,
+            "g" => 1e9,
+            "ki" => 1024.0,
+            "mi" => 1024.0 * 1024.0,
+            "gi" => 1024.0 * 1024.0 * 1024.0,
+            _ => return Err(bad()),
+        };
+        let v: f64 = num.trim().parse().map_err(|_| bad())?;
+        match v * unit {
+            b if b >= 1.0 && b < u64::MAX as f64 => Ok(Target::Bytes(b.round() as u64)),
+            _ => Err(bad()),
+        }
+    }
+
+    /// The target in bytes, for tensors of `raw` bytes.
+    pub fn bytes(self, raw: u64) -> u64 {
+        match self {
+            Target::Bytes(b) => b,
+            Target::Share { ppm } => (raw as u128 * ppm as u128 / 1_000_000) as u64,
+        }
+    }
 }
 
 impl Tier {
     pub fn codec(self) -> Codec {
         match self {
             Tier::Int8 => Codec::Int8,
-            Tier::LowRank { .. } => Codec::LowRank,
+            Tier::LowRank { .. } | Tier::LowRankWithin { .. } => Codec::LowRank,
         }
     }
 }
@@ -46,8 +109,73 @@ impl std::fmt::Display for Tier {
         match self {
             Tier::Int8 => f.write_str("int8"),
             Tier::LowRank { rank } => write!(f, "lowrank rank {rank}"),
+            Tier::LowRankWithin { target } => match target {
+                Target::Bytes(b) => write!(f, "lowrank within {b} bytes"),
+                Target::Share { ppm } => write!(f, "lowrank within {}%", *ppm as f64 / 10_000.0),
+            },
         }
     }
+}
+
+/// A matrix competing for a size budget ([`allocate_ranks`]).
+#[derive(Debug, Clone)]
+pub struct Contender {
+    /// The singular values of its delta, largest first ([`spectrum`]): as many as it may take.
+    pub spectrum: Vec<f32>,
+    /// Bytes one more rank costs it (its factors' rows, as stored).
+    pub rank_cost: u64,
+}
+
+/// A rank for each of `matrices` such that their ranks cost at most `budget` bytes and the
+/// squared error they leave, the sum of the squares of the singular values not kept, is as
+/// small as rank steps taken greedily make it: always the step that removes the most error per
+/// byte. A matrix's steps remove less and less, so this is optimal up to the last step.
+pub fn allocate_ranks(matrices: &[Contender], budget: u64) -> Vec<u32> {
+    use std::cmp::Ordering;
+    use std::collections::BinaryHeap;
+    /// A matrix's next rank step: the error it removes per byte.
+    struct Step(f64, usize);
+    impl PartialEq for Step {
+        fn eq(&self, other: &Self) -> bool {
+            self.cmp(other) == Ordering::Equal
+        }
+    }
+    impl Eq for Step {}
+    impl PartialOrd for Step {
+        fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+            Some(self.cmp(other))
+        }
+    }
+    impl Ord for Step {
+        // Ties go to the earlier matrix, so that the result does not depend on the heap.
+        fn cmp(&self, other: &Self) -> Ordering {
+            self.0.total_cmp(&other.0).then(other.1.cmp(&self.1))
+        }
+    }
+    let gain = |m: &Contender, k: usize| -> Option<f64> {
+        let s = *m.spectrum.get(k)? as f64;
+        (s.is_finite() && s > 0.0).then(|| s * s / m.rank_cost.max(1) as f64)
+    };
+    let mut ranks = vec![0u32; matrices.len()];
+    let mut heap: BinaryHeap<Step> = matrices
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| gain(m, 0).map(|g| Step(g, i)))
+        .collect();
+    let mut left = budget;
+    while let Some(Step(_, i)) = heap.pop() {
+        let cost = matrices[i].rank_cost;
+        if cost > left {
+            // Its later steps cost as much: it grows no more.
+            continue;
+        }
+        left -= cost;
+        ranks[i] += 1;
+        if let Some(g) = gain(&matrices[i], ranks[i] as usize) {
+            heap.push(Step(g, i));
+        }
+    }
+    ranks
 }
 
 /// The float formats the lossy tiers code.
@@ -179,23 +307,42 @@ impl Factors {
     pub fn b_bytes(&self) -> Vec<u8> {
         self.b.iter().flat_map(|v| v.to_le_bytes()).collect()
     }
+
+    /// Bytes one rank of these factors takes once coded, on average: `A` and `B` each coded as
+    /// one plane at `level`, over the rank. Without a rank, what a rank takes uncoded.
+    pub fn coded_rank_cost(&self, level: i32) -> u64 {
+        if self.rank == 0 {
+            return 2 * (self.rows + self.cols) as u64;
+        }
+        let a: Vec<u8> = self.a.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut coded = Vec::new();
+        entropy::compress(&a, level, &mut coded);
+        entropy::compress(&self.b_bytes(), level, &mut coded);
+        (coded.len() as u64).div_ceil(self.rank as u64).max(1)
+    }
 }
 
 /// Columns of random projection beyond the rank, and power iterations, of the randomized SVD.
 const OVERSAMPLE: usize = 8;
 const POWER_ITERATIONS: usize = 2;
 
-/// A rank-`rank` approximation of the `rows` x `cols` row-major matrix `delta` by truncated SVD:
-/// exact for small matrices, randomized (a seeded Gaussian sketch with power iterations) when
-/// the rank plus oversampling is well below both sides.
-pub fn factors(delta: &[f32], rows: usize, cols: usize, rank: usize, seed: u64) -> Factors {
+/// U (rows x r), the singular values (r) and V (cols x r) of a rank-r truncated SVD of
+/// `delta`, r the least of `rank`, `rows` and `cols`: exact for small matrices, randomized when
+/// the rank plus oversampling is well below both sides. A matrix the SVD fails on (not finite)
+/// gives zeros.
+fn truncated_svd(
+    delta: &[f32],
+    rows: usize,
+    cols: usize,
+    rank: usize,
+    seed: u64,
+) -> (faer::Mat<f32>, Vec<f32>, faer::Mat<f32>) {
     use faer::Mat;
     assert_eq!(delta.len(), rows * cols, "a rows x cols matrix");
     let rank = rank.min(rows).min(cols);
     let d = Mat::<f32>::from_fn(rows, cols, |i, j| delta[i * cols + j]);
     let sketch = rank + OVERSAMPLE;
-    // U (rows x rank), S (rank) and V (cols x rank) of the truncated SVD.
-    let (u, s, v) = if rank == 0 {
+    if rank == 0 {
         (Mat::<f32>::zeros(rows, 0), Vec::new(), Mat::<f32>::zeros(cols, 0))
     } else if 2 * sketch >= rows.min(cols) {
         match d.thin_svd() {
@@ -223,7 +370,20 @@ pub fn factors(delta: &[f32], rows: usize, cols: usize, rank: usize, seed: u64) 
             ),
             Err(_) => (Mat::zeros(rows, rank), vec![0.0; rank], Mat::zeros(cols, rank)),
         }
-    };
+    }
+}
+
+/// A rank-`rank` approximation of the `rows` x `cols` row-major matrix `delta` by truncated SVD:
+/// exact for small matrices, randomized (a seeded Gaussian sketch with power iterations) when
+/// the rank plus oversampling is well below both sides.
+pub fn factors(delta: &[f32], rows: usize, cols: usize, rank: usize, seed: u64) -> Factors {
+    factors_and_spectrum(delta, rows, cols, rank, seed).0
+}
+
+/// [`factors`], and the singular values they were made from, largest first.
+pub fn factors_and_spectrum(delta: &[f32], rows: usize, cols: usize, rank: usize, seed: u64) -> (Factors, Vec<f32>) {
+    let (u, s, v) = truncated_svd(delta, rows, cols, rank, seed);
+    let rank = s.len();
     let finite = |x: f32| if x.is_finite() { x } else { 0.0 };
     let a = (0..rows)
         .flat_map(|i| (0..rank).map(move |k| (i, k)))
@@ -233,7 +393,7 @@ pub fn factors(delta: &[f32], rows: usize, cols: usize, rank: usize, seed: u64) 
         .flat_map(|k| (0..cols).map(move |j| (k, j)))
         .map(|(k, j)| bf16::from_f32(finite(v[(j, k)])))
         .collect();
-    Factors { rows, cols, rank, a, b }
+    (Factors { rows, cols, rank, a, b }, s)
 }
 
 /// Codes elements `first ..` of a matrix (the chunk, `data.len()` bytes) as the rows of
@@ -581,6 +741,54 @@ mod tests {
         let mut coded = encode_lowrank(48, 0, &f, Float::F32, 3);
         coded[HEADER + 8..HEADER + 16].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(decode(&coded, &parent, 4, &mut out, Some(&f.b_bytes())).is_err());
+    }
+
+    #[test]
+    fn targets_parse_as_bytes_or_a_share() {
+        assert_eq!(Target::parse("3000000"), Ok(Target::Bytes(3_000_000)));
+        assert_eq!(Target::parse("20MB"), Ok(Target::Bytes(20_000_000)));
+        assert_eq!(Target::parse("1.5GiB"), Ok(Target::Bytes(1_610_612_736)));
+        assert_eq!(Target::parse("64k"), Ok(Target::Bytes(64_000)));
+        assert_eq!(Target::parse("2%"), Ok(Target::Share { ppm: 20_000 }));
+        assert_eq!(Target::parse("0.25 %"), Ok(Target::Share { ppm: 2_500 }));
+        assert_eq!(Target::Share { ppm: 20_000 }.bytes(1_000_000), 20_000);
+        for bad in ["", "MB", "-3", "0", "12XB", "0%", "101%", "nan%", "1e30"] {
+            assert!(Target::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    fn contender(rank_cost: u64, spectrum: &[f32]) -> Contender {
+        Contender {
+            spectrum: spectrum.to_vec(),
+            rank_cost,
+        }
+    }
+
+    #[test]
+    fn ranks_go_where_a_byte_removes_the_most_error() {
+        // Two matrices whose ranks cost 40 bytes: the first's steps remove 16, 9, 1; the
+        // second's 4, 4, 4. Greedy by error removed a byte: 16, 9, then 4 (the second's, ahead
+        // of the first's 1), 4.
+        let m = [contender(40, &[4.0, 3.0, 1.0]), contender(40, &[2.0, 2.0, 2.0])];
+        assert_eq!(allocate_ranks(&m, 160), vec![2, 2]);
+        assert_eq!(allocate_ranks(&m, 199), vec![2, 2]);
+        assert_eq!(allocate_ranks(&m, 80), vec![2, 0]);
+        assert_eq!(allocate_ranks(&m, 0), vec![0, 0]);
+        // Everything fits: every singular value is taken, and no more.
+        assert_eq!(allocate_ranks(&m, 10_000), vec![3, 3]);
+        // Equal steps: the earlier matrix first.
+        let tied = [contender(40, &[2.0]), contender(40, &[2.0])];
+        assert_eq!(allocate_ranks(&tied, 40), vec![1, 0]);
+        // A cheaper rank wins per byte: 9 for 20 bytes beats 16 for 40.
+        let shapes = [contender(40, &[4.0]), contender(20, &[3.0, 3.0])];
+        assert_eq!(allocate_ranks(&shapes, 40), vec![0, 2]);
+        // A step that no longer fits does not stop a cheaper one that does: after the first
+        // matrix's first step, 20 bytes are left, too few for its second, enough for the other.
+        let shapes = [contender(40, &[5.0, 5.0]), contender(20, &[2.0])];
+        assert_eq!(allocate_ranks(&shapes, 60), vec![1, 1]);
+        // Zero and non-finite singular values remove nothing and are not taken.
+        let odd = [contender(40, &[0.0]), contender(40, &[f32::NAN])];
+        assert_eq!(allocate_ranks(&odd, 1000), vec![0, 0]);
     }
 
     #[test]

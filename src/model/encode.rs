@@ -46,6 +46,8 @@ pub enum Error {
     Table(#[from] super::table::Error),
     #[error("{path} changed while it was being added (now {now} bytes, was {was})")]
     Changed { path: PathBuf, now: u64, was: u64 },
+    #[error("the target size, {target} bytes, is less than the {exact} bytes of the tensors kept exact (vectors, and tensors the base lacks)")]
+    TargetTooSmall { target: u64, exact: u64 },
 }
 
 /// Chunks stored `full` anywhere in the store, by [`full_key`]: their blob and its sizes
@@ -462,6 +464,14 @@ pub fn plan_safetensors(
                 tier: tier.codec().to_string(),
                 rank: match tier {
                     Tier::LowRank { rank } => Some(rank),
+                    // As planned for the target; 0 (the parent's values) before that.
+                    Tier::LowRankWithin { .. } => Some(
+                        opts.ranks
+                            .as_ref()
+                            .and_then(|r| r.get(&(path.to_string(), meta.name.clone())))
+                            .copied()
+                            .unwrap_or(0),
+                    ),
                     Tier::Int8 => None,
                 },
                 factor: None,
@@ -595,33 +605,24 @@ fn lowrank_factors(
     let mut out = HashMap::new();
     let mut stored = Vec::new();
     for (s, seg) in segments.iter_mut().enumerate() {
-        let (Some(rank), Some(meta), Some(p), Some(b)) =
-            (seg.lossy.as_ref().and_then(|l| l.rank), &seg.tensor, &seg.parent, base)
-        else {
+        let (Some(rank), Some(meta), Some(b)) = (seg.lossy.as_ref().and_then(|l| l.rank), &seg.tensor, base) else {
             continue;
         };
-        let float = Float::of_dtype(&meta.dtype).expect("eligible tensors are floats");
-        let (_, pseg) = b.snapshot.find(p).expect("parents are planned from the base");
-        let mut parent = vec![0u8; seg.len as usize];
-        for c in 0..seg.chunks_needed() {
-            let (start, end) = seg.chunk_range(c);
-            b.rebuilder
-                .chunk(b.snapshot, &p.file, pseg, c, &mut parent[start as usize..end as usize])
-                .map_err(|e| Error::Parent {
-                    path: file.abs.clone(),
-                    source: Box::new(e),
-                })?;
-        }
-        let data = &bytes[seg.offset as usize..(seg.offset + seg.len) as usize];
-        let delta: Vec<f32> = float
-            .to_f32(data)
-            .iter()
-            .zip(float.to_f32(&parent))
-            .map(|(n, o)| n - o)
-            .collect();
         let (rows, cols) = meta.matrix();
-        let seed = u64::from_le_bytes(Key::of(meta.name.as_bytes()).0[..8].try_into().expect("8 bytes"));
-        let f = lossy::factors(&delta, rows, cols, rank as usize, seed);
+        let f = match rank {
+            // Kept as the parent's, without reading the tensor.
+            0 => Factors {
+                rows,
+                cols,
+                rank: 0,
+                a: Vec::new(),
+                b: Vec::new(),
+            },
+            _ => {
+                let delta = tensor_delta(file, bytes, seg, b)?;
+                lossy::factors(&delta, rows, cols, rank as usize, svd_seed(&meta.name))
+            }
+        };
         let b_bytes = f.b_bytes();
         let put = cas.put(&b_bytes, Compress::Zstd(3))?;
         if put.new {
@@ -642,6 +643,44 @@ fn lowrank_factors(
         out.insert(s, (f, b_bytes));
     }
     Ok((out, stored))
+}
+
+/// The change of the lossy tensor `seg` of `file` (mapped as `bytes`) from its parent in
+/// `base`, in f32: the whole tensor and its parent are read.
+pub(super) fn tensor_delta(file: &SourceFile, bytes: &[u8], seg: &Segment, base: &Base<'_>) -> Result<Vec<f32>, Error> {
+    let meta = seg.tensor.as_ref().expect("lossy segments are tensors");
+    let p = seg.parent.as_ref().expect("lossy segments have a parent");
+    let float = Float::of_dtype(&meta.dtype).expect("eligible tensors are floats");
+    let (_, pseg) = base.snapshot.find(p).expect("parents are planned from the base");
+    let mut parent = vec![0u8; seg.len as usize];
+    for c in 0..seg.chunks_needed() {
+        let (start, end) = seg.chunk_range(c);
+        base.rebuilder
+            .chunk(
+                base.snapshot,
+                &p.file,
+                pseg,
+                c,
+                &mut parent[start as usize..end as usize],
+            )
+            .map_err(|e| Error::Parent {
+                path: file.abs.clone(),
+                source: Box::new(e),
+            })?;
+    }
+    let data = &bytes[seg.offset as usize..(seg.offset + seg.len) as usize];
+    Ok(float
+        .to_f32(data)
+        .iter()
+        .zip(float.to_f32(&parent))
+        .map(|(n, o)| n - o)
+        .collect())
+}
+
+/// The seed of a tensor's randomized SVD: from its name, so that an add gives the same factors
+/// every time.
+pub(super) fn svd_seed(name: &str) -> u64 {
+    u64::from_le_bytes(Key::of(name.as_bytes()).0[..8].try_into().expect("8 bytes"))
 }
 
 /// zstd level of piece tables: small, and worth compressing well.

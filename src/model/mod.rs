@@ -2,6 +2,7 @@
 //! manifests ([`encode`]) and back into files ([`rebuild`]).
 
 pub mod bert;
+pub mod budget;
 #[cfg(feature = "cuda")]
 pub mod device;
 pub mod encode;
@@ -30,6 +31,8 @@ pub struct Options {
     pub max_depth: usize,
     /// Store float matrices that have a parent lossy, in this tier (never from the environment).
     pub lossy: Option<crate::codec::lossy::Tier>,
+    /// The rank of each matrix under `lossy` `LowRankWithin`, as [`budget::ranks`] chose them.
+    pub ranks: Option<std::sync::Arc<budget::Ranks>>,
     /// How files are taken: tables, text records or bytes (`--kind`).
     pub kind: table::check::Kind,
 }
@@ -42,6 +45,7 @@ impl Default for Options {
             small_file: 1 << 20,
             max_depth: 4,
             lossy: None,
+            ranks: None,
             kind: table::check::Kind::Auto,
         }
     }
