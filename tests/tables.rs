@@ -435,6 +435,50 @@ fn compressed_feather_and_parquet_are_read_and_stored_as_row_deltas() {
     sb.assert_fsck_ok();
 }
 
+/// A compressed Arrow IPC buffer declaring more bytes than the machine has is refused, naming
+/// the file, before arrow allocates them (a failed allocation would abort the process), with or
+/// without a base to compare rows with; the store is left as it was.
+#[test]
+fn a_compressed_arrow_buffer_declaring_too_much_is_refused() {
+    use arrow::ipc::writer::{FileWriter, IpcWriteOptions};
+    use arrow::ipc::CompressionType;
+    let sb = Sandbox::new().with_env("SPARSE_SMALL_FILE", 0);
+    let write = |path: &Path, batch: &RecordBatch| {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let options = IpcWriteOptions::default()
+            .try_with_compression(Some(CompressionType::LZ4_FRAME))
+            .unwrap();
+        let mut w = FileWriter::try_new_with_options(File::create(path).unwrap(), &batch.schema(), options).unwrap();
+        w.write(batch).unwrap();
+        w.finish().unwrap();
+    };
+    let v1 = sb.join("v1/t.feather");
+    write(&v1, &rows(&(0..2000).collect::<Vec<_>>(), 0));
+    sb.add_commit(&v1, "t", None, "v1");
+    let v2 = sb.join("v2/t.feather");
+    write(&v2, &rows(&(0..2100).collect::<Vec<_>>(), 0));
+    // Each LZ4 frame (magic 04 22 4d 18) follows the 8-byte length it decompresses to.
+    let mut bytes = std::fs::read(&v2).unwrap();
+    let frame = bytes
+        .windows(4)
+        .position(|w| w == [0x04, 0x22, 0x4d, 0x18])
+        .expect("an LZ4 frame");
+    bytes[frame - 8..frame].copy_from_slice(&(1i64 << 50).to_le_bytes());
+    std::fs::write(&v2, &bytes).unwrap();
+    let before = store_snapshot(&sb.store());
+    for base in [&["--base", "t"][..], &[]] {
+        let mut args = vec!["add", v2.to_str().unwrap(), "--name", "t2"];
+        args.extend_from_slice(base);
+        let run = sb.run(&args);
+        let err = run.failed();
+        assert!(
+            err.contains("t.feather") && err.contains("declares 1125899906842624 bytes uncompressed"),
+            "{err}"
+        );
+    }
+    assert_eq!(store_snapshot(&sb.store()), before, "nothing written");
+}
+
 #[test]
 fn empty_tables_round_trip() {
     let sb = Sandbox::new().with_env("SPARSE_SMALL_FILE", 0);

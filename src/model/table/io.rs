@@ -89,11 +89,13 @@ impl Reader {
                 (schema, Batches::Parquet(reader), groups, 0)
             }
             Format::ArrowFile => {
+                declared_sizes_fit(&file, format).map_err(|e| open_err(e.into()))?;
                 let reader =
                     FileReader::try_new(std::io::BufReader::new(file), None).map_err(|e| open_err(e.into()))?;
                 (reader.schema(), Batches::ArrowFile(reader), Vec::new(), from)
             }
             Format::ArrowStream => {
+                declared_sizes_fit(&file, format).map_err(|e| open_err(e.into()))?;
                 let reader =
                     StreamReader::try_new(std::io::BufReader::new(file), None).map_err(|e| open_err(e.into()))?;
                 (reader.schema(), Batches::ArrowStream(reader), Vec::new(), from)
@@ -183,6 +185,110 @@ impl Reader {
         }))
         .unwrap_or(false)
     }
+}
+
+/// Checks that no compressed buffer of an Arrow IPC file or stream declares an uncompressed size
+/// larger than this machine's memory. arrow allocates the declared size before it decompresses
+/// a buffer, and an allocation that fails aborts the process: a damaged or hostile length must
+/// be an error instead. A stream's messages are walked by their own lengths, a file's record
+/// batches found through its footer; only message headers and the 8-byte length at the start of
+/// each buffer are read. Anything else wrong with the file is left for the reader to find.
+fn declared_sizes_fit(file: &File, format: Format) -> Result<(), String> {
+    use std::os::unix::fs::FileExt;
+    let size = file.metadata().map_err(|e| e.to_string())?.len();
+    let read = |at: u64, n: u64| -> Option<Vec<u8>> {
+        let end = at.checked_add(n).filter(|&end| end <= size)?;
+        let mut buf = vec![0u8; (end - at) as usize];
+        file.read_exact_at(&mut buf, at).ok()?;
+        Some(buf)
+    };
+    let limit = memory_bytes();
+    // The message at `at`: checks its buffers; the offset after its body, if it is one.
+    let message = |at: u64| -> Result<Option<u64>, String> {
+        let word = |at: u64| read(at, 4).map(|b| i32::from_le_bytes(b[..].try_into().expect("4 bytes")));
+        let Some(mut len) = word(at) else { return Ok(None) };
+        let mut at = at + 4;
+        if len == -1 {
+            // The continuation marker, then the length.
+            let Some(l) = word(at) else { return Ok(None) };
+            len = l;
+            at += 4;
+        }
+        let Some(meta) = u64::try_from(len).ok().filter(|&l| l > 0).and_then(|l| read(at, l)) else {
+            return Ok(None);
+        };
+        let Ok(message) = arrow::ipc::root_as_message(&meta) else {
+            return Ok(None);
+        };
+        let body = at + meta.len() as u64;
+        let batch = message
+            .header_as_record_batch()
+            .or_else(|| message.header_as_dictionary_batch().and_then(|d| d.data()));
+        if let Some(batch) = batch.filter(|b| b.compression().is_some()) {
+            for buffer in batch.buffers().into_iter().flatten() {
+                let Some(start) = u64::try_from(buffer.offset()).ok().and_then(|o| body.checked_add(o)) else {
+                    continue;
+                };
+                let Some(declared) = read(start, 8).filter(|_| buffer.length() >= 8) else {
+                    continue;
+                };
+                let declared = i64::from_le_bytes(declared[..].try_into().expect("8 bytes"));
+                if declared > 0 && declared as u64 > limit {
+                    return Err(format!(
+                        "a compressed buffer at byte {start} declares {declared} bytes uncompressed, more than this machine's memory ({limit} bytes)"
+                    ));
+                }
+            }
+        }
+        Ok(u64::try_from(message.bodyLength())
+            .ok()
+            .and_then(|l| body.checked_add(l)))
+    };
+    match format {
+        Format::ArrowFile => {
+            // The footer, before its 4-byte length and the closing magic, lists every batch.
+            let Some(tail) = size.checked_sub(10).and_then(|at| read(at, 4)) else {
+                return Ok(());
+            };
+            let footer_len = u64::from(u32::from_le_bytes(tail[..].try_into().expect("4 bytes")));
+            let Some(footer) = (size - 10).checked_sub(footer_len).and_then(|at| read(at, footer_len)) else {
+                return Ok(());
+            };
+            let Ok(footer) = arrow::ipc::root_as_footer(&footer) else {
+                return Ok(());
+            };
+            let blocks = footer
+                .dictionaries()
+                .into_iter()
+                .chain(footer.recordBatches())
+                .flatten();
+            for block in blocks {
+                if let Ok(at) = u64::try_from(block.offset()) {
+                    message(at)?;
+                }
+            }
+            Ok(())
+        }
+        _ => {
+            let mut at = 0;
+            while let Some(next) = message(at)? {
+                at = next;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// This machine's memory in bytes (`MemTotal` of /proc/meminfo), or 2^40 where that cannot be read.
+fn memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            kib.checked_mul(1024)
+        })
+        .unwrap_or(1 << 40)
 }
 
 /// How checkout writes a Parquet table again.
