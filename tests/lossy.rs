@@ -219,61 +219,28 @@ fn lossy_needs_a_base_and_rank_goes_with_lowrank() {
         vec!["add", f, "--name", "m", "--base", "x", "--lossy", "int8", "--rank", "4"],
         vec!["add", f, "--name", "m", "--rank", "4"],
         vec!["add", f, "--name", "m", "--lossy", "fp4"],
-        vec![
-            "add",
-            f,
-            "--name",
-            "m",
-            "--base",
-            "x",
-            "--lossy",
-            "int8",
-            "--target-size",
-            "1%",
-        ],
-        vec!["add", f, "--name", "m", "--base", "x", "--target-size", "1%"],
-        vec![
-            "add",
-            f,
-            "--name",
-            "m",
-            "--base",
-            "x",
-            "--lossy",
-            "lowrank",
-            "--target-size",
-            "1%",
-            "--rank",
-            "4",
-        ],
-        vec![
-            "add",
-            f,
-            "--name",
-            "m",
-            "--base",
-            "x",
-            "--lossy",
-            "lowrank",
-            "--target-size",
-            "12XB",
-        ],
-        vec![
-            "add",
-            f,
-            "--name",
-            "m",
-            "--base",
-            "x",
-            "--lossy",
-            "lowrank",
-            "--target-size",
-            "0%",
-        ],
     ] {
         let run = sb.run(&args);
         assert!(!run.success(), "{args:?} should fail");
         assert!(!run.stderr.is_empty());
+    }
+    // Refused for what they say, before the (missing) base is looked at.
+    let base = ["add", f, "--name", "m", "--base", "x"];
+    for (args, says) in [
+        (
+            &["--lossy", "int8", "--target-size", "1%"][..],
+            "go with --lossy lowrank",
+        ),
+        (&["--target-size", "1%"], "go with --lossy lowrank"),
+        (
+            &["--lossy", "lowrank", "--target-size", "1%", "--rank", "4"],
+            "cannot be used with",
+        ),
+        (&["--lossy", "lowrank", "--target-size", "12XB"], "is not a size"),
+        (&["--lossy", "lowrank", "--target-size", "0%"], "more than 0%"),
+    ] {
+        let run = sb.run(&[&base[..], args].concat());
+        assert!(run.stderr.contains(says), "{args:?}: {}", run.stderr);
     }
     assert_eq!(common::store_snapshot(&sb.store()), before, "nothing written");
 }
@@ -359,14 +326,31 @@ fn a_target_size_is_spent_where_the_change_is() {
         let ranks = &report["ranks"];
         assert_eq!(ranks["matrices"], 2, "{report}");
         assert!(ranks["exact"].as_u64().unwrap() > 0, "{report}");
-        assert!(
-            ranks["exact"].as_u64().unwrap() + ranks["factors"].as_u64().unwrap() <= target,
-            "{report}"
-        );
         let tree = report["tree"].as_str().unwrap();
         let manifest: serde_json::Value =
             serde_json::from_slice(&common::git(&sb.store(), &["show", &format!("{tree}:ft.safetensors")]).stdout)
                 .unwrap();
+        // What the tensors were coded to: near the target (a rank's coded cost is an average).
+        let tensors: u64 = manifest["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s.get("tensor").is_some())
+            .map(|s| {
+                let chunks: u64 = s["chunks"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c["stored"].as_u64().unwrap())
+                    .sum();
+                chunks + s["lossy"]["factor_stored"].as_u64().unwrap_or(0)
+            })
+            .sum();
+        // On matrices this small a plane's own tables weigh: up to a fifth over.
+        assert!(
+            tensors * 4 <= target * 5,
+            "target {target}: tensors take {tensors}: {report}"
+        );
         let rank_of = |name: &str| {
             manifest["segments"]
                 .as_array()

@@ -35,7 +35,8 @@ pub struct Staged {
     pub coded_bytes: u64,
     /// Bytes this add wrote to the store (what the store grew by; shared parts count once).
     pub stored_bytes: u64,
-    /// The lossy tier some tensors were stored in (`int8`, `lowrank rank R`), if any.
+    /// The lossy tier some tensors were stored in (`int8`, `lowrank rank R`, `lowrank within N
+    /// bytes`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lossy: Option<String>,
 }

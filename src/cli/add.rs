@@ -39,9 +39,9 @@ pub struct Args {
     /// The rank of `--lossy lowrank` (default 16).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096), conflicts_with = "target_size")]
     pub rank: Option<u32>,
-    /// With `--lossy lowrank`: a rank for each matrix, chosen so that the tensors fit this size
-    /// (bytes, as 3000000, 20MB or 1.5GiB, or a share of their raw size, as 2%), instead of one
-    /// rank for all.
+    /// With `--lossy lowrank`: a rank for each matrix, chosen so that the tensors take about this
+    /// size (bytes, as 3000000, 20MB or 1.5GiB, or a share of their raw size, as 2%), instead of
+    /// one rank for all.
     #[arg(long, value_parser = Target::parse)]
     pub target_size: Option<Target>,
     /// How files are taken. auto: Parquet and Arrow IPC tables (by extension or magic bytes)

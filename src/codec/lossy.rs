@@ -22,6 +22,9 @@ pub const GROUP: usize = 128;
 
 const VERSION: u8 = 1;
 const HEADER: usize = 12;
+/// Bytes of a `lowrank` chunk besides its rows of `A`: the header, the rank, columns and first
+/// element, and the plane's mode and length.
+pub const LOWRANK_OVERHEAD: usize = HEADER + 16 + 9;
 const T_INT8: u8 = 4;
 const T_LOWRANK: u8 = 5;
 
@@ -752,7 +755,18 @@ mod tests {
         assert_eq!(Target::parse("2%"), Ok(Target::Share { ppm: 20_000 }));
         assert_eq!(Target::parse("0.25 %"), Ok(Target::Share { ppm: 2_500 }));
         assert_eq!(Target::Share { ppm: 20_000 }.bytes(1_000_000), 20_000);
-        for bad in ["", "MB", "-3", "0", "12XB", "0%", "101%", "nan%", "1e30"] {
+        for bad in [
+            "",
+            "MB",
+            "-3",
+            "0",
+            "12XB",
+            "0%",
+            "101%",
+            "nan%",
+            "1e30",
+            "99999999999GiB",
+        ] {
             assert!(Target::parse(bad).is_err(), "{bad:?}");
         }
     }

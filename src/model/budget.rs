@@ -5,7 +5,8 @@
 //! spent. So the ranks go where the fine-tune's change is large and cheap to keep.
 //!
 //! The target covers the tensors of the source's safetensors files: the tensors kept exact
-//! (vectors, tensors the base lacks), coded here once to learn their size, and the factors of
+//! (vectors, tensors the base lacks), coded here once to learn their size, the headers of the
+//! lossy tensors' chunks and factor blobs, and the factors of
 //! the matrices stored lossy, at what a rank of each costs once coded (measured on its factors at
 //! the largest rank it may take, [`MAX_RANK`] or its smaller side). Headers and other files are
 //! outside it. The stored size lands near the target, not exactly on it: a rank's coded cost is
@@ -24,6 +25,7 @@ use super::source::SourceFile;
 use super::Options;
 use crate::codec::lossy::{Contender, Target};
 use crate::codec::{self, lossy};
+use crate::store::cas;
 
 /// The rank of each matrix stored lossy: by (file path in the snapshot, tensor name).
 pub type Ranks = HashMap<(String, String), u32>;
@@ -37,7 +39,7 @@ pub struct Plan {
     pub ranks: Ranks,
     /// The target, in bytes.
     pub target: u64,
-    /// Bytes of the tensors kept exact, coded.
+    /// Bytes of the tensors kept exact, coded, and of the headers of the lossy ones' blobs.
     pub exact: u64,
     /// Bytes the factors at the chosen ranks are expected to take, coded.
     pub factors: u64,
@@ -62,22 +64,40 @@ pub fn ranks(files: &[SourceFile], opts: &Options, base: &Base<'_>, target: Targ
                 exact += coded_size(file, bytes, seg, base, opts)?;
                 continue;
             }
+            // Each chunk and the factor are blobs with headers, whatever the rank.
+            exact += (seg.chunks_needed() * (lossy::LOWRANK_OVERHEAD + cas::HEADER) + cas::HEADER) as u64;
             let (rows, cols) = meta.matrix();
             let delta = tensor_delta(file, bytes, seg, base)?;
-            let cap = MAX_RANK.min(rows).min(cols);
-            let (factors, spectrum) = lossy::factors_and_spectrum(&delta, rows, cols, cap, svd_seed(&meta.name));
+            let contender = if delta.iter().all(|&d| d == 0.0) {
+                // Unchanged: nothing to keep.
+                Contender {
+                    rank_cost: 1,
+                    spectrum: Vec::new(),
+                }
+            } else {
+                let cap = MAX_RANK.min(rows).min(cols);
+                let (factors, spectrum) = lossy::factors_and_spectrum(&delta, rows, cols, cap, svd_seed(&meta.name));
+                Contender {
+                    rank_cost: factors.coded_rank_cost(opts.level),
+                    spectrum,
+                }
+            };
             drop(delta);
-            contenders.push(Contender {
-                rank_cost: factors.coded_rank_cost(opts.level),
-                spectrum,
-            });
+            contenders.push(contender);
             names.push((file.path.clone(), meta.name.clone()));
         }
     }
-    let target = target.bytes(raw);
-    if target < exact {
-        return Err(Error::TargetTooSmall { target, exact });
+    let bytes = target.bytes(raw);
+    if bytes < exact {
+        return Err(Error::TargetTooSmall {
+            target: match target {
+                Target::Share { ppm } => format!("{}% of {raw} bytes of tensors: {bytes} bytes", ppm as f64 / 1e4),
+                Target::Bytes(_) => format!("{bytes} bytes"),
+            },
+            exact,
+        });
     }
+    let target = bytes;
     let chosen = lossy::allocate_ranks(&contenders, target - exact);
     let factors = contenders
         .iter()

@@ -46,8 +46,8 @@ pub enum Error {
     Table(#[from] super::table::Error),
     #[error("{path} changed while it was being added (now {now} bytes, was {was})")]
     Changed { path: PathBuf, now: u64, was: u64 },
-    #[error("the target size, {target} bytes, is less than the {exact} bytes of the tensors kept exact (vectors, and tensors the base lacks)")]
-    TargetTooSmall { target: u64, exact: u64 },
+    #[error("the target size ({target}) is less than the {exact} bytes that the tensors kept exact (vectors, other dtypes, tensors the base lacks) and the lossy tensors' headers take")]
+    TargetTooSmall { target: String, exact: u64 },
 }
 
 /// Chunks stored `full` anywhere in the store, by [`full_key`]: their blob and its sizes
@@ -464,14 +464,11 @@ pub fn plan_safetensors(
                 tier: tier.codec().to_string(),
                 rank: match tier {
                     Tier::LowRank { rank } => Some(rank),
-                    // As planned for the target; 0 (the parent's values) before that.
-                    Tier::LowRankWithin { .. } => Some(
-                        opts.ranks
-                            .as_ref()
-                            .and_then(|r| r.get(&(path.to_string(), meta.name.clone())))
-                            .copied()
-                            .unwrap_or(0),
-                    ),
+                    // As planned for the target (model::budget), which plans with none yet.
+                    Tier::LowRankWithin { .. } => Some(opts.ranks.as_ref().map_or(0, |r| {
+                        *r.get(&(path.to_string(), meta.name.clone()))
+                            .expect("the plan has a rank for every lossy matrix")
+                    })),
                     Tier::Int8 => None,
                 },
                 factor: None,

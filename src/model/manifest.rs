@@ -30,7 +30,8 @@ pub struct SnapshotMeta {
     /// The commit this snapshot's deltas refer to (hex), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<String>,
-    /// Set when tensors are stored lossy: the tier, as `int8` or `lowrank rank R`. Checkout
+    /// Set when tensors are stored lossy: the tier, as `int8`, `lowrank rank R` or `lowrank
+    /// within N bytes`. Checkout
     /// then gives back an approximation of what was added.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lossy: Option<String>,

@@ -20,7 +20,8 @@ use super::index::BlobSizes;
 use super::Layout;
 
 const MAGIC: &[u8; 4] = b"SPB1";
-const HEADER: usize = 13;
+/// Bytes of a blob file before its body.
+pub const HEADER: usize = 13;
 /// The largest blob this store writes or reads back; refusing larger declared sizes keeps a
 /// corrupt or hostile blob from allocating without bound.
 pub const MAX_BLOB: u64 = 1 << 30;
