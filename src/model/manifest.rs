@@ -197,8 +197,8 @@ pub struct TableRef {
     /// blake3 of the table's rows in arrow's row format, each preceded by its length (u32 LE),
     /// checked when the table is rebuilt.
     pub hash: Key,
-    /// For Parquet: the source's compression (`zstd`, `snappy`, `uncompressed`) and rows per
-    /// row group, which checkout writes again.
+    /// The source's compression (Parquet: `zstd`, `snappy`, `uncompressed`; Arrow IPC: `lz4`,
+    /// `zstd`) and, for Parquet, rows per row group, which checkout writes again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use super::manifest::{Manifest, RecordsRef, TableRef};
 use super::snapshot::{self, Snapshot};
-use super::table::io::{ParquetStyle, RowHasher, Writer};
+use super::table::io::{RowHasher, Style, Writer};
 use super::table::replay::{replay, Cursor, Part};
 use super::table::{self, Format};
 use crate::codec::rows::{self, Piece};
@@ -818,7 +818,7 @@ impl Rebuilder<'_> {
         let mut base_parts = Part::numbered(cursors);
 
         let out = output_file(parent).map_err(io)?;
-        let style = ParquetStyle {
+        let style = Style {
             compression: t.compression.clone(),
             row_group_rows: t.row_group_rows,
         };

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef};
 
-use super::io::{ParquetStyle, Reader, Writer, BATCH_ROWS};
+use super::io::{Reader, Style, Writer, BATCH_ROWS};
 use super::json_array;
 use super::{BoxError, Error, Format};
 
@@ -206,7 +206,7 @@ pub fn convert(name: &str, path: &Path, target: Target) -> Result<Option<PathBuf
     };
     let mut sink: Sink<'_> = match target {
         Target::Parquet => {
-            let style = ParquetStyle {
+            let style = Style {
                 compression: Some("zstd".into()),
                 row_group_rows: None,
             };

@@ -190,10 +190,43 @@ impl Reader {
 /// Checks that no compressed buffer of an Arrow IPC file or stream declares an uncompressed size
 /// larger than this machine's memory. arrow allocates the declared size before it decompresses
 /// a buffer, and an allocation that fails aborts the process: a damaged or hostile length must
-/// be an error instead. A stream's messages are walked by their own lengths, a file's record
-/// batches found through its footer; only message headers and the 8-byte length at the start of
-/// each buffer are read. Anything else wrong with the file is left for the reader to find.
+/// be an error instead. Anything else wrong with the file is left for the reader to find.
 fn declared_sizes_fit(file: &File, format: Format) -> Result<(), String> {
+    let limit = memory_bytes();
+    ipc_batches(file, format, &mut |read, body, batch| {
+        if batch.compression().is_none() {
+            return Ok(());
+        }
+        for buffer in batch.buffers().into_iter().flatten() {
+            let Some(start) = u64::try_from(buffer.offset()).ok().and_then(|o| body.checked_add(o)) else {
+                continue;
+            };
+            let Some(declared) = read(start, 8).filter(|_| buffer.length() >= 8) else {
+                continue;
+            };
+            let declared = i64::from_le_bytes(declared[..].try_into().expect("8 bytes"));
+            if declared > 0 && declared as u64 > limit {
+                return Err(format!(
+                    "a compressed buffer at byte {start} declares {declared} bytes uncompressed, more than this machine's memory ({limit} bytes)"
+                ));
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Reads `n` bytes at `at` of an IPC file, if it has them.
+type ReadAt<'a> = dyn Fn(u64, u64) -> Option<Vec<u8>> + 'a;
+
+/// Calls `f` with every record batch header of an Arrow IPC file or stream (dictionary batches
+/// included), the offset its body starts at, and a way to read the file, until `f` fails. A
+/// stream's messages are walked by their own lengths, a file's batches found through its footer;
+/// only headers are read. Where the file is malformed the walk stops quietly: the reader reports it.
+fn ipc_batches(
+    file: &File,
+    format: Format,
+    f: &mut dyn FnMut(&ReadAt<'_>, u64, arrow::ipc::RecordBatch<'_>) -> Result<(), String>,
+) -> Result<(), String> {
     use std::os::unix::fs::FileExt;
     let size = file.metadata().map_err(|e| e.to_string())?.len();
     let read = |at: u64, n: u64| -> Option<Vec<u8>> {
@@ -202,9 +235,8 @@ fn declared_sizes_fit(file: &File, format: Format) -> Result<(), String> {
         file.read_exact_at(&mut buf, at).ok()?;
         Some(buf)
     };
-    let limit = memory_bytes();
-    // The message at `at`: checks its buffers; the offset after its body, if it is one.
-    let message = |at: u64| -> Result<Option<u64>, String> {
+    // The message at `at`: `f` on its batch, if it is one; the offset after its body.
+    let mut message = |at: u64| -> Result<Option<u64>, String> {
         let word = |at: u64| read(at, 4).map(|b| i32::from_le_bytes(b[..].try_into().expect("4 bytes")));
         let Some(mut len) = word(at) else { return Ok(None) };
         let mut at = at + 4;
@@ -224,21 +256,8 @@ fn declared_sizes_fit(file: &File, format: Format) -> Result<(), String> {
         let batch = message
             .header_as_record_batch()
             .or_else(|| message.header_as_dictionary_batch().and_then(|d| d.data()));
-        if let Some(batch) = batch.filter(|b| b.compression().is_some()) {
-            for buffer in batch.buffers().into_iter().flatten() {
-                let Some(start) = u64::try_from(buffer.offset()).ok().and_then(|o| body.checked_add(o)) else {
-                    continue;
-                };
-                let Some(declared) = read(start, 8).filter(|_| buffer.length() >= 8) else {
-                    continue;
-                };
-                let declared = i64::from_le_bytes(declared[..].try_into().expect("8 bytes"));
-                if declared > 0 && declared as u64 > limit {
-                    return Err(format!(
-                        "a compressed buffer at byte {start} declares {declared} bytes uncompressed, more than this machine's memory ({limit} bytes)"
-                    ));
-                }
-            }
+        if let Some(batch) = batch {
+            f(&read, body, batch)?;
         }
         Ok(u64::try_from(message.bodyLength())
             .ok()
@@ -279,6 +298,21 @@ fn declared_sizes_fit(file: &File, format: Format) -> Result<(), String> {
     }
 }
 
+/// The compression of an Arrow IPC file's first compressed batch (`lz4` or `zstd`), if any.
+fn ipc_compression(path: &Path, format: Format) -> Option<String> {
+    let file = File::open(path).ok()?;
+    let mut found = None;
+    let _ = ipc_batches(&file, format, &mut |_, _, batch| {
+        found = batch.compression().map(|c| match c.codec() {
+            arrow::ipc::CompressionType::ZSTD => "zstd".to_string(),
+            _ => "lz4".to_string(),
+        });
+        // Stops the walk at the first compressed batch.
+        found.as_ref().map_or(Ok(()), |_| Err(String::new()))
+    });
+    found
+}
+
 /// This machine's memory in bytes (`MemTotal` of /proc/meminfo), or 2^40 where that cannot be read.
 fn memory_bytes() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
@@ -291,25 +325,38 @@ fn memory_bytes() -> u64 {
         .unwrap_or(1 << 40)
 }
 
-/// How checkout writes a Parquet table again.
+/// How checkout writes a table again: for Parquet its compression (`zstd`, `snappy` or
+/// `uncompressed`) and rows per row group, for Arrow IPC its buffers' compression (`lz4`,
+/// `zstd`, or none).
 #[derive(Debug, Clone, Default)]
-pub struct ParquetStyle {
+pub struct Style {
     pub compression: Option<String>,
     pub row_group_rows: Option<u64>,
 }
 
-impl ParquetStyle {
+impl Style {
+    /// The style of the table at `path`, read as `format`.
+    pub fn of(path: &Path, format: Format) -> Style {
+        match format {
+            Format::Parquet => Style::of_parquet(path),
+            _ => Style {
+                compression: ipc_compression(path, format),
+                row_group_rows: None,
+            },
+        }
+    }
+
     /// The compression and row group size of `path`'s first row group and column.
-    pub fn of(path: &Path) -> ParquetStyle {
+    fn of_parquet(path: &Path) -> Style {
         let Ok(file) = File::open(path) else {
-            return ParquetStyle::default();
+            return Style::default();
         };
         let Ok(builder) = ParquetRecordBatchReaderBuilder::try_new(file) else {
-            return ParquetStyle::default();
+            return Style::default();
         };
         let meta = builder.metadata();
         let Some(g) = meta.row_groups().first() else {
-            return ParquetStyle::default();
+            return Style::default();
         };
         let compression = g.columns().first().map(|c| {
             match c.compression() {
@@ -319,10 +366,21 @@ impl ParquetStyle {
             }
             .to_string()
         });
-        ParquetStyle {
+        Style {
             compression,
             row_group_rows: (g.num_rows() > 0).then_some(g.num_rows() as u64),
         }
+    }
+
+    fn ipc_options(&self) -> arrow::ipc::writer::IpcWriteOptions {
+        let codec = match self.compression.as_deref() {
+            Some("lz4") => Some(arrow::ipc::CompressionType::LZ4_FRAME),
+            Some("zstd") => Some(arrow::ipc::CompressionType::ZSTD),
+            _ => None,
+        };
+        arrow::ipc::writer::IpcWriteOptions::default()
+            .try_with_compression(codec)
+            .expect("the default options take either compression")
     }
 
     fn properties(&self) -> WriterProperties {
@@ -339,11 +397,16 @@ impl ParquetStyle {
     }
 }
 
-/// A table being written.
+/// A table being written. Batches for an Arrow IPC file are gathered to at least [`BATCH_ROWS`]
+/// rows first: a table replayed from pieces comes in runs of a few rows, and each IPC batch
+/// carries its own header and compressed buffers (Parquet gathers rows into row groups itself).
 pub struct Writer {
     path: PathBuf,
     format: Format,
     inner: Inner,
+    schema: SchemaRef,
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
 }
 
 enum Inner {
@@ -354,13 +417,7 @@ enum Inner {
 
 impl Writer {
     /// Starts writing a table of `schema` to `file` (named `path` in errors).
-    pub fn new(
-        file: File,
-        path: &Path,
-        format: Format,
-        schema: &SchemaRef,
-        style: &ParquetStyle,
-    ) -> Result<Writer, Error> {
+    pub fn new(file: File, path: &Path, format: Format, schema: &SchemaRef, style: &Style) -> Result<Writer, Error> {
         let err = |source| Error::Write {
             path: path.to_owned(),
             format,
@@ -374,35 +431,64 @@ impl Writer {
             Format::Parquet => Inner::Parquet(Box::new(
                 ArrowWriter::try_new(file, schema.clone(), Some(style.properties())).map_err(|e| err(e.into()))?,
             )),
-            Format::ArrowFile => {
-                Inner::ArrowFile(FileWriter::try_new(BufWriter::new(file), schema).map_err(|e| err(e.into()))?)
-            }
-            Format::ArrowStream => {
-                Inner::ArrowStream(StreamWriter::try_new(BufWriter::new(file), schema).map_err(|e| err(e.into()))?)
-            }
+            Format::ArrowFile => Inner::ArrowFile(
+                FileWriter::try_new_with_options(BufWriter::new(file), schema, style.ipc_options())
+                    .map_err(|e| err(e.into()))?,
+            ),
+            Format::ArrowStream => Inner::ArrowStream(
+                StreamWriter::try_new_with_options(BufWriter::new(file), schema, style.ipc_options())
+                    .map_err(|e| err(e.into()))?,
+            ),
         };
         Ok(Writer {
             path: path.to_owned(),
             format,
             inner,
+            schema: schema.clone(),
+            pending: Vec::new(),
+            pending_rows: 0,
         })
     }
 
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), Error> {
-        let r: Result<(), Box<dyn std::error::Error + Send + Sync>> = match &mut self.inner {
-            Inner::Parquet(w) => w.write(batch).map_err(Into::into),
-            Inner::ArrowFile(w) => w.write(batch).map_err(Into::into),
-            Inner::ArrowStream(w) => w.write(batch).map_err(Into::into),
+        if let Inner::Parquet(w) = &mut self.inner {
+            return w.write(batch).map_err(|e| self.err(e.into()));
+        }
+        self.pending_rows += batch.num_rows();
+        self.pending.push(batch.clone());
+        if self.pending_rows >= BATCH_ROWS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the gathered batches as one.
+    fn flush(&mut self) -> Result<(), Error> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = arrow::compute::concat_batches(&self.schema, &self.pending).map_err(|e| self.err(e.into()))?;
+        self.pending.clear();
+        self.pending_rows = 0;
+        let r: Result<(), arrow::error::ArrowError> = match &mut self.inner {
+            Inner::Parquet(w) => w.write(&batch).map_err(Into::into),
+            Inner::ArrowFile(w) => w.write(&batch),
+            Inner::ArrowStream(w) => w.write(&batch),
         };
-        r.map_err(|source| Error::Write {
+        r.map_err(|e| self.err(e.into()))
+    }
+
+    fn err(&self, source: Box<dyn std::error::Error + Send + Sync>) -> Error {
+        Error::Write {
             path: self.path.clone(),
             format: self.format,
             source,
-        })
+        }
     }
 
     /// Writes the footer and flushes.
-    pub fn finish(self) -> Result<(), Error> {
+    pub fn finish(mut self) -> Result<(), Error> {
+        self.flush()?;
         let r: Result<(), Box<dyn std::error::Error + Send + Sync>> = match self.inner {
             Inner::Parquet(w) => w.close().map(|_| ()).map_err(Into::into),
             Inner::ArrowFile(mut w) => w.finish().map_err(Into::into).and_then(|_| {

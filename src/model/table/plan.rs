@@ -7,7 +7,7 @@
 
 use arrow::array::RecordBatch;
 
-use super::io::{project, row_id, ParquetStyle, Reader, RowHasher, Writer};
+use super::io::{project, row_id, Reader, RowHasher, Style, Writer};
 use super::replay::{projection, replay, Cursor, Part};
 use super::{Error, Format};
 use crate::codec::rows::Piece;
@@ -27,7 +27,7 @@ pub struct Planned {
     pub added: u64,
     /// [`RowHasher::finish`] of the whole table.
     pub hash: Key,
-    pub style: ParquetStyle,
+    pub style: Style,
     /// The base's tables that rows are copied from, when not only the one at the table's path.
     pub base_tables: Vec<BaseTable>,
 }
@@ -95,7 +95,7 @@ pub fn plan(
 
     // 2. The new table's rows, looked up; a run goes on while the next row is the base's next.
     let new_rows = cas.scratch().map_err(io)?;
-    let zstd = ParquetStyle {
+    let zstd = Style {
         compression: Some("zstd".into()),
         row_group_rows: None,
     };
@@ -182,10 +182,7 @@ pub fn plan(
             })
             .collect(),
     };
-    let style = match format {
-        Format::Parquet => ParquetStyle::of(&file.abs),
-        _ => ParquetStyle::default(),
-    };
+    let style = Style::of(&file.abs, format);
     Ok(Some((
         Planned {
             format,
