@@ -291,7 +291,7 @@ fn a_target_size_is_spent_where_the_change_is() {
 
     // The exact vector alone takes more than 100 bytes: refused, naming both sizes.
     let before = common::store_snapshot(&sb.store());
-    let run = sb.run(&[
+    let within = [
         "add",
         f,
         "--name",
@@ -301,8 +301,8 @@ fn a_target_size_is_spent_where_the_change_is() {
         "--lossy",
         "lowrank",
         "--target-size",
-        "100",
-    ]);
+    ];
+    let run = sb.run(&[&within[..], &["100"]].concat());
     let err = run.failed();
     assert!(err.contains("100 bytes") && err.contains("kept exact"), "{err}");
     assert_eq!(common::store_snapshot(&sb.store()), before, "nothing written");
@@ -311,18 +311,7 @@ fn a_target_size_is_spent_where_the_change_is() {
     // loses one.
     let mut last_big = 0;
     for target in (300..=1500).step_by(150) {
-        let report = sb.json(&[
-            "add",
-            f,
-            "--name",
-            "ft",
-            "--base",
-            "base",
-            "--lossy",
-            "lowrank",
-            "--target-size",
-            &target.to_string(),
-        ]);
+        let report = sb.json(&[&within[..], &[target.to_string().as_str()]].concat());
         let ranks = &report["ranks"];
         assert_eq!(ranks["matrices"], 2, "{report}");
         assert!(ranks["exact"].as_u64().unwrap() > 0, "{report}");
