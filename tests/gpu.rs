@@ -338,9 +338,9 @@ fn shifted(t: &common::Tensor, delta: f32) -> common::Tensor {
 }
 
 /// A resident base keeps the slots of its grouped chunks: the first swap counts them, later
-/// swaps (of the same fine-tune, another one, one down a chain) take them from there, within
-/// the budget; with no budget or other tiles, every swap counts afresh. The model on the
-/// device always equals its tensors.
+/// swaps (of the same fine-tune, another one, one down a chain) take them from there; what
+/// the budget could not keep is counted again each time; with no budget or other tiles, every
+/// swap counts afresh. The model on the device always equals its tensors.
 #[test]
 fn resident_base_keeps_the_slots_of_its_grouped_chunks() {
     use common::Tensor;
@@ -379,9 +379,15 @@ fn resident_base_keeps_the_slots_of_its_grouped_chunks() {
     assert!(resident.slots().is_empty());
     let first = resident.swap_in(&repo, "ft", false).unwrap();
     check(&resident, &ft, "ft, slots counted");
+    let grouped = first.slots_counted;
     let kept = resident.slots().len();
-    assert!(kept > 0, "the grouped blocks' slots are kept");
-    assert_eq!((first.slots_counted, first.slots_reused), (kept, 0));
+    assert_eq!(first.slots_reused, 0);
+    // The f32 tensor's blocks, grouped by more context bits than the bf16's, take more slots
+    // than the budget holds.
+    assert!(
+        0 < kept && kept < grouped,
+        "the default budget, an eighth of this base, keeps some of its {grouped} blocks' slots, not all: {kept}"
+    );
     assert!(resident.slots().bytes() <= resident.slots().budget());
     for (rev, tensors) in [("ft", &ft), ("other", &other), ("next", &next), ("ft", &ft)] {
         resident.swap_out();
@@ -389,18 +395,18 @@ fn resident_base_keeps_the_slots_of_its_grouped_chunks() {
         assert!(swap.verified);
         check(&resident, tensors, rev);
         if rev == "ft" {
-            assert_eq!((swap.slots_counted, swap.slots_reused), (0, kept), "{rev}");
+            assert_eq!((swap.slots_counted, swap.slots_reused), (grouped - kept, kept), "{rev}");
         }
     }
     assert!(resident.slots().len() >= kept);
     // Tiles of 100 elements: many tiles per block, every slot kept (the default budget, an
-    // eighth of this small base, holds none of them).
+    // eighth of this small base, would hold none of them).
     dev.set_grouped_tile(100);
     resident.set_slots_budget(u64::MAX);
     for round in 0..2 {
         let swap = resident.swap_in(&repo, "ft", true).unwrap();
         check(&resident, &ft, &format!("ft, tiles of 100, round {round}"));
-        let expected = if round == 0 { (kept, 0) } else { (0, kept) };
+        let expected = if round == 0 { (grouped, 0) } else { (0, grouped) };
         assert_eq!((swap.slots_counted, swap.slots_reused), expected, "round {round}");
     }
     resident.set_slots_budget(0);
