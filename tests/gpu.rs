@@ -498,7 +498,26 @@ fn lossy_revisions_rebuild_on_the_device_like_the_cpu() {
     add(&ft_file, "int8", "base", &["--lossy", "int8"]);
     add(&ft_file, "low", "base", &["--lossy", "lowrank", "--rank", "3"]);
     add(&ft2_file, "next", "low", &[]);
-    let revs = ["int8", "low", "next"];
+    // A target that buys no rank: every matrix comes back as its parent's bytes.
+    let within = [
+        "add",
+        ft_file.to_str().unwrap(),
+        "--name",
+        "none",
+        "--base",
+        "base",
+        "--lossy",
+        "lowrank",
+        "--target-size",
+    ];
+    let exact = sb.json(&[&within[..], &["50%"]].concat())["ranks"]["exact"].to_string();
+    add(
+        &ft_file,
+        "none",
+        "base",
+        &["--lossy", "lowrank", "--target-size", &exact],
+    );
+    let revs = ["int8", "low", "next", "none"];
     for rev in revs {
         let cpu = sb.checkout(rev, &format!("cpu-{rev}"));
         let gpu = sb.join(&format!("gpu-{rev}"));

@@ -374,3 +374,59 @@ fn a_target_size_is_spent_where_the_change_is() {
     assert!(checked_out(&sb, "ft", "ft.safetensors") != common::sha256_file(&file));
     assert_eq!(sb.run(&["fsck"]).ok().status.code(), Some(0));
 }
+
+/// A matrix the target leaves no rank gives back its parent's bytes exactly (negative zeros
+/// and a signalling NaN included), and a model identical to its base added with a lossy tier
+/// approximates nothing, so it is not labelled lossy and checks out as added.
+#[test]
+fn no_rank_keeps_the_parent_and_nothing_changed_is_not_lossy() {
+    let sb = Sandbox::new();
+    let mut m = Tensor::random("m", "F32", &[64, 48], 1);
+    for (e, c) in m.data.chunks_mut(4).enumerate() {
+        if e % 7 == 0 {
+            c.copy_from_slice(&(-0.0f32).to_le_bytes());
+        }
+    }
+    m.data[40..44].copy_from_slice(&0x7f80_0001u32.to_le_bytes());
+    let base = vec![m, Tensor::random("n", "BF16", &[32, 40], 2)];
+    let ft: Vec<Tensor> = base.iter().map(|t| t.finetuned(0.5, 3)).collect();
+    let base_file = sb.write("base.safetensors", &common::safetensors_bytes(&base, &[]));
+    sb.add_commit(&base_file, "base", None, "base");
+    let ft_file = sb.write("ft.safetensors", &common::safetensors_bytes(&ft, &[]));
+    let (b, f) = (base_file.to_str().unwrap(), ft_file.to_str().unwrap());
+
+    // The smallest target accepted buys no rank: both matrices come back as the base's.
+    let probe = add(&sb, f, "probe", "base", &["--lossy", "lowrank", "--target-size", "50%"]);
+    let exact = probe["ranks"]["exact"].as_u64().unwrap().to_string();
+    let report = add(&sb, f, "none", "base", &["--lossy", "lowrank", "--target-size", &exact]);
+    assert_eq!(report["ranks"]["sum"], 0, "{report}");
+    assert!(
+        report["lossy"].as_str().unwrap().starts_with("lowrank within"),
+        "{report}"
+    );
+    assert_eq!(
+        checked_out(&sb, "none", "ft.safetensors"),
+        common::sha256_file(&base_file)
+    );
+
+    // The base again, through each tier: exact, so neither labelled nor reported lossy.
+    for (name, tier) in [
+        ("same-int8", &["--lossy", "int8"][..]),
+        ("same-rank4", &["--lossy", "lowrank", "--rank", "4"]),
+    ] {
+        let text = sb
+            .run(&[&["add", b, "--name", name, "--base", "base"][..], tier].concat())
+            .ok()
+            .stdout
+            .clone();
+        assert!(!text.contains("LOSSY"), "{name}: {text}");
+        sb.run(&["commit", "-m", name]).ok();
+        let show = sb.json(&["show", name]);
+        assert!(show.get("lossy").is_none_or(|l| l.is_null()), "{name}: {show}");
+        assert_eq!(
+            checked_out(&sb, name, "base.safetensors"),
+            common::sha256_file(&base_file)
+        );
+    }
+    sb.assert_fsck_ok();
+}

@@ -237,7 +237,7 @@ impl Repository {
                         coded_bytes += coded.manifest.stored();
                         stored_bytes += coded.new_bytes;
                         tensors += coded.manifest.segments.iter().filter(|s| s.tensor.is_some()).count();
-                        lossy |= coded.manifest.segments.iter().any(|s| s.lossy.is_some());
+                        lossy |= coded.approximate;
                         if opts.lossy.is_some() && coded.manifest.kind == "gguf" {
                             lossless.push(file.path.clone());
                         }

@@ -73,6 +73,8 @@ pub struct Encoded {
     pub full: Vec<(Key, Key)>,
     /// Bytes of blobs this call wrote (those not already in the store).
     pub new_bytes: u64,
+    /// Whether some chunk gives back other bytes than the source's (a lossy tier changed it).
+    pub approximate: bool,
 }
 
 /// A blob a chunk was stored in, and whether this call wrote it.
@@ -225,14 +227,15 @@ pub fn encode_file(
         .enumerate()
         .flat_map(|(s, seg)| (0..seg.chunks_needed()).map(move |c| (s, c)))
         .collect();
-    let coded: Vec<(Chunk, Option<StoredBlob>)> = jobs
+    // Each chunk, its blob, and whether it gives back the source's bytes.
+    let coded: Vec<(Chunk, Option<StoredBlob>, bool)> = jobs
         .par_iter()
         .map(|&(s, c)| {
             let seg = &segments[s];
             let (start, end) = seg.chunk_range(c);
             let (lo, hi) = ((seg.offset + start) as usize, (seg.offset + end) as usize);
             let data = &bytes[lo..hi];
-            let code = || -> Result<(Chunk, Option<StoredBlob>), Error> {
+            let code = || -> Result<(Chunk, Option<StoredBlob>, bool), Error> {
                 let hash = Key::of(data);
                 // A tensor's parent chunk has its hash in the base's manifest (a byte range's
                 // bytes are compared once read).
@@ -248,7 +251,7 @@ pub fn encode_file(
                         blob: None,
                         stored: 0,
                     };
-                    return Ok((chunk, None));
+                    return Ok((chunk, None, true));
                 }
                 // Stored whole somewhere already: refer to it, without coding anything, if
                 // its file is there as the index says (a damaged index must not lead a new
@@ -270,6 +273,7 @@ pub fn encode_file(
                             sizes,
                             new: false,
                         }),
+                        true,
                     ));
                 }
                 let encoded = rebuild::with_buffer(|buf| {
@@ -294,6 +298,15 @@ pub fn encode_file(
                     };
                     // Lossy: the chunk's hash is that of what decoding gives back.
                     let parent = parent.expect("lossy segments have a parent");
+                    if factors.get(&s).is_some_and(|(f, _)| f.rank == 0) {
+                        // Rank 0 keeps the parent's chunk, exactly (adding a zero product
+                        // would turn -0.0 into +0.0).
+                        let same = codec::Encoded {
+                            codec: Codec::Same,
+                            bytes: None,
+                        };
+                        return Ok((same, Some(Key::of(parent))));
+                    }
                     let float = Float::of_dtype(&seg.tensor.as_ref().expect("a tensor").dtype).expect("a float");
                     let (code, b) = match factors.get(&s) {
                         Some((f, b)) => {
@@ -316,6 +329,7 @@ pub fn encode_file(
                     Ok((encoded, Some(Key::of(&back))))
                 })?;
                 let (encoded, lossy_hash) = encoded;
+                let exact = lossy_hash.is_none_or(|h| h == hash);
                 let hash = lossy_hash.unwrap_or(hash);
                 let result = match encoded.bytes {
                     None => (
@@ -352,7 +366,7 @@ pub fn encode_file(
                         )
                     }
                 };
-                Ok(result)
+                Ok((result.0, result.1, exact))
             };
             let result = code();
             release(map, lo, hi);
@@ -368,10 +382,12 @@ pub fn encode_file(
         new_bytes += if b.new { b.sizes.stored } else { 0 };
         blobs.push((b.key, b.sizes));
     }
+    let mut approximate = false;
     let mut coded = coded.into_iter();
     for seg in &mut segments {
         for _ in 0..seg.chunks_needed() {
-            let (chunk, blob) = coded.next().expect("one result per job");
+            let (chunk, blob, exact) = coded.next().expect("one result per job");
+            approximate |= !exact;
             if let Some(b) = blob {
                 new_bytes += if b.new { b.sizes.stored } else { 0 };
                 blobs.push((b.key, b.sizes));
@@ -438,6 +454,7 @@ pub fn encode_file(
         blobs,
         full,
         new_bytes,
+        approximate,
     })
 }
 
