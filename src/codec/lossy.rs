@@ -127,6 +127,9 @@ pub struct Contender {
     pub spectrum: Vec<f32>,
     /// Bytes one more rank costs it (its factors' rows, as stored).
     pub rank_cost: u64,
+    /// Bytes its first rank costs beyond `rank_cost`: what a matrix with no rank does not store
+    /// (its chunks' headers: with no rank they keep the parent's bytes).
+    pub first_cost: u64,
 }
 
 /// A rank for each of `matrices` such that their ranks cost at most `budget` bytes and the
@@ -155,9 +158,10 @@ pub fn allocate_ranks(matrices: &[Contender], budget: u64) -> Vec<u32> {
             self.0.total_cmp(&other.0).then(other.1.cmp(&self.1))
         }
     }
+    let cost = |m: &Contender, k: usize| m.rank_cost + if k == 0 { m.first_cost } else { 0 };
     let gain = |m: &Contender, k: usize| -> Option<f64> {
         let s = *m.spectrum.get(k)? as f64;
-        (s.is_finite() && s > 0.0).then(|| s * s / m.rank_cost.max(1) as f64)
+        (s.is_finite() && s > 0.0).then(|| s * s / cost(m, k).max(1) as f64)
     };
     let mut ranks = vec![0u32; matrices.len()];
     let mut heap: BinaryHeap<Step> = matrices
@@ -167,9 +171,9 @@ pub fn allocate_ranks(matrices: &[Contender], budget: u64) -> Vec<u32> {
         .collect();
     let mut left = budget;
     while let Some(Step(_, i)) = heap.pop() {
-        let cost = matrices[i].rank_cost;
+        let cost = cost(&matrices[i], ranks[i] as usize);
         if cost > left {
-            // Its later steps cost as much: it grows no more.
+            // Its later steps cost as much (or its first, more): it grows no more.
             continue;
         }
         left -= cost;
@@ -775,7 +779,25 @@ mod tests {
         Contender {
             spectrum: spectrum.to_vec(),
             rank_cost,
+            first_cost: 0,
         }
+    }
+
+    #[test]
+    fn a_first_rank_pays_for_what_a_matrix_without_one_does_not_store() {
+        // The first matrix's first rank costs 40 + 100: it removes 16 for 140 bytes, less a byte
+        // than the second's 4 for 40, but its second rank, 9 for 40, is the best step after it.
+        let m = [
+            Contender {
+                first_cost: 100,
+                ..contender(40, &[4.0, 3.0])
+            },
+            contender(40, &[2.0, 2.0]),
+        ];
+        assert_eq!(allocate_ranks(&m, 80), vec![0, 2]);
+        assert_eq!(allocate_ranks(&m, 139), vec![0, 2]);
+        assert_eq!(allocate_ranks(&m, 140), vec![1, 0]);
+        assert_eq!(allocate_ranks(&m, 220), vec![2, 1]);
     }
 
     #[test]

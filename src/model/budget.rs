@@ -6,10 +6,11 @@
 //!
 //! The target covers the tensors of the source's safetensors files: the tensors kept exact
 //! (vectors, tensors the base lacks), coded here once to learn their size, the headers of the
-//! lossy tensors' chunks and factor blobs, and the factors of
-//! the matrices stored lossy, at what a rank of each costs once coded (measured on its factors at
-//! the largest rank it may take, [`MAX_RANK`] or its smaller side). Headers and other files are
-//! outside it. The stored size lands near the target, not exactly on it: a rank's coded cost is
+//! lossy tensors' factor blobs, and the factors of the matrices stored lossy, at what a rank of
+//! each costs once coded (measured on its factors at the largest rank it may take, [`MAX_RANK`]
+//! or its smaller side), with the headers of their chunks from their first rank on (a matrix
+//! with none keeps its parent's chunks, which store nothing). The safetensors headers and other
+//! files are outside it. The stored size lands near the target, not exactly on it: a rank's coded cost is
 //! an average over the ranks.
 //!
 //! Planning reads each matrix and its parent once, one matrix at a time, for its singular values
@@ -39,9 +40,10 @@ pub struct Plan {
     pub ranks: Ranks,
     /// The target, in bytes.
     pub target: u64,
-    /// Bytes of the tensors kept exact, coded, and of the headers of the lossy ones' blobs.
+    /// Bytes of the tensors kept exact, coded, and of the headers of the lossy ones' factors.
     pub exact: u64,
-    /// Bytes the factors at the chosen ranks are expected to take, coded.
+    /// Bytes the factors at the chosen ranks are expected to take, coded, with the headers of
+    /// the chunks of the matrices that have a rank (one with none keeps its parent's).
     pub factors: u64,
 }
 
@@ -64,14 +66,15 @@ pub fn ranks(files: &[SourceFile], opts: &Options, base: &Base<'_>, target: Targ
                 exact += coded_size(file, bytes, seg, base, opts)?;
                 continue;
             }
-            // Each chunk and the factor are blobs with headers, whatever the rank.
-            exact += (seg.chunks_needed() * (lossy::LOWRANK_OVERHEAD + cas::HEADER) + cas::HEADER) as u64;
+            // The factor is a blob whatever the rank; the chunks, once the matrix has a rank.
+            exact += cas::HEADER as u64;
             let (rows, cols) = meta.matrix();
             let delta = tensor_delta(file, bytes, seg, base)?;
             let contender = if delta.iter().all(|&d| d == 0.0) {
                 // Unchanged: nothing to keep.
                 Contender {
                     rank_cost: 1,
+                    first_cost: 0,
                     spectrum: Vec::new(),
                 }
             } else {
@@ -79,6 +82,7 @@ pub fn ranks(files: &[SourceFile], opts: &Options, base: &Base<'_>, target: Targ
                 let (factors, spectrum) = lossy::factors_and_spectrum(&delta, rows, cols, cap, svd_seed(&meta.name));
                 Contender {
                     rank_cost: factors.coded_rank_cost(opts.level),
+                    first_cost: (seg.chunks_needed() * (lossy::LOWRANK_OVERHEAD + cas::HEADER)) as u64,
                     spectrum,
                 }
             };
@@ -102,7 +106,13 @@ pub fn ranks(files: &[SourceFile], opts: &Options, base: &Base<'_>, target: Targ
     let factors = contenders
         .iter()
         .zip(&chosen)
-        .map(|(c, &r)| r as u64 * c.rank_cost)
+        .map(|(c, &r)| {
+            if r == 0 {
+                0
+            } else {
+                r as u64 * c.rank_cost + c.first_cost
+            }
+        })
         .sum();
     Ok(Plan {
         ranks: names.into_iter().zip(chosen).collect(),
