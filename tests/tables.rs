@@ -380,7 +380,7 @@ fn arrow_ipc_files_round_trip_with_nulls_nested_binary_and_unicode_and_a_derived
 
 /// Tables compressed as pyarrow and pandas write them by default or on request: Feather (Arrow
 /// IPC) with LZ4 or zstd buffers, Parquet with gzip, LZ4 or Brotli pages. Each is read, stored
-/// as its new rows, and checks out table-identical.
+/// as its new rows, and checks out table-identical, compressed as it was.
 #[test]
 fn compressed_feather_and_parquet_are_read_and_stored_as_row_deltas() {
     use arrow::ipc::writer::{FileWriter, IpcWriteOptions};
@@ -439,6 +439,21 @@ fn compressed_feather_and_parquet_are_read_and_stored_as_row_deltas() {
                 std::fs::metadata(&source).unwrap().len(),
             );
             assert!(got * 4 < was * 5, "{f}: {got} bytes checked out, {was} added");
+        } else {
+            // The codec; Parquet does not record its level.
+            let codec = |path: &Path| {
+                let reader = parquet::file::reader::SerializedFileReader::new(File::open(path).unwrap()).unwrap();
+                parquet::file::reader::FileReader::metadata(&reader)
+                    .row_group(0)
+                    .column(0)
+                    .compression()
+            };
+            let (got, was) = (codec(&out.join(f)), codec(&source));
+            assert_eq!(
+                std::mem::discriminant(&got),
+                std::mem::discriminant(&was),
+                "{f}: pages checked out as {got:?}, added as {was:?}"
+            );
         }
     }
     sb.assert_fsck_ok();

@@ -14,7 +14,7 @@ use parquet::arrow::arrow_reader::{
     ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
 };
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{BrotliLevel, Compression, GzipLevel, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use super::{Error, Format};
@@ -325,9 +325,10 @@ fn memory_bytes() -> u64 {
         .unwrap_or(1 << 40)
 }
 
-/// How checkout writes a table again: for Parquet its compression (`zstd`, `snappy` or
-/// `uncompressed`) and rows per row group, for Arrow IPC its buffers' compression (`lz4`,
-/// `zstd`, or none).
+/// How checkout writes a table again: for Parquet its pages' compression (`zstd`, `snappy`,
+/// `gzip`, `lz4`, `lz4_raw`, `brotli` or `uncompressed`; the codec, not its level, which
+/// Parquet does not record) and rows per row group, for Arrow IPC its buffers' compression
+/// (`lz4`, `zstd`, or none).
 #[derive(Debug, Clone, Default)]
 pub struct Style {
     pub compression: Option<String>,
@@ -362,6 +363,11 @@ impl Style {
             match c.compression() {
                 Compression::UNCOMPRESSED => "uncompressed",
                 Compression::SNAPPY => "snappy",
+                Compression::GZIP(_) => "gzip",
+                Compression::LZ4 => "lz4",
+                Compression::LZ4_RAW => "lz4_raw",
+                Compression::BROTLI(_) => "brotli",
+                // LZO, which arrow-rs cannot write.
                 _ => "zstd",
             }
             .to_string()
@@ -387,6 +393,10 @@ impl Style {
         let compression = match self.compression.as_deref() {
             Some("uncompressed") => Compression::UNCOMPRESSED,
             Some("snappy") => Compression::SNAPPY,
+            Some("gzip") => Compression::GZIP(GzipLevel::default()),
+            Some("lz4") => Compression::LZ4,
+            Some("lz4_raw") => Compression::LZ4_RAW,
+            Some("brotli") => Compression::BROTLI(BrotliLevel::default()),
             _ => Compression::ZSTD(ZstdLevel::try_new(3).expect("3 is a zstd level")),
         };
         let mut props = WriterProperties::builder().set_compression(compression);
