@@ -379,7 +379,8 @@ fn arrow_ipc_files_round_trip_with_nulls_nested_binary_and_unicode_and_a_derived
 }
 
 /// Tables compressed as pyarrow and pandas write them by default or on request: Feather (Arrow
-/// IPC) with LZ4 or zstd buffers, Parquet with gzip, LZ4 or Brotli pages. Each is read, stored
+/// IPC) with LZ4 or zstd buffers, Parquet with gzip, LZ4 (raw, or framed as Hadoop wrote it) or
+/// Brotli pages. Each is read, stored
 /// as its new rows, and checks out table-identical, compressed as it was.
 #[test]
 fn compressed_feather_and_parquet_are_read_and_stored_as_row_deltas() {
@@ -416,6 +417,7 @@ fn compressed_feather_and_parquet_are_read_and_stored_as_row_deltas() {
         "gzip.parquet",
         "lz4.parquet",
         "brotli.parquet",
+        "lz4-hadoop.parquet",
     ];
     for (dir, batches) in [("v1", &base), ("v2", &derived)] {
         let at = |f: &str| sb.join(&format!("{dir}/{f}"));
@@ -424,6 +426,7 @@ fn compressed_feather_and_parquet_are_read_and_stored_as_row_deltas() {
         parquet(&at(files[2]), batches, Compression::GZIP(GzipLevel::default()));
         parquet(&at(files[3]), batches, Compression::LZ4_RAW);
         parquet(&at(files[4]), batches, Compression::BROTLI(BrotliLevel::default()));
+        parquet(&at(files[5]), batches, Compression::LZ4);
     }
     sb.add_commit(&sb.join("v1"), "t", None, "v1");
     sb.add_commit(&sb.join("v2"), "t", Some("t"), "v2");

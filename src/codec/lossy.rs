@@ -135,7 +135,10 @@ pub struct Contender {
 /// A rank for each of `matrices` such that their ranks cost at most `budget` bytes and the
 /// squared error they leave, the sum of the squares of the singular values not kept, is as
 /// small as rank steps taken greedily make it: always the step that removes the most error per
-/// byte. A matrix's steps remove less and less, so this is optimal up to the last step.
+/// byte. A matrix's steps remove less and less, so without first costs this is optimal up to
+/// the last step. A first cost makes a matrix's first step look worse than the ones after it,
+/// so a matrix with a flat spectrum and many chunks can get fewer ranks than it should; its
+/// chunks' headers weigh tens of bytes where a rank of a real matrix weighs kilobytes.
 pub fn allocate_ranks(matrices: &[Contender], budget: u64) -> Vec<u32> {
     use std::cmp::Ordering;
     use std::collections::BinaryHeap;
@@ -785,8 +788,9 @@ mod tests {
 
     #[test]
     fn a_first_rank_pays_for_what_a_matrix_without_one_does_not_store() {
-        // The first matrix's first rank costs 40 + 100: it removes 16 for 140 bytes, less a byte
-        // than the second's 4 for 40, but its second rank, 9 for 40, is the best step after it.
+        // The first matrix's first rank costs 40 + 100: it removes 16 for 140 bytes, a little
+        // more a byte than the second's 4 for 40; its second rank, 9 for 40, is the best step
+        // after it. Below 140 bytes the first matrix gets nothing.
         let m = [
             Contender {
                 first_cost: 100,

@@ -46,7 +46,7 @@ pub enum Error {
     Table(#[from] super::table::Error),
     #[error("{path} changed while it was being added (now {now} bytes, was {was})")]
     Changed { path: PathBuf, now: u64, was: u64 },
-    #[error("the target size ({target}) is less than the {exact} bytes that the tensors kept exact (vectors, other dtypes, tensors the base lacks) and the lossy tensors' headers take")]
+    #[error("the target size ({target}) is less than the {exact} bytes that the tensors kept exact (vectors, other dtypes, tensors the base lacks) and the lossy tensors' factor headers take")]
     TargetTooSmall { target: String, exact: u64 },
 }
 
@@ -276,6 +276,17 @@ pub fn encode_file(
                         true,
                     ));
                 }
+                // A matrix stored at rank 0 keeps its parent's chunk, exactly (adding a zero
+                // product would turn -0.0 into +0.0), known from the parent's manifest.
+                if let Some(parent_hash) = parent_hash.filter(|_| factors.get(&s).is_some_and(|(f, _)| f.rank == 0)) {
+                    let chunk = Chunk {
+                        codec: Codec::Same,
+                        hash: parent_hash,
+                        blob: None,
+                        stored: 0,
+                    };
+                    return Ok((chunk, None, false));
+                }
                 let encoded = rebuild::with_buffer(|buf| {
                     let parent = match (&seg.parent, base) {
                         (Some(_), Some(b)) => {
@@ -298,15 +309,6 @@ pub fn encode_file(
                     };
                     // Lossy: the chunk's hash is that of what decoding gives back.
                     let parent = parent.expect("lossy segments have a parent");
-                    if factors.get(&s).is_some_and(|(f, _)| f.rank == 0) {
-                        // Rank 0 keeps the parent's chunk, exactly (adding a zero product
-                        // would turn -0.0 into +0.0).
-                        let same = codec::Encoded {
-                            codec: Codec::Same,
-                            bytes: None,
-                        };
-                        return Ok((same, Some(Key::of(parent))));
-                    }
                     let float = Float::of_dtype(&seg.tensor.as_ref().expect("a tensor").dtype).expect("a float");
                     let (code, b) = match factors.get(&s) {
                         Some((f, b)) => {
