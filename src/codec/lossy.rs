@@ -132,6 +132,22 @@ pub struct Contender {
     pub first_cost: u64,
 }
 
+impl Contender {
+    /// Bytes its rank step `k` (0 for the first) costs.
+    fn step_cost(&self, k: u32) -> u64 {
+        self.rank_cost + if k == 0 { self.first_cost } else { 0 }
+    }
+
+    /// Bytes it costs at `rank`: nothing at rank 0.
+    pub fn cost(&self, rank: u32) -> u64 {
+        if rank == 0 {
+            0
+        } else {
+            self.first_cost + rank as u64 * self.rank_cost
+        }
+    }
+}
+
 /// A rank for each of `matrices` such that their ranks cost at most `budget` bytes and the
 /// squared error they leave, the sum of the squares of the singular values not kept, is as
 /// small as rank steps taken greedily make it: always the step that removes the most error per
@@ -161,10 +177,9 @@ pub fn allocate_ranks(matrices: &[Contender], budget: u64) -> Vec<u32> {
             self.0.total_cmp(&other.0).then(other.1.cmp(&self.1))
         }
     }
-    let cost = |m: &Contender, k: usize| m.rank_cost + if k == 0 { m.first_cost } else { 0 };
-    let gain = |m: &Contender, k: usize| -> Option<f64> {
-        let s = *m.spectrum.get(k)? as f64;
-        (s.is_finite() && s > 0.0).then(|| s * s / cost(m, k).max(1) as f64)
+    let gain = |m: &Contender, k: u32| -> Option<f64> {
+        let s = *m.spectrum.get(k as usize)? as f64;
+        (s.is_finite() && s > 0.0).then(|| s * s / m.step_cost(k).max(1) as f64)
     };
     let mut ranks = vec![0u32; matrices.len()];
     let mut heap: BinaryHeap<Step> = matrices
@@ -174,14 +189,14 @@ pub fn allocate_ranks(matrices: &[Contender], budget: u64) -> Vec<u32> {
         .collect();
     let mut left = budget;
     while let Some(Step(_, i)) = heap.pop() {
-        let cost = cost(&matrices[i], ranks[i] as usize);
+        let cost = matrices[i].step_cost(ranks[i]);
         if cost > left {
             // Its later steps cost as much (or its first, more): it grows no more.
             continue;
         }
         left -= cost;
         ranks[i] += 1;
-        if let Some(g) = gain(&matrices[i], ranks[i] as usize) {
+        if let Some(g) = gain(&matrices[i], ranks[i]) {
             heap.push(Step(g, i));
         }
     }

@@ -103,17 +103,7 @@ pub fn ranks(files: &[SourceFile], opts: &Options, base: &Base<'_>, target: Targ
     }
     let target = bytes;
     let chosen = lossy::allocate_ranks(&contenders, target - exact);
-    let factors = contenders
-        .iter()
-        .zip(&chosen)
-        .map(|(c, &r)| {
-            if r == 0 {
-                0
-            } else {
-                r as u64 * c.rank_cost + c.first_cost
-            }
-        })
-        .sum();
+    let factors = contenders.iter().zip(&chosen).map(|(c, &r)| c.cost(r)).sum();
     Ok(Plan {
         ranks: names.into_iter().zip(chosen).collect(),
         target,

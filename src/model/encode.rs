@@ -333,7 +333,7 @@ pub fn encode_file(
                 let (encoded, lossy_hash) = encoded;
                 let exact = lossy_hash.is_none_or(|h| h == hash);
                 let hash = lossy_hash.unwrap_or(hash);
-                let result = match encoded.bytes {
+                let (chunk, blob) = match encoded.bytes {
                     None => (
                         Chunk {
                             codec: Codec::Same,
@@ -368,7 +368,7 @@ pub fn encode_file(
                         )
                     }
                 };
-                Ok((result.0, result.1, exact))
+                Ok((chunk, blob, exact))
             };
             let result = code();
             release(map, lo, hi);

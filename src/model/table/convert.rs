@@ -206,10 +206,7 @@ pub fn convert(name: &str, path: &Path, target: Target) -> Result<Option<PathBuf
     };
     let mut sink: Sink<'_> = match target {
         Target::Parquet => {
-            let style = Style {
-                compression: Some("zstd".into()),
-                row_group_rows: None,
-            };
+            let style = Style::zstd();
             let mut w = Some(Writer::new(file, &dest, Format::Parquet, &schema, &style)?);
             Box::new(move |b| match b {
                 Some(b) => w.as_mut().expect("written until the end").write(b),

@@ -2,6 +2,7 @@
 
 use std::fs::File;
 use std::io::BufWriter;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -193,9 +194,9 @@ impl Reader {
 /// be an error instead. Anything else wrong with the file is left for the reader to find.
 fn declared_sizes_fit(file: &File, format: Format) -> Result<(), String> {
     let limit = memory_bytes();
-    ipc_batches(file, format, &mut |read, body, batch| {
+    let too_large = ipc_batches(file, format, &mut |read, body, batch| {
         if batch.compression().is_none() {
-            return Ok(());
+            return ControlFlow::Continue(());
         }
         for buffer in batch.buffers().into_iter().flatten() {
             let Some(start) = u64::try_from(buffer.offset()).ok().and_then(|o| body.checked_add(o)) else {
@@ -206,27 +207,29 @@ fn declared_sizes_fit(file: &File, format: Format) -> Result<(), String> {
             };
             let declared = i64::from_le_bytes(declared[..].try_into().expect("8 bytes"));
             if declared > 0 && declared as u64 > limit {
-                return Err(format!(
+                return ControlFlow::Break(format!(
                     "a compressed buffer at byte {start} declares {declared} bytes uncompressed, more than this machine's memory ({limit} bytes)"
                 ));
             }
         }
-        Ok(())
-    })
+        ControlFlow::Continue(())
+    })?;
+    too_large.map_or(Ok(()), Err)
 }
 
 /// Reads `n` bytes at `at` of an IPC file, if it has them.
 type ReadAt<'a> = dyn Fn(u64, u64) -> Option<Vec<u8>> + 'a;
 
 /// Calls `f` with every record batch header of an Arrow IPC file or stream (dictionary batches
-/// included), the offset its body starts at, and a way to read the file, until `f` fails. A
-/// stream's messages are walked by their own lengths, a file's batches found through its footer;
-/// only headers are read. Where the file is malformed the walk stops quietly: the reader reports it.
-fn ipc_batches(
+/// included), the offset its body starts at, and a way to read the file, until `f` breaks off
+/// the walk with what it found. A stream's messages are walked by their own lengths, a file's
+/// batches found through its footer; only headers are read. Where the file is malformed the
+/// walk stops quietly: the reader reports it. An error only where the file's size is unknown.
+fn ipc_batches<B>(
     file: &File,
     format: Format,
-    f: &mut dyn FnMut(&ReadAt<'_>, u64, arrow::ipc::RecordBatch<'_>) -> Result<(), String>,
-) -> Result<(), String> {
+    f: &mut dyn FnMut(&ReadAt<'_>, u64, arrow::ipc::RecordBatch<'_>) -> ControlFlow<B>,
+) -> Result<Option<B>, String> {
     use std::os::unix::fs::FileExt;
     let size = file.metadata().map_err(|e| e.to_string())?.len();
     let read = |at: u64, n: u64| -> Option<Vec<u8>> {
@@ -235,22 +238,27 @@ fn ipc_batches(
         file.read_exact_at(&mut buf, at).ok()?;
         Some(buf)
     };
-    // The message at `at`: `f` on its batch, if it is one; the offset after its body.
-    let mut message = |at: u64| -> Result<Option<u64>, String> {
+    // The message at `at`: `f` on its batch, if it is one; then the offset after its body, if
+    // the walk goes on.
+    let mut message = |at: u64| -> ControlFlow<B, Option<u64>> {
         let word = |at: u64| read(at, 4).map(|b| i32::from_le_bytes(b[..].try_into().expect("4 bytes")));
-        let Some(mut len) = word(at) else { return Ok(None) };
+        let Some(mut len) = word(at) else {
+            return ControlFlow::Continue(None);
+        };
         let mut at = at + 4;
         if len == -1 {
             // The continuation marker, then the length.
-            let Some(l) = word(at) else { return Ok(None) };
+            let Some(l) = word(at) else {
+                return ControlFlow::Continue(None);
+            };
             len = l;
             at += 4;
         }
         let Some(meta) = u64::try_from(len).ok().filter(|&l| l > 0).and_then(|l| read(at, l)) else {
-            return Ok(None);
+            return ControlFlow::Continue(None);
         };
         let Ok(message) = arrow::ipc::root_as_message(&meta) else {
-            return Ok(None);
+            return ControlFlow::Continue(None);
         };
         let body = at + meta.len() as u64;
         let batch = message
@@ -259,22 +267,24 @@ fn ipc_batches(
         if let Some(batch) = batch {
             f(&read, body, batch)?;
         }
-        Ok(u64::try_from(message.bodyLength())
-            .ok()
-            .and_then(|l| body.checked_add(l)))
+        ControlFlow::Continue(
+            u64::try_from(message.bodyLength())
+                .ok()
+                .and_then(|l| body.checked_add(l)),
+        )
     };
     match format {
         Format::ArrowFile => {
             // The footer, before its 4-byte length and the closing magic, lists every batch.
             let Some(tail) = size.checked_sub(10).and_then(|at| read(at, 4)) else {
-                return Ok(());
+                return Ok(None);
             };
             let footer_len = u64::from(u32::from_le_bytes(tail[..].try_into().expect("4 bytes")));
             let Some(footer) = (size - 10).checked_sub(footer_len).and_then(|at| read(at, footer_len)) else {
-                return Ok(());
+                return Ok(None);
             };
             let Ok(footer) = arrow::ipc::root_as_footer(&footer) else {
-                return Ok(());
+                return Ok(None);
             };
             let blocks = footer
                 .dictionaries()
@@ -283,17 +293,22 @@ fn ipc_batches(
                 .flatten();
             for block in blocks {
                 if let Ok(at) = u64::try_from(block.offset()) {
-                    message(at)?;
+                    if let ControlFlow::Break(found) = message(at) {
+                        return Ok(Some(found));
+                    }
                 }
             }
-            Ok(())
+            Ok(None)
         }
         _ => {
             let mut at = 0;
-            while let Some(next) = message(at)? {
-                at = next;
+            loop {
+                match message(at) {
+                    ControlFlow::Break(found) => return Ok(Some(found)),
+                    ControlFlow::Continue(Some(next)) => at = next,
+                    ControlFlow::Continue(None) => return Ok(None),
+                }
             }
-            Ok(())
         }
     }
 }
@@ -301,16 +316,12 @@ fn ipc_batches(
 /// The compression of an Arrow IPC file's first compressed batch (`lz4` or `zstd`), if any.
 fn ipc_compression(path: &Path, format: Format) -> Option<String> {
     let file = File::open(path).ok()?;
-    let mut found = None;
-    let _ = ipc_batches(&file, format, &mut |_, _, batch| {
-        found = batch.compression().map(|c| match c.codec() {
-            arrow::ipc::CompressionType::ZSTD => "zstd".to_string(),
-            _ => "lz4".to_string(),
-        });
-        // Stops the walk at the first compressed batch.
-        found.as_ref().map_or(Ok(()), |_| Err(String::new()))
+    let first = ipc_batches(&file, format, &mut |_, _, batch| match batch.compression() {
+        Some(c) if c.codec() == arrow::ipc::CompressionType::ZSTD => ControlFlow::Break("zstd"),
+        Some(_) => ControlFlow::Break("lz4"),
+        None => ControlFlow::Continue(()),
     });
-    found
+    first.ok().flatten().map(str::to_string)
 }
 
 /// This machine's memory in bytes (`MemTotal` of /proc/meminfo), or 2^40 where that cannot be read.
@@ -336,6 +347,14 @@ pub struct Style {
 }
 
 impl Style {
+    /// zstd, with the writer's row groups: for tables sparse writes itself.
+    pub fn zstd() -> Style {
+        Style {
+            compression: Some("zstd".into()),
+            row_group_rows: None,
+        }
+    }
+
     /// The style of the table at `path`, read as `format`.
     pub fn of(path: &Path, format: Format) -> Style {
         match format {

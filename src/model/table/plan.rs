@@ -95,10 +95,7 @@ pub fn plan(
 
     // 2. The new table's rows, looked up; a run goes on while the next row is the base's next.
     let new_rows = cas.scratch().map_err(io)?;
-    let zstd = Style {
-        compression: Some("zstd".into()),
-        row_group_rows: None,
-    };
+    let zstd = Style::zstd();
     // A table Parquet cannot hold (some Arrow IPC types) is stored whole.
     let out = new_rows.reopen().map_err(io)?;
     let Ok(mut writer) = Writer::new(out, new_rows.path(), Format::Parquet, &schema, &zstd) else {
